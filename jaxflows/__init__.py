@@ -1,0 +1,1 @@
+"""jaxflows: normalizing flows in JAX/Flax."""

@@ -1,0 +1,4 @@
+"""Bijectors (forward = data -> latent). One family per file."""
+from jaxflows.bijectors.base import Bijector, Chain, Identity, Inverse, Repeat, sum_except_batch
+
+__all__ = ["Bijector", "Chain", "Identity", "Inverse", "Repeat", "sum_except_batch"]
