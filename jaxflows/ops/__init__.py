@@ -1,0 +1,36 @@
+"""Pure numerical kernels for residual flows, taking plain callables ``g(params, x)``.
+
+- :mod:`jaxflows.ops.fixed_point`: inverse of ``x + g(x)`` by fixed-point iteration in
+  ``lax.while_loop``, implicit-function-theorem gradients.
+- :mod:`jaxflows.ops.logdet`: ``log det(I + J_g)`` estimators (exact, truncated series,
+  Russian roulette, Neumann-series gradient, deterministic evaluation).
+"""
+from jaxflows.ops.fixed_point import FixedPointInfo, default_tolerance, fixed_point_inverse
+from jaxflows.ops.logdet import (
+    ESTIMATORS,
+    log_det,
+    logdet_exact,
+    logdet_neumann,
+    logdet_neumann_naive,
+    logdet_roulette,
+    logdet_series,
+    sample_num_terms,
+    series_tail_bound,
+    tail_probability,
+)
+
+__all__ = [
+    "FixedPointInfo",
+    "default_tolerance",
+    "fixed_point_inverse",
+    "ESTIMATORS",
+    "log_det",
+    "logdet_exact",
+    "logdet_neumann",
+    "logdet_neumann_naive",
+    "logdet_roulette",
+    "logdet_series",
+    "sample_num_terms",
+    "series_tail_bound",
+    "tail_probability",
+]
