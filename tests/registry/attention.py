@@ -1,0 +1,12 @@
+"""Registry entries for AttnFlow's invertible attentions (iMap, iTrans)."""
+from jaxflows.bijectors.attention import IMap, ITrans
+from jaxflows.testing import BijectorCase
+
+CASES = [
+    BijectorCase("imap_parity1_c3", lambda: IMap(parity=1), (2, 4, 4, 3), perturb_scale=0.3),
+    BijectorCase("itrans_heads1", lambda: ITrans(heads=1), (2, 4, 4, 2), perturb_scale=0.3),
+    BijectorCase("itrans_heads2", lambda: ITrans(heads=2), (2, 4, 4, 2), perturb_scale=0.3),
+    BijectorCase("itrans_heads2_k3_parity1",
+                 lambda: ITrans(heads=2, kernel_size=3, qk_channels=4, parity=1),
+                 (2, 4, 4, 1), perturb_scale=0.3),
+]
