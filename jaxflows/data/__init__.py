@@ -1,0 +1,31 @@
+"""Image datasets for jaxflows: TFDS through ``tfds.data_source`` + grain, the offline ``digits``
+builder, in-memory / ``.npz`` arrays, and a deterministic resumable sharded loader."""
+
+from jaxflows.data.digits import Digits
+from jaxflows.data.loader import Loader, make_loader
+from jaxflows.data.sources import (
+    KNOWN_DATASETS,
+    ArraySource,
+    DatasetInfo,
+    DatasetNotPreparedError,
+    TfdsSource,
+    default_data_dir,
+    get_info,
+    get_source,
+    mock_datasets,
+)
+
+__all__ = [
+    "ArraySource",
+    "DatasetInfo",
+    "DatasetNotPreparedError",
+    "Digits",
+    "KNOWN_DATASETS",
+    "Loader",
+    "TfdsSource",
+    "default_data_dir",
+    "get_info",
+    "get_source",
+    "make_loader",
+    "mock_datasets",
+]

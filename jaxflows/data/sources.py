@@ -1,0 +1,638 @@
+"""Random-access image data sources: TFDS datasets, the offline ``digits`` builder, arrays, ``.npz``.
+
+Every source returned here is a random-access sequence of records
+``{"image": uint8 [H, W, C], "label": int}`` with ``len(source)`` and ``source[i]``, plus a
+vectorised ``source.get_batch(indices)`` used by :func:`jaxflows.data.make_loader`. Images stay
+uint8 on the host; dequantisation happens on device in the train step.
+
+Names understood by :func:`get_source` / :func:`get_info`:
+
+==============================  ============  ======  =======  ==================================
+name                            image shape   levels  classes  splits
+==============================  ============  ======  =======  ==================================
+``digits``                      8x8x1         17      10       train 1,500 / test 297 (offline)
+``mnist``                       28x28x1       256     10       train 60,000 / test 10,000
+``fashion_mnist``               28x28x1       256     10       train 60,000 / test 10,000
+``cifar10``                     32x32x3       256     10       train 50,000 / test 10,000
+``celeb_a``                     64x64x3       256     --       train / validation / test
+``downsampled_imagenet/32x32``  32x32x3       256     --       train / test (= TFDS validation)
+``downsampled_imagenet/64x64``  64x64x3       256     --       train / test (= TFDS validation)
+``npz:/path/file.npz``          from file     256     from file  train / test (see below)
+==============================  ============  ======  =======  ==================================
+
+* TFDS datasets are read with ``tfds.data_source`` (``array_record`` files, random access). They
+  must be prepared once on a machine with network access (``tfds build mnist
+  --file_format=array_record --data_dir=DIR``) or with ``download=True``. A dataset that is not
+  prepared fails at once with :class:`DatasetNotPreparedError` saying how to prepare it; nothing
+  ever waits on network retries (with ``download=True`` the network is probed first, with a short
+  timeout).
+* ``celeb_a`` follows RealNVP (Dinh et al. 2017, Sec. 4.1): the central 148x148 crop of the
+  218x178 image, resized to 64x64 (box filter). It has no class label (``label`` is 0).
+* ``downsampled_imagenet`` (van den Oord et al. 2016, "Pixel Recurrent Neural Networks") has no
+  test split in TFDS: ``test`` reads its ``validation`` split. No label (``label`` is 0).
+* ``digits`` is scikit-learn's bundled 8x8 digits (values 0..16) as a TFDS builder
+  (:mod:`jaxflows.data.digits`), prepared automatically on first use without network.
+* ``npz:/path/file.npz``: arrays ``image`` (uint8, NHWC or NHW) and optionally ``label``. The
+  file's last 10% of records (rounded down) are its ``test`` split and the rest its ``train``
+  split; ``npz:/path/file.npz?test=N`` makes the last ``N`` records the test split and
+  ``?test=0.25`` the last quarter.
+
+Splits accept TFDS slicing on top of the base split: ``"train[:90%]"``, ``"train[1350:]"``,
+``"train[10%:20%]"``, ``"train+test"``. The data directory is ``data_dir``, else the environment
+variable ``TFDS_DATA_DIR``, else ``~/tensorflow_datasets``.
+
+Mock data (for tests of code that trains on datasets that are not available): pass
+``mock=True`` to :func:`get_source`, or wrap the code in ``with mock_datasets():``. TFDS datasets
+then go through ``tfds.testing.mock_data`` (random records of the dataset's real feature spec,
+read through the real ``tfds.data_source`` path and the same post-processing as real data), with
+``mock_num_examples`` records per base split. ``digits`` and ``npz:`` sources are always real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import os
+import socket
+import threading
+import types
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+__all__ = [
+    "ArraySource",
+    "DatasetInfo",
+    "DatasetNotPreparedError",
+    "KNOWN_DATASETS",
+    "TfdsSource",
+    "default_data_dir",
+    "get_info",
+    "get_source",
+    "mock_datasets",
+]
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+  """A TFDS dataset is not prepared in the data directory and was not (or could not be) downloaded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """Static description of an image dataset.
+
+  Attributes:
+    name: the name given to :func:`get_info`.
+    image_shape: ``(H, W, C)`` of the images the source yields.
+    num_levels: number of pixel levels: values lie in ``{0, ..., num_levels - 1}`` (256 for
+      8-bit images, 17 for ``digits``).
+    num_classes: number of label classes, or ``None`` if the dataset has no label.
+    split_sizes: number of records in each base split (the published TFDS sizes, or the sizes
+      of the prepared data when it is found).
+  """
+
+  name: str
+  image_shape: tuple[int, int, int]
+  num_levels: int
+  num_classes: int | None
+  split_sizes: Mapping[str, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class _TfdsSpec:
+  tfds_name: str
+  info: DatasetInfo
+  split_aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  transform: Callable[[np.ndarray], np.ndarray] | None = None
+  has_label: bool = True
+
+
+def _centre_crop_resize(image: np.ndarray, crop: int | None, size: tuple[int, int]) -> np.ndarray:
+  """Central ``crop x crop`` window (the largest central square if ``crop`` is None), resized to
+  ``size`` with a box (area-averaging) filter. ``image`` is uint8 ``[H, W, C]``."""
+  h, w = image.shape[:2]
+  c = min(h, w) if crop is None else min(crop, h, w)
+  top, left = (h - c) // 2, (w - c) // 2
+  window = image[top:top + c, left:left + c]
+  if window.shape[:2] == tuple(size):
+    return np.ascontiguousarray(window)
+  from PIL import Image  # Pillow is a dependency of matplotlib and tfds.
+  channels = window.shape[2]
+  pil = Image.fromarray(window[..., 0] if channels == 1 else window)
+  out = np.asarray(pil.resize((size[1], size[0]), Image.Resampling.BOX), dtype=np.uint8)
+  return out.reshape(size[0], size[1], channels)
+
+
+def _celeb_a_transform(image: np.ndarray) -> np.ndarray:
+  # RealNVP (Dinh et al. 2017, Sec. 4.1): central 148x148 crop, downsampled to 64x64.
+  return _centre_crop_resize(image, 148, (64, 64))
+
+
+def _fit_to(size: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
+  # Downsampled ImageNet is stored at its final size, so this is the identity on real data; TFDS
+  # declares its shape as (None, None, 3), and mock data of that spec has random sizes.
+  def fit(image: np.ndarray) -> np.ndarray:
+    if image.shape[:2] == tuple(size):
+      return image
+    return _centre_crop_resize(image, None, size)
+  return fit
+
+
+_DIGITS_INFO = DatasetInfo("digits", (8, 8, 1), 17, 10, {"train": 1500, "test": 297})
+
+_TFDS_SPECS: dict[str, _TfdsSpec] = {
+    "mnist": _TfdsSpec("mnist", DatasetInfo(
+        "mnist", (28, 28, 1), 256, 10, {"train": 60000, "test": 10000})),
+    "fashion_mnist": _TfdsSpec("fashion_mnist", DatasetInfo(
+        "fashion_mnist", (28, 28, 1), 256, 10, {"train": 60000, "test": 10000})),
+    "cifar10": _TfdsSpec("cifar10", DatasetInfo(
+        "cifar10", (32, 32, 3), 256, 10, {"train": 50000, "test": 10000})),
+    "celeb_a": _TfdsSpec(
+        "celeb_a",
+        DatasetInfo("celeb_a", (64, 64, 3), 256, None,
+                    {"train": 162770, "validation": 19867, "test": 19962}),
+        transform=_celeb_a_transform, has_label=False),
+    "downsampled_imagenet/32x32": _TfdsSpec(
+        "downsampled_imagenet/32x32",
+        DatasetInfo("downsampled_imagenet/32x32", (32, 32, 3), 256, None,
+                    {"train": 1281149, "test": 49999}),
+        split_aliases={"test": "validation"}, transform=_fit_to((32, 32)), has_label=False),
+    "downsampled_imagenet/64x64": _TfdsSpec(
+        "downsampled_imagenet/64x64",
+        DatasetInfo("downsampled_imagenet/64x64", (64, 64, 3), 256, None,
+                    {"train": 1281149, "test": 49999}),
+        split_aliases={"test": "validation"}, transform=_fit_to((64, 64)), has_label=False),
+}
+
+KNOWN_DATASETS: tuple[str, ...] = ("digits", *_TFDS_SPECS, "npz:/path/file.npz")
+
+_NPZ_PREFIX = "npz:"
+_NPZ_DEFAULT_TEST_FRACTION = 0.1
+
+
+def default_data_dir(data_dir: str | os.PathLike | None = None) -> str:
+  """``data_dir`` if given, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``."""
+  if data_dir is not None:
+    return os.fspath(data_dir)
+  return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+
+
+def _unknown_name(name: Any) -> ValueError:
+  return ValueError(
+      f"Unknown dataset name {name!r}: expected one of {', '.join(KNOWN_DATASETS)} "
+      "(npz: followed by the path of an .npz file with arrays 'image' and optionally 'label').")
+
+
+# --------------------------------------------------------------------------- in-memory sources
+
+
+class ArraySource:
+  """A random-access source over in-memory arrays.
+
+  Args:
+    images: uint8 array ``[N, H, W, C]``, or ``[N, H, W]`` (a channel axis is added). Other
+      integer dtypes are accepted if every value lies in 0..255.
+    labels: optional integer array ``[N]``; without it every record's label is 0.
+
+  ``source[i]`` returns ``{"image": uint8 [H, W, C], "label": int}``;
+  ``source.get_batch(indices)`` returns the stacked arrays (``label`` int32).
+  """
+
+  def __init__(self, images, labels=None):
+    images = np.asarray(images)
+    if images.ndim == 3:
+      images = images[..., None]
+    if images.ndim != 4:
+      raise ValueError(
+          f"images: expected an array [N, H, W, C] or [N, H, W], got shape {images.shape}.")
+    if images.dtype != np.uint8:
+      if not np.issubdtype(images.dtype, np.integer):
+        raise ValueError(f"images: expected uint8 (integer pixel values), got dtype {images.dtype}.")
+      if images.size and (images.min() < 0 or images.max() > 255):
+        raise ValueError("images: integer pixel values must lie in 0..255 to be stored as uint8.")
+      images = images.astype(np.uint8)
+    if labels is None:
+      labels = np.zeros(images.shape[0], np.int32)
+    else:
+      labels = np.asarray(labels)
+      if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"labels: expected an integer array of shape ({images.shape[0]},), got "
+            f"{labels.dtype} {labels.shape}.")
+      labels = labels.astype(np.int32)
+    self.images = images
+    self.labels = labels
+
+  def __len__(self) -> int:
+    return self.images.shape[0]
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return {"image": self.images[index], "label": int(self.labels[index])}
+
+  def get_batch(self, indices) -> dict[str, np.ndarray]:
+    indices = np.asarray(indices, dtype=np.int64)
+    return {"image": self.images[indices], "label": self.labels[indices]}
+
+  @property
+  def image_shape(self) -> tuple[int, int, int]:
+    return tuple(self.images.shape[1:])
+
+  def __repr__(self) -> str:
+    return f"ArraySource(num_records={len(self)}, image_shape={self.image_shape})"
+
+
+class _ConcatSource:
+  """Concatenation of index ranges of sources (used for sliced / combined splits)."""
+
+  def __init__(self, parts: Sequence[tuple[Any, int, int]]):
+    self._parts = list(parts)
+    self._offsets = np.cumsum([0] + [stop - start for _, start, stop in self._parts])
+
+  def __len__(self) -> int:
+    return int(self._offsets[-1])
+
+  def _locate(self, indices: np.ndarray):
+    part = np.searchsorted(self._offsets, indices, side="right") - 1
+    return part, indices - self._offsets[part]
+
+  def __getitem__(self, index: int):
+    n = len(self)
+    if index < 0:
+      index += n
+    if not 0 <= index < n:
+      raise IndexError(f"index {index} out of range for a source of {n} records.")
+    part, local = self._locate(np.asarray([index]))
+    source, start, _ = self._parts[int(part[0])]
+    return source[start + int(local[0])]
+
+  def get_batch(self, indices) -> dict[str, np.ndarray]:
+    indices = np.asarray(indices, dtype=np.int64)
+    part, local = self._locate(indices)
+    if len(self._parts) == 1:
+      source, start, _ = self._parts[0]
+      return _get_batch(source, start + local)
+    labels = np.zeros(len(indices), np.int32)
+    out_image = None
+    for p in np.unique(part):
+      source, start, _ = self._parts[int(p)]
+      where = np.nonzero(part == p)[0]
+      batch = _get_batch(source, start + local[where])
+      if out_image is None:
+        out_image = np.zeros((len(indices), *batch["image"].shape[1:]), np.uint8)
+      out_image[where] = batch["image"]
+      labels[where] = batch["label"]
+    return {"image": out_image, "label": labels}
+
+
+def _get_batch(source, indices) -> dict[str, np.ndarray]:
+  """Stacked records ``indices`` of any random-access source."""
+  if hasattr(source, "get_batch"):
+    return source.get_batch(indices)
+  records = [source[int(i)] for i in indices]
+  return {"image": np.stack([np.asarray(r["image"], np.uint8) for r in records]),
+          "label": np.asarray([int(r.get("label", 0)) for r in records], np.int32)}
+
+
+def _split_by_spec(split: str, base: Mapping[str, tuple[Any, int, int]], dataset: str):
+  """Applies a TFDS split spec (``"train[:90%]"``, ``"train+test"``) to base splits given as
+  ``{name: (source, start, stop)}``, with TFDS's own parsing and rounding rules."""
+  import tensorflow_datasets as tfds
+  if not isinstance(split, str):
+    raise ValueError(f"split: expected a string such as 'train' or 'train[:90%]', got {split!r}.")
+  infos = {k: types.SimpleNamespace(num_examples=stop - start) for k, (_, start, stop) in base.items()}
+  try:
+    absolute = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
+  except (ValueError, AssertionError) as e:
+    raise ValueError(
+        f"split: {split!r} is not a valid split of {dataset!r} (splits {sorted(base)}, "
+        f"slicing like 'train[:90%]'): {e}") from None
+  parts = []
+  for instr in absolute:
+    source, start, stop = base[instr.splitname]
+    n = stop - start
+    lo = 0 if instr.from_ is None else instr.from_
+    hi = n if instr.to is None else instr.to
+    lo, hi = max(0, min(lo, n)), max(0, min(hi, n))
+    parts.append((source, start + lo, start + max(lo, hi)))
+  return _ConcatSource(parts)
+
+
+def _parse_npz_name(name: str) -> tuple[str, float | int | None]:
+  path, _, query = name[len(_NPZ_PREFIX):].partition("?")
+  test = None
+  if query:
+    key, _, value = query.partition("=")
+    if key != "test" or not value:
+      raise ValueError(f"name: expected 'npz:/path/file.npz' or 'npz:/path/file.npz?test=N', got {name!r}.")
+    try:
+      test = int(value)
+    except ValueError:
+      try:
+        test = float(value)
+      except ValueError:
+        raise ValueError(f"name: 'test=' in {name!r} must be a count or a fraction.") from None
+  return path, test
+
+
+def _npz_test_count(test, n: int, name: str) -> int:
+  if test is None:
+    test = _NPZ_DEFAULT_TEST_FRACTION
+  if isinstance(test, float):
+    if not 0.0 <= test < 1.0:
+      raise ValueError(f"name: the test fraction in {name!r} must lie in [0, 1).")
+    return int(n * test)
+  if not 0 <= test < n:
+    raise ValueError(f"name: the test count in {name!r} must lie in [0, {n}).")
+  return test
+
+
+_NPZ_CACHE: dict[tuple[str, float], ArraySource] = {}
+
+
+def _load_npz(path: str) -> ArraySource:
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"npz dataset file not found: {path!r}.")
+  key = (os.path.abspath(path), os.path.getmtime(path))
+  if key not in _NPZ_CACHE:
+    with np.load(path) as f:
+      if "image" not in f:
+        raise ValueError(f"{path!r}: expected an array 'image' (uint8 NHWC or NHW), found {list(f)}.")
+      _NPZ_CACHE[key] = ArraySource(f["image"], f["label"] if "label" in f else None)
+  return _NPZ_CACHE[key]
+
+
+def _npz_splits(name: str):
+  path, test = _parse_npz_name(name)
+  full = _load_npz(path)
+  n = len(full)
+  n_test = _npz_test_count(test, n, name)
+  return full, {"train": (full, 0, n - n_test), "test": (full, n - n_test, n)}
+
+
+# --------------------------------------------------------------------------- TFDS sources
+
+
+class TfdsSource:
+  """A TFDS ``data_source`` with per-dataset post-processing, as ``{"image", "label"}`` records."""
+
+  def __init__(self, data_source, *, transform=None, has_label=True, image_shape=None,
+               batched_reads=True):
+    self._ds = data_source
+    # tfds.testing.mock_data's data sources break on __getitems__ (tfds 4.9.10): read one by one.
+    self._batched_reads = batched_reads
+    self._transform = transform
+    self._has_label = has_label
+    self._image_shape = image_shape
+
+  def __len__(self) -> int:
+    return len(self._ds)
+
+  def _convert(self, record) -> tuple[np.ndarray, int]:
+    image = np.asarray(record["image"], dtype=np.uint8)
+    if image.ndim == 2:
+      image = image[..., None]
+    if self._transform is not None:
+      image = self._transform(image)
+    label = int(record["label"]) if self._has_label and "label" in record else 0
+    return image, label
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    image, label = self._convert(self._ds[index])
+    return {"image": image, "label": label}
+
+  def get_batch(self, indices) -> dict[str, np.ndarray]:
+    indices = [int(i) for i in np.asarray(indices).reshape(-1)]
+    records = (self._ds.__getitems__(indices) if self._batched_reads and hasattr(self._ds, "__getitems__")
+               else [self._ds[i] for i in indices])
+    converted = [self._convert(r) for r in records]
+    if not converted:
+      return {"image": np.zeros((0, *(self._image_shape or (0, 0, 0))), np.uint8),
+              "label": np.zeros((0,), np.int32)}
+    return {"image": np.stack([c[0] for c in converted]),
+            "label": np.asarray([c[1] for c in converted], np.int32)}
+
+  def to_array_source(self) -> ArraySource:
+    """Reads every record into memory (fast random access for small datasets)."""
+    batch = self.get_batch(np.arange(len(self)))
+    return ArraySource(batch["image"], batch["label"])
+
+
+def _network_reachable(host: str = "storage.googleapis.com", port: int = 443,
+                       timeout: float = 3.0) -> bool:
+  """Whether a TCP connection to ``host`` opens within ``timeout`` seconds (DNS included)."""
+  result = []
+
+  def probe():
+    try:
+      with socket.create_connection((host, port), timeout=timeout):
+        result.append(True)
+    except OSError:
+      result.append(False)
+
+  thread = threading.Thread(target=probe, daemon=True)
+  thread.start()
+  thread.join(timeout + 0.5)
+  return bool(result and result[0])
+
+
+def _prepare_instructions(tfds_name: str, data_dir: str) -> str:
+  return (
+      f"To prepare it, run on a machine with network access\n"
+      f"    tfds build {tfds_name} --file_format=array_record --data_dir={data_dir}\n"
+      f"(and copy {os.path.join(data_dir, tfds_name.split('/')[0])} here), or call "
+      f"get_source(..., download=True, data_dir={data_dir!r}) where the network is reachable. "
+      f"Use data_dir=... or the environment variable TFDS_DATA_DIR to read from another "
+      f"directory, or mock=True for random data of the same shape in tests.")
+
+
+def _open_tfds(spec: _TfdsSpec, split: str, data_dir: str, download: bool):
+  import tensorflow_datasets as tfds
+  builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+  if not builder.is_prepared():
+    if not download:
+      raise DatasetNotPreparedError(
+          f"Dataset {spec.tfds_name!r} is not prepared in {data_dir} and download=False. "
+          + _prepare_instructions(spec.tfds_name, data_dir))
+    if not _network_reachable():
+      raise DatasetNotPreparedError(
+          f"Dataset {spec.tfds_name!r} is not prepared in {data_dir} and cannot be downloaded: "
+          "storage.googleapis.com is not reachable from this machine. "
+          + _prepare_instructions(spec.tfds_name, data_dir))
+    builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare(file_format="array_record")
+  info = builder.info
+  formats = {info.file_format, *getattr(info, "alternative_file_formats", ())}
+  if tfds.core.FileFormat.ARRAY_RECORD not in formats:
+    raise DatasetNotPreparedError(
+        f"Dataset {spec.tfds_name!r} is prepared in {builder.data_dir} in the {info.file_format} "
+        "format, which has no random access. Convert it with\n"
+        f"    tfds convert_format --dataset_version_dir={builder.data_dir} "
+        "--out_file_format=array_record\n"
+        f"or rebuild it with `tfds build {spec.tfds_name} --file_format=array_record`.")
+  sizes = {k: v.num_examples for k, v in info.splits.items()}
+  return builder, sizes
+
+
+# --------------------------------------------------------------------------- mock data
+
+_MOCK = types.SimpleNamespace(num_examples=None)  # Process-wide, so that worker threads see it.
+
+
+@contextlib.contextmanager
+def mock_datasets(num_examples: int = 64):
+  """Within this context, :func:`get_source` returns mock data for every TFDS dataset.
+
+  Records are random but of the dataset's real feature spec (via ``tfds.testing.mock_data``),
+  ``num_examples`` per base split, post-processed like real data (so ``celeb_a`` mock images are
+  64x64). ``digits`` and ``npz:`` sources stay real. For tests of training code::
+
+      with jaxflows.data.mock_datasets(num_examples=32):
+        train_and_evaluate(cifar10_config, workdir)
+  """
+  if num_examples < 1:
+    raise ValueError(f"num_examples: expected a positive count, got {num_examples}.")
+  previous = _MOCK.num_examples
+  _MOCK.num_examples = num_examples
+  try:
+    yield
+  finally:
+    _MOCK.num_examples = previous
+
+
+def _mock_tfds(spec: _TfdsSpec, base_splits: Sequence[str], num_examples: int):
+  import tensorflow_datasets as tfds
+  out = {}
+  with tfds.testing.mock_data(num_examples=num_examples):
+    for s in base_splits:
+      ds = tfds.data_source(spec.tfds_name, split=spec.split_aliases.get(s, s), download=False)
+      out[s] = TfdsSource(ds, transform=spec.transform, has_label=spec.has_label,
+                          image_shape=spec.info.image_shape, batched_reads=False)
+  return out
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def _digits_streams(root: str) -> dict[str, TfdsSource]:
+  from jaxflows.data import digits as digits_lib  # pylint: disable=g-import-not-at-top
+  builder = digits_lib.ensure_prepared(root)
+  return {s: TfdsSource(builder.as_data_source(split=s)) for s in _DIGITS_INFO.split_sizes}
+
+
+@functools.lru_cache(maxsize=8)
+def _digits_arrays(root: str) -> dict[str, ArraySource]:
+  out = {}
+  for s, stream in _digits_streams(root).items():
+    out[s] = stream.to_array_source()
+    out[s].images.setflags(write=False)
+    out[s].labels.setflags(write=False)
+  return out
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def _resolve(name: str):
+  if not isinstance(name, str):
+    raise _unknown_name(name)
+  if name.startswith(_NPZ_PREFIX):
+    return "npz", None
+  if name == "digits":
+    return "digits", None
+  if name in _TFDS_SPECS:
+    return "tfds", _TFDS_SPECS[name]
+  raise _unknown_name(name)
+
+
+def get_info(name: str, *, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
+  """Static information about dataset ``name`` (see the module docstring for the names).
+
+  For ``npz:`` names the file is read (shape, levels = 256, classes = max label + 1 if it has
+  labels). TFDS datasets report their published split sizes unless they are prepared in
+  ``data_dir``, whose actual sizes are then used. Unknown names raise ``ValueError``.
+  """
+  kind, spec = _resolve(name)
+  if kind == "digits":
+    return _DIGITS_INFO
+  if kind == "npz":
+    full, splits = _npz_splits(name)
+    with np.load(_parse_npz_name(name)[0]) as f:
+      num_classes = int(np.max(f["label"])) + 1 if "label" in f and f["label"].size else None
+    return DatasetInfo(name, full.image_shape, 256, num_classes,
+                       {k: stop - start for k, (_, start, stop) in splits.items()})
+  import tensorflow_datasets as tfds
+  try:
+    builder = tfds.builder(spec.tfds_name, data_dir=default_data_dir(data_dir))
+    if builder.is_prepared():
+      sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
+      inverse = {v: k for k, v in spec.split_aliases.items()}
+      return dataclasses.replace(
+          spec.info, split_sizes={inverse.get(k, k): n for k, n in sizes.items()})
+  except Exception:  # pylint: disable=broad-except  # Metadata only: fall back to published sizes.
+    pass
+  return spec.info
+
+
+def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike | None = None,
+               download: bool = False, in_memory: bool | None = None, mock: bool = False,
+               mock_num_examples: int | None = None):
+  """A random-access source of ``{"image": uint8 [H, W, C], "label": int}`` records.
+
+  Args:
+    name: a dataset name (see the module docstring), e.g. ``"digits"``, ``"cifar10"``,
+      ``"npz:/path/file.npz"``.
+    split: ``"train"``, ``"test"`` (``"validation"`` for celeb_a) with optional TFDS slicing such
+      as ``"train[:90%]"``, ``"train[1350:]"``, ``"train+test"``.
+    data_dir: TFDS data directory (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+      ``digits`` is prepared there automatically on first use.
+    download: download and prepare a TFDS dataset that is not prepared (checks first, with a 3 s
+      timeout, that the network is reachable). Without it a missing dataset raises
+      :class:`DatasetNotPreparedError` at once, with instructions.
+    in_memory: read the whole split into memory (an :class:`ArraySource`): fast random access for
+      small datasets. ``None`` (default) does so when the split's images take at most 16 MiB
+      (``digits``, sliced or mock data), and streams from the array_record files otherwise.
+    mock: random records of the dataset's spec instead of real data (see :func:`mock_datasets`).
+    mock_num_examples: records per base split for mock data (default 64).
+
+  Raises:
+    ValueError: unknown ``name`` (lists the known names) or invalid ``split``.
+    DatasetNotPreparedError: a TFDS dataset that is not prepared and was not downloaded.
+  """
+  kind, spec = _resolve(name)
+  if kind == "npz":
+    _, splits = _npz_splits(name)
+    source = _split_by_spec(split, splits, name)
+  elif kind == "digits":
+    root = os.path.abspath(default_data_dir(data_dir))
+    if in_memory is False:
+      base = {s: (src, 0, len(src)) for s, src in _digits_streams(root).items()}
+    else:  # 200 KB in all: read once per process, then sliced in memory.
+      base = {s: (src, 0, len(src)) for s, src in _digits_arrays(root).items()}
+    source = _split_by_spec(split, base, name)
+  else:
+    mock_n = _MOCK.num_examples
+    if mock or mock_n is not None:
+      n = mock_num_examples or mock_n or 64
+      mocked = _mock_tfds(spec, list(spec.info.split_sizes), n)
+      source = _split_by_spec(split, {s: (src, 0, n) for s, src in mocked.items()}, name)
+    else:
+      root = default_data_dir(data_dir)
+      builder, sizes = _open_tfds(spec, split, root, download)
+      inverse = {v: k for k, v in spec.split_aliases.items()}
+      base = {}
+      for tfds_split, n in sizes.items():
+        ds = builder.as_data_source(split=tfds_split)
+        base[inverse.get(tfds_split, tfds_split)] = (
+            TfdsSource(ds, transform=spec.transform, has_label=spec.has_label,
+                       image_shape=spec.info.image_shape), 0, n)
+      source = _split_by_spec(split, base, name)
+  if len(source) == 0:
+    raise ValueError(f"split: {split!r} of {name!r} selects no records.")
+  if kind != "npz":
+    shape = (_DIGITS_INFO if kind == "digits" else spec.info).image_shape
+    image_bytes = len(source) * int(np.prod(shape))
+    if in_memory or (in_memory is None and image_bytes <= 16 * 2**20):
+      batch = source.get_batch(np.arange(len(source)))
+      return ArraySource(batch["image"], batch["label"])
+  return source
