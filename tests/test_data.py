@@ -281,3 +281,37 @@ def test_data_dir_from_environment(digits_dir, monkeypatch):
   assert jd.default_data_dir() == digits_dir
   assert jd.default_data_dir("/elsewhere") == "/elsewhere"
   assert len(jd.get_source("digits", "test[:10]")) == 10  # found in $TFDS_DATA_DIR
+
+
+def test_prepared_in_tfrecord_format_explains_conversion(digits_dir, tmp_path):
+  import shutil
+  target = tmp_path / "digits" / "1.0.0"
+  shutil.copytree(os.path.join(digits_dir, "digits", "1.0.0"), target)
+  info_path = target / "dataset_info.json"
+  info = json.loads(info_path.read_text())
+  info["fileFormat"] = "tfrecord"  # as left by a plain `tfds build` (no random access)
+  info_path.write_text(json.dumps(info))
+  spec = sources_lib._TfdsSpec("digits", sources_lib._DIGITS_INFO)
+  with pytest.raises(jd.DatasetNotPreparedError, match="(?s)tfrecord.*convert_format.*array_record"):
+    sources_lib._open_tfds(spec, "train", str(tmp_path), download=False)
+
+
+def test_generic_tfds_path_on_prepared_array_record(digits_dir, monkeypatch):
+  """The code path of mnist/cifar10/celeb_a (tfds.builder + data_source + post-processing + alias),
+  run on the prepared digits files under another registered name."""
+  info = jd.DatasetInfo("digits_as_tfds", (4, 4, 1), 17, None, {"train": 1500, "test": 297})
+  spec = sources_lib._TfdsSpec("digits", info, split_aliases={"test": "train"},
+                               transform=sources_lib._fit_to((4, 4)), has_label=False)
+  monkeypatch.setitem(sources_lib._TFDS_SPECS, "digits_as_tfds", spec)
+  stream = jd.get_source("digits_as_tfds", "test[:20]", data_dir=digits_dir, in_memory=False)
+  memory = jd.get_source("digits_as_tfds", "test[:20]", data_dir=digits_dir)
+  train = jd.get_source("digits", "train[:20]", data_dir=digits_dir)
+  assert len(stream) == len(memory) == 20 and memory.image_shape == (4, 4, 1)
+  batch = stream.get_batch(np.arange(20))
+  np.testing.assert_array_equal(batch["image"], memory.images)
+  assert np.all(batch["label"] == 0)  # has_label=False
+  # "test" is read from the TFDS split "train"; images are box-downsampled 8x8 -> 4x4.
+  expected = train.images.reshape(20, 4, 2, 4, 2, 1).astype(float).mean(axis=(2, 4))
+  assert np.max(np.abs(memory.images - expected)) <= 1.0
+  assert dict(jd.get_info("digits_as_tfds", data_dir=digits_dir).split_sizes) == {
+      "train": 1500, "test": 1500}

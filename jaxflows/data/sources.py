@@ -89,7 +89,7 @@ class DatasetInfo:
       8-bit images, 17 for ``digits``).
     num_classes: number of label classes, or ``None`` if the dataset has no label.
     split_sizes: number of records in each base split (the published TFDS sizes, or the sizes
-      of the prepared data when it is found).
+      of the prepared data when it is found, aliases such as imagenet's "test" included).
   """
 
   name: str
@@ -566,9 +566,8 @@ def get_info(name: str, *, data_dir: str | os.PathLike | None = None) -> Dataset
     builder = tfds.builder(spec.tfds_name, data_dir=default_data_dir(data_dir))
     if builder.is_prepared():
       sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
-      inverse = {v: k for k, v in spec.split_aliases.items()}
-      return dataclasses.replace(
-          spec.info, split_sizes={inverse.get(k, k): n for k, n in sizes.items()})
+      sizes.update({a: sizes[t] for a, t in spec.split_aliases.items() if t in sizes})
+      return dataclasses.replace(spec.info, split_sizes=sizes)
   except Exception:  # pylint: disable=broad-except  # Metadata only: fall back to published sizes.
     pass
   return spec.info
@@ -619,13 +618,14 @@ def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike |
     else:
       root = default_data_dir(data_dir)
       builder, sizes = _open_tfds(spec, split, root, download)
-      inverse = {v: k for k, v in spec.split_aliases.items()}
       base = {}
       for tfds_split, n in sizes.items():
         ds = builder.as_data_source(split=tfds_split)
-        base[inverse.get(tfds_split, tfds_split)] = (
-            TfdsSource(ds, transform=spec.transform, has_label=spec.has_label,
-                       image_shape=spec.info.image_shape), 0, n)
+        base[tfds_split] = (TfdsSource(ds, transform=spec.transform, has_label=spec.has_label,
+                                       image_shape=spec.info.image_shape), 0, n)
+      for alias, target in spec.split_aliases.items():  # e.g. imagenet's "test" = "validation"
+        if target in base:
+          base[alias] = base[target]
       source = _split_by_spec(split, base, name)
   if len(source) == 0:
     raise ValueError(f"split: {split!r} of {name!r} selects no records.")
