@@ -180,7 +180,8 @@ def test_mock_tfds_sources():
     imagenet = jd.get_source("downsampled_imagenet/32x32", "test")
   assert len(celeb) == 5 and celeb.image_shape == (64, 64, 3)
   assert len(imagenet) == 10 and imagenet.image_shape == (32, 32, 3)
-  loader = jd.make_loader(cifar, global_batch_size=8, seed=0, process_index=0, process_count=1)
+  loader = jd.make_loader(cifar, global_batch_size=8, seed=0)  # jax.process_index()/count()
+  assert (loader.process_index, loader.process_count) == (0, 1)
   assert next(loader)["image"].shape == (8, 32, 32, 3)
 
 
@@ -293,7 +294,7 @@ def test_prepared_in_tfrecord_format_explains_conversion(digits_dir, tmp_path):
   info_path.write_text(json.dumps(info))
   spec = sources_lib._TfdsSpec("digits", sources_lib._DIGITS_INFO)
   with pytest.raises(jd.DatasetNotPreparedError, match="(?s)tfrecord.*convert_format.*array_record"):
-    sources_lib._open_tfds(spec, "train", str(tmp_path), download=False)
+    sources_lib._open_tfds(spec, str(tmp_path), download=False)
 
 
 def test_generic_tfds_path_on_prepared_array_record(digits_dir, monkeypatch):

@@ -440,13 +440,14 @@ def _prepare_instructions(tfds_name: str, data_dir: str) -> str:
   return (
       f"To prepare it, run on a machine with network access\n"
       f"    tfds build {tfds_name} --file_format=array_record --data_dir={data_dir}\n"
-      f"(and copy {os.path.join(data_dir, tfds_name.split('/')[0])} here), or call "
+      f"(then copy that machine's {os.path.join(data_dir, tfds_name.split('/')[0])} directory "
+      f"to the same place here), or call "
       f"get_source(..., download=True, data_dir={data_dir!r}) where the network is reachable. "
       f"Use data_dir=... or the environment variable TFDS_DATA_DIR to read from another "
       f"directory, or mock=True for random data of the same shape in tests.")
 
 
-def _open_tfds(spec: _TfdsSpec, split: str, data_dir: str, download: bool):
+def _open_tfds(spec: _TfdsSpec, data_dir: str, download: bool):
   import tensorflow_datasets as tfds
   builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
   if not builder.is_prepared():
@@ -617,7 +618,7 @@ def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike |
       source = _split_by_spec(split, {s: (src, 0, n) for s, src in mocked.items()}, name)
     else:
       root = default_data_dir(data_dir)
-      builder, sizes = _open_tfds(spec, split, root, download)
+      builder, sizes = _open_tfds(spec, root, download)
       base = {}
       for tfds_split, n in sizes.items():
         ds = builder.as_data_source(split=tfds_split)
