@@ -213,6 +213,8 @@ def fixed_point_inverse(
         non-floating ``y``, or ``g`` changing the shape/dtype of its input.
     """
     y = jnp.asarray(y)
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        raise ValueError(f"fixed_point_inverse: y must be a floating-point array, got dtype {y.dtype}")
     rtol = default_tolerance(y.dtype) if rtol is None else rtol
     atol = default_tolerance(y.dtype) if atol is None else atol
     _check_settings(rtol, atol, max_iter, batch_axes, y)
