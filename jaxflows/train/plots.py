@@ -1,0 +1,79 @@
+"""PNG outputs: image grids of samples, and bits/dim training curves."""
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterable
+
+import numpy as np
+
+__all__ = ["to_pixels", "image_grid", "save_image_grid", "plot_curves"]
+
+
+def to_pixels(samples: np.ndarray, num_levels: int) -> np.ndarray:
+    """Continuous samples in ``[0, L)`` -> uint8 pixels ``floor(x)`` scaled to 0..255."""
+    k = np.clip(np.floor(np.nan_to_num(np.asarray(samples, np.float64), nan=0.0)), 0,
+                num_levels - 1)
+    return np.round(k * (255.0 / max(num_levels - 1, 1))).astype(np.uint8)
+
+
+def image_grid(images: np.ndarray, ncols: int = 0, pad: int = 1) -> np.ndarray:
+    """``[n, H, W, C]`` uint8 -> one ``[rows*(H+pad)+pad, cols*(W+pad)+pad, C]`` grid."""
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"image_grid: images must be [n, H, W, C], got {images.shape}.")
+    n, h, w, c = images.shape
+    ncols = ncols or int(math.ceil(math.sqrt(n)))
+    nrows = int(math.ceil(n / ncols))
+    grid = np.full((nrows * (h + pad) + pad, ncols * (w + pad) + pad, c), 255, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, ncols)
+        grid[pad + r * (h + pad): pad + r * (h + pad) + h,
+             pad + col * (w + pad): pad + col * (w + pad) + w] = images[i]
+    return grid
+
+
+def save_image_grid(path: str, pixels: np.ndarray, upscale: int = 0):
+    """Save uint8 ``[n, H, W, C]`` as a PNG grid (small images are upscaled for viewing)."""
+    from PIL import Image  # pylint: disable=import-outside-toplevel
+    grid = image_grid(pixels)
+    if upscale == 0:
+        upscale = max(1, 256 // max(grid.shape[:2]))
+    if upscale > 1:
+        grid = grid.repeat(upscale, 0).repeat(upscale, 1)
+    if grid.shape[-1] == 1:
+        img = Image.fromarray(grid[..., 0], mode="L")
+    else:
+        img = Image.fromarray(grid[..., :3], mode="RGB")
+    tmp = path + ".tmp.png"
+    img.save(tmp)
+    os.replace(tmp, path)
+
+
+def plot_curves(path: str, records: Iterable[dict], title: str = ""):
+    """Train / val / test bits/dim against step, from metrics.jsonl records."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    series = {"train": ([], []), "val": ([], []), "test": ([], [])}
+    for r in records:
+        for name in series:
+            key = f"{name}_bpd"
+            if key in r and r[key] is not None and math.isfinite(r[key]):
+                series[name][0].append(r["step"])
+                series[name][1].append(r[key])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (xs, ys) in series.items():
+        if xs:
+            ax.plot(xs, ys, label=name, marker="." if len(xs) < 50 else None)
+    ax.set_xlabel("step")
+    ax.set_ylabel("bits/dim")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

@@ -1,0 +1,247 @@
+"""Tests of jaxflows.train: exact resume, non-finite steps, outputs, bad input.
+
+Every test shares one tiny Glow on ``digits`` (1 level, 1 step, 8 hidden channels), so
+the compiled functions are built once per process (``jaxflows.train.loop`` caches them).
+"""
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxflows import train as jt
+
+
+def tiny_config(**overrides):
+    c = jt.default_config()
+    c.dataset.name = "digits"
+    c.dataset.train_split = "train[:1200]"
+    c.dataset.val_split = "train[1200:1300]"
+    c.dataset.test_split = "test"
+    c.model.name = "glow"
+    c.model.levels = 1
+    c.model.steps_per_level = 1
+    c.model.hidden_channels = 8
+    c.model.preprocessing = "logit"
+    c.model.dropout = 0.1
+    c.batch_size = 16
+    c.eval_batch_size = 200
+    c.init_batch_size = 64
+    c.num_train_steps = 10
+    c.optim.warmup_steps = 2
+    c.ema_decay = 0.9
+    c.log_every = 1
+    c.eval_every = 4
+    c.checkpoint_every = 4
+    c.keep_checkpoints = 2
+    c.sample_temperatures = (0.7,)
+    c.num_samples = 4
+    c.progress_bar = False
+    for k, v in overrides.items():
+        section = c
+        *path, last = k.split(".")
+        for p in path:
+            section = section[p]
+        section[last] = v
+    return c
+
+
+def leaves_equal(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    return len(la) == len(lb) and all(
+        np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
+
+
+def restore_last(config, workdir):
+    run = jt.prepare_run(config, workdir)
+    return jt.restore_for_eval(workdir, jt.abstract_state(run), "checkpoints")[0]
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """An uninterrupted run A, and a run B interrupted twice then resumed.
+
+    B is stopped by a real SIGTERM at step 3 (checkpoint written at step 3), resumed,
+    then crashes at step 7 without checkpointing (as after ``kill -9``: metrics lines
+    of steps 5-7 are already written, the last checkpoint is step 4), and resumed to
+    the end.
+    """
+    config = tiny_config()
+    a = str(tmp_path_factory.mktemp("A"))
+    b = str(tmp_path_factory.mktemp("B"))
+    res_a = jt.train_and_evaluate(config, a)
+
+    def sigterm_at_3(step, state):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    first = jt.train_and_evaluate(config, b, hooks=[sigterm_at_3])
+    steps_after_sigterm = sorted(int(s) for s in os.listdir(os.path.join(b, "checkpoints"))
+                                 if s.isdigit())
+
+    def crash_at_7(step, state):
+        if step == 7:
+            raise _Crash()
+
+    with pytest.raises(_Crash):
+        jt.train_and_evaluate(config, b, hooks=[crash_at_7])
+    lines_at_crash = open(os.path.join(b, "metrics.jsonl")).read().splitlines()
+    res_b = jt.train_and_evaluate(config, b)
+    return dict(config=config, a=a, b=b, res_a=res_a, res_b=res_b, first=first,
+                steps_after_sigterm=steps_after_sigterm, lines_at_crash=lines_at_crash)
+
+
+def test_sigterm_writes_checkpoint_and_returns(runs):
+    assert runs["first"] == {"interrupted": True, "step": 3}
+    assert runs["steps_after_sigterm"][-1] == 3
+    # the crashed attempt (at step 7) had written metrics of steps 5 and 6, beyond its
+    # last checkpoint (step 4); the resumed run replaced them
+    assert max(json.loads(l)["step"] for l in runs["lines_at_crash"]) == 6
+
+
+def test_resume_is_exact(runs):
+    ma = open(os.path.join(runs["a"], "metrics.jsonl")).read()
+    mb = open(os.path.join(runs["b"], "metrics.jsonl")).read()
+    assert ma == mb
+    steps = [json.loads(l)["step"] for l in ma.splitlines()]
+    assert steps == list(range(1, 11))
+    sa = restore_last(runs["config"], runs["a"])
+    sb = restore_last(runs["config"], runs["b"])
+    assert int(sa.step) == int(sb.step) == 10
+    assert leaves_equal(sa, sb)
+    for k in ("test_bpd", "val_bpd", "best_step", "best_val_bpd"):
+        assert runs["res_a"][k] == runs["res_b"][k]
+
+
+def test_outputs_written(runs):
+    a, res = runs["a"], runs["res_a"]
+    for name in ("config.json", "metrics.jsonl", "curves.png", "results.json",
+                 "samples_T0.7.png"):
+        assert os.path.getsize(os.path.join(a, name)) > 0, name
+    assert json.load(open(os.path.join(a, "config.json")))["model"]["hidden_channels"] == 8
+    recs = [json.loads(l) for l in open(os.path.join(a, "metrics.jsonl"))]
+    evals = [r for r in recs if "val_bpd" in r]
+    assert [r["step"] for r in evals] == [4, 8, 10]
+    # the best checkpoint is the evaluation with the lowest validation bits/dim
+    best = min(evals, key=lambda r: r["val_bpd"])
+    assert res["best_step"] == best["step"] and res["best_val_bpd"] == best["val_bpd"]
+    assert os.listdir(os.path.join(a, "best")) == [str(best["step"])]
+    kept = sorted(int(s) for s in os.listdir(os.path.join(a, "checkpoints")) if s.isdigit())
+    assert kept == [8, 10]          # keep_checkpoints = 2
+    assert np.isfinite(res["test_bpd"]) and res["test_bpd"] < 4.09 + 1.0
+    # the final test figure is the best checkpoint's, over the whole test split
+    assert res["test_bpd"] == pytest.approx(best["test_bpd"], rel=1e-6)
+
+
+def test_nonfinite_batch_is_skipped_and_counted(runs):
+    config = runs["config"]
+    run = jt.prepare_run(config, None)
+    state = jax.device_get(restore_last(config, runs["a"]))
+    before = jax.device_get(state)
+    # Out-of-range pixels (255 on a 17-level dataset) put the logit preprocessing
+    # outside (0, 1): the loss is NaN, as for a corrupt batch.
+    images = np.zeros((config.batch_size, 8, 8, 1), np.uint8)
+    images[0, 0, 0, 0] = 255
+    batch = jt.global_batch(images, run.mesh)
+    new, metrics = run.steps.train(jax.device_put(state, jt.replicated(run.mesh)), batch)
+    new = jax.device_get(new)
+    assert not bool(metrics["finite"])
+    assert leaves_equal(new.params, before.params)
+    assert leaves_equal(new.ema_params, before.ema_params)
+    assert int(new.num_skipped) == int(before.num_skipped) + 1
+    assert int(new.step) == int(before.step) + 1
+    # a finite batch afterwards trains normally
+    good = jt.global_batch(np.full((config.batch_size, 8, 8, 1), 3, np.uint8), run.mesh)
+    newer, metrics = run.steps.train(jax.device_put(new, jt.replicated(run.mesh)), good)
+    assert bool(metrics["finite"])
+    assert not leaves_equal(jax.device_get(newer).params, before.params)
+
+
+def test_dequantize_is_uniform_on_device():
+    k = jnp.arange(5, dtype=jnp.uint8).reshape(5, 1, 1, 1).repeat(200, axis=1)
+    x = jt.dequantize(jax.random.PRNGKey(0), k)
+    frac = np.asarray(x - k.astype(jnp.float32))
+    assert x.dtype == jnp.float32
+    assert frac.min() >= 0.0 and frac.max() < 1.0
+    assert abs(frac.mean() - 0.5) < 0.05
+
+
+def test_ema_update_formula():
+    ema, p = {"w": jnp.ones(3)}, {"w": jnp.zeros(3)}
+    out = jt.ema_update(ema, p, 0.99, jnp.asarray(1000))
+    np.testing.assert_allclose(out["w"], 0.99, rtol=1e-6)
+    early = jt.ema_update(ema, p, 0.99, jnp.asarray(0))   # capped at (1+0)/(10+0)
+    np.testing.assert_allclose(early["w"], 0.1, rtol=1e-6)
+
+
+def test_schedule_warmup_and_cosine():
+    c = tiny_config(**{"optim.warmup_steps": 10, "optim.schedule": "cosine",
+                       "optim.final_lr_fraction": 0.1, "optim.learning_rate": 1e-2})
+    s = jt.make_schedule(c.optim, 110)
+    assert float(s(0)) == 0.0
+    assert float(s(5)) == pytest.approx(5e-3)
+    assert float(s(10)) == pytest.approx(1e-2)
+    assert float(s(110)) == pytest.approx(1e-3)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def _snapshot(d):
+    out = {}
+    for root, _, files in os.walk(d):
+        for f in files:
+            p = os.path.join(root, f)
+            out[p] = open(p, "rb").read()
+    return out
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"dataset.name": "no_such_dataset"}, "no_such_dataset"),
+    ({"model.name": "no_such_model"}, "no_such_model"),
+    ({"model.hidden_chanels": 8}, "hidden_chanels"),
+    ({"optim.name": "sgd"}, "optim.name"),
+    ({"batch_size": 0}, "batch_size"),
+])
+def test_bad_config_fails_before_writing(tmp_path, overrides, match):
+    c = tiny_config()
+    c.unlock()
+    for k, v in overrides.items():
+        section = c
+        *path, last = k.split(".")
+        for p in path:
+            section = section[p]
+        section[last] = v
+    with pytest.raises(ValueError, match=match):
+        jt.train_and_evaluate(c, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_unknown_top_level_key(tmp_path):
+    c = tiny_config()
+    c.unlock()
+    c.learning_rate = 1e-3     # belongs in config.optim
+    with pytest.raises(ValueError, match="learning_rate"):
+        jt.train_and_evaluate(c, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+
+
+def test_batch_not_divisible_by_devices():
+    c = tiny_config(batch_size=15)
+    with pytest.raises(ValueError, match="divisible by the number of devices"):
+        jt.validate_config(c, num_devices=2)
+
+
+def test_workdir_of_other_model_is_refused(runs):
+    before = _snapshot(runs["a"])
+    other = tiny_config(**{"model.hidden_channels": 16})
+    with pytest.raises(ValueError, match="different model"):
+        jt.train_and_evaluate(other, runs["a"])
+    assert _snapshot(runs["a"]) == before
