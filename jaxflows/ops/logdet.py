@@ -438,25 +438,26 @@ def log_det(g: GFn, params: PyTree, x: jax.Array, *, key: Optional[jax.Array] = 
       n_samples: Hutchinson probes per example (default 1; 8 for "eval").
       probe: "gaussian", "rademacher" or "exact" (basis vectors; D vjps per term).
     """
+    ns = 1 if n_samples is None else n_samples
     if estimator == "exact":
         return logdet_exact(g, params, x)
     if estimator == "series":
         return logdet_series(g, params, x, key, n_terms=5 if n_terms is None else n_terms,
-                             n_samples=n_samples or 1, probe=probe)
+                             n_samples=ns, probe=probe)
     if estimator == "eval":
         key = jax.random.PRNGKey(0) if key is None else key
         return logdet_series(g, params, x, key, n_terms=20 if n_terms is None else n_terms,
-                             n_samples=n_samples or 8, probe=probe)
+                             n_samples=8 if n_samples is None else n_samples, probe=probe)
     if estimator == "roulette":
         return logdet_roulette(g, params, x, key, n_exact_terms=n_exact_terms,
                                distribution=distribution, p=p, lam=lam,
-                               n_samples=n_samples or 1, probe=probe, max_terms=max_terms)
+                               n_samples=ns, probe=probe, max_terms=max_terms)
     if estimator == "neumann":
         return logdet_neumann(g, params, x, key, n_exact_terms=n_exact_terms,
                               distribution=distribution, p=p, lam=lam,
-                              n_samples=n_samples or 1, probe=probe)
+                              n_samples=ns, probe=probe)
     if estimator == "neumann_naive":
         return logdet_neumann_naive(g, params, x, key, n_exact_terms=n_exact_terms,
                                     distribution=distribution, p=p, lam=lam,
-                                    n_samples=n_samples or 1, probe=probe, max_terms=max_terms)
+                                    n_samples=ns, probe=probe, max_terms=max_terms)
     raise ValueError(f"log_det: estimator must be one of {ESTIMATORS}, got {estimator!r}")
