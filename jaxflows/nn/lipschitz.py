@@ -130,6 +130,30 @@ def _conv(x: Array, kernel: Array, padding) -> Array:
         dimension_numbers=("NHWC", "HWIO", "NHWC") if kernel.ndim == 4 else None)
 
 
+def _conv_op(kernel: Array) -> Callable[[Array], Array]:
+    return lambda z: _conv(z, kernel, "SAME")
+
+
+def _dense_op(kernel: Array) -> Callable[[Array], Array]:
+    return lambda z: z @ kernel
+
+
+# Jitted (and so cached) power iterations: one compiled loop per shape, also when the
+# layers run eagerly (outside jit); inside an outer jit they are simply inlined.
+@jax.jit
+def _operator_norm(kernel: Array, u: Array) -> Array:
+    op = _conv_op(kernel) if kernel.ndim == 4 else _dense_op(kernel)
+    return jnp.sqrt(jnp.sum(jnp.square(op(u))))
+
+
+def _iterate(kernel: Array, u: Array, num_iterations: int) -> Array:
+    op = _conv_op(kernel) if kernel.ndim == 4 else _dense_op(kernel)
+    return power_iteration(op, u, num_iterations)
+
+
+_iterate_jit = jax.jit(_iterate, static_argnums=2)
+
+
 def conv_operator_norm(kernel: Array, spatial_shape: Sequence[int], *, padding="SAME",
                        num_iterations: int = 500, seed: int = 0) -> Array:
     """Operator 2-norm of the stride-1 convolution by ``kernel`` (HWIO) on images of
@@ -144,8 +168,7 @@ def conv_operator_norm(kernel: Array, spatial_shape: Sequence[int], *, padding="
 class _SpectralBase(nn.Module):
     """Shared logic: persistent power-iteration vector and soft rescaling of the weight."""
 
-    def _normalised(self, kernel: Array, op_of: Callable[[Array], Callable[[Array], Array]],
-                    u_shape: Tuple[int, ...], train: bool) -> Array:
+    def _normalised(self, kernel: Array, u_shape: Tuple[int, ...], train: bool) -> Array:
         coeff = check_coefficient(self.coeff, type(self).__name__)
         for name in ("n_iterations", "init_iterations"):
             val = getattr(self, name)
@@ -155,7 +178,7 @@ class _SpectralBase(nn.Module):
 
         def init_u():
             u0 = jax.random.normal(self.make_rng("params"), u_shape, jnp.float32)
-            return power_iteration(op_of(k32), u0, max(self.init_iterations, 1))
+            return _iterate_jit(k32, u0, max(self.init_iterations, 1))
 
         u_var = self.variable(LIPSCHITZ, "u", init_u)
         if tuple(u_var.value.shape) != tuple(u_shape):
@@ -165,9 +188,9 @@ class _SpectralBase(nn.Module):
                 "normalised layer is tied to the input shape it was initialised with.")
         if (train and self.n_iterations > 0 and not self.is_initializing()
                 and self.is_mutable_collection(LIPSCHITZ)):
-            u_var.value = power_iteration(op_of(k32), u_var.value, self.n_iterations)
+            u_var.value = _iterate_jit(k32, u_var.value, self.n_iterations)
         u = lax.stop_gradient(u_var.value).astype(kernel.dtype)
-        sigma = jnp.sqrt(jnp.sum(jnp.square(op_of(kernel)(u))))
+        sigma = _operator_norm(kernel, u)
         self.sow("intermediates", "sigma", sigma)
         return kernel / jnp.maximum(1.0, sigma / coeff)
 
@@ -206,8 +229,7 @@ class SpectralConv(_SpectralBase):
         ks = tuple(int(k) for k in self.kernel_size)
         kernel = self.param("kernel", self.kernel_init, ks + (x.shape[-1], self.features),
                             jnp.float32).astype(x.dtype)
-        op_of = lambda k: (lambda z: _conv(z, k, "SAME"))
-        k_hat = self._normalised(kernel, op_of, (1,) + tuple(x.shape[1:]), train)
+        k_hat = self._normalised(kernel, (1,) + tuple(x.shape[1:]), train)
         y = _conv(x, k_hat, "SAME")
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(x.dtype)
@@ -232,8 +254,7 @@ class SpectralDense(_SpectralBase):
     def __call__(self, x: Array, train: bool = False) -> Array:
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features),
                             jnp.float32).astype(x.dtype)
-        op_of = lambda k: (lambda z: z @ k)
-        k_hat = self._normalised(kernel, op_of, (x.shape[-1],), train)
+        k_hat = self._normalised(kernel, (x.shape[-1],), train)
         y = x @ k_hat
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(x.dtype)
