@@ -144,8 +144,13 @@ def test_neumann_fixed_terms_matches_series_gradient(problem):
                        lambda p, xx: logdet_neumann_naive(g_mlp, p, xx, **kw)[1].sum(),
                        lambda p, xx: logdet_series(g_mlp, p, xx, n_terms=3, probe="exact")[1].sum()):
                 out.append(jax.value_and_grad(fn, argnums=(0, 1))(params, x))
-            return out
-        results = run(params, x)
+            # Hutchinson probes: both draw the same probes from the key -> same value.
+            key = jax.random.PRNGKey(5)
+            same = (logdet_neumann(g_mlp, params, x, key, n_exact_terms=3, distribution=None)[1],
+                    logdet_series(g_mlp, params, x, key, n_terms=3)[1])
+            return out, same
+        results, (neumann_value, series_value) = run(params, x)
+    np.testing.assert_allclose(neumann_value, series_value, rtol=1e-12)
     ref_value, ref_grad = results[2]
     for value, grad in results[:2]:
         np.testing.assert_allclose(value, ref_value, rtol=1e-12)

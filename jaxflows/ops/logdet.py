@@ -373,11 +373,13 @@ def logdet_neumann(g: GFn, params: PyTree, x: jax.Array, key: Optional[jax.Array
     fn = "logdet_neumann"
     x = _neumann_args(fn, x, key, n_exact_terms, distribution, p, lam, n_samples, probe)
     _check_g(fn, g, params, x)
-    if key is None:
-        key = jax.random.PRNGKey(0)  # unused: exact probes and a deterministic count
-    k_probe, k_n = jax.random.split(key)
-    n_extra = (jnp.asarray(0, jnp.int32) if distribution is None
-               else sample_num_terms(k_n, distribution, p=p, lam=lam))
+    if distribution is None:
+        # Same probes as logdet_series(key): the two then estimate the same value.
+        k_probe, n_extra = key, jnp.asarray(0, jnp.int32)
+    else:
+        # Same probes and N as logdet_roulette(key).
+        k_probe, k_n = jax.random.split(key)
+        n_extra = sample_num_terms(k_n, distribution, p=p, lam=lam)
     gx, vjp_fn, _ = _linearise(g, params, x)
     v, scale = _draw_probes(k_probe, x, n_samples, probe)
     # The series runs on a stop-gradient copy of the linearisation: nothing is saved
