@@ -223,6 +223,7 @@ class SpectralConv(_SpectralBase):
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
+        check_coefficient(self.coeff, "SpectralConv")
         if x.ndim != 4:
             raise ValueError(f"SpectralConv: x must be NHWC [batch, height, width, channels], "
                              f"got shape {x.shape}.")
@@ -252,6 +253,7 @@ class SpectralDense(_SpectralBase):
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
+        check_coefficient(self.coeff, "SpectralDense")
         kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features),
                             jnp.float32).astype(x.dtype)
         k_hat = self._normalised(kernel, (x.shape[-1],), train)
