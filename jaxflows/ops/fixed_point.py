@@ -209,7 +209,8 @@ def fixed_point_inverse(
     function theorem (module docstring); the adjoint solve's convergence is not reported.
 
     Raises:
-      ValueError: ``rtol``/``atol`` not positive, ``max_iter < 1``, ``stall_patience < 1``, bad ``batch_axes``,
+      ValueError: ``rtol``/``atol`` not positive, ``max_iter < 1``, ``stall_patience < 1``,
+        bad ``batch_axes``,
         non-floating ``y``, or ``g`` changing the shape/dtype of its input.
     """
     y = jnp.asarray(y)
@@ -219,7 +220,8 @@ def fixed_point_inverse(
     atol = default_tolerance(y.dtype) if atol is None else atol
     _check_settings(rtol, atol, max_iter, batch_axes, y)
     if not (isinstance(stall_patience, int) and stall_patience >= 1):
-        raise ValueError(f"fixed_point_inverse: stall_patience must be an integer >= 1, got {stall_patience!r}")
+        raise ValueError(f"fixed_point_inverse: stall_patience must be an integer >= 1, "
+                         f"got {stall_patience!r}")
     out = jax.eval_shape(g, params, y)
     if out.shape != y.shape or out.dtype != y.dtype:
         raise ValueError(f"fixed_point_inverse: g(params, x) must return the shape and dtype of x "

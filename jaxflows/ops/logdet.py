@@ -324,9 +324,12 @@ def logdet_roulette(g: GFn, params: PyTree, x: jax.Array, key: jax.Array, *,
     return gx, scale * jnp.sum(total, axis=0)
 
 
-def _series_and_neumann_vector(vjp_many, v, n_exact, n_extra, distribution, p, lam, n_max):
-    """While-loop over k = 1..n_exact + n_extra (or n_max): returns (value [S, B], w [S, B, ...])
-    with value = sum_k (-1)^{k+1} c_k / k <u_k, v>, w = sum_k (-1)^{k+1} c_k u_{k-1}."""
+def _series_and_neumann_vector(vjp_many, v, n_exact, n_extra, distribution, p, lam):
+    """While-loop over k = 1..n_exact + n_extra (n_extra = 0 if distribution is None).
+
+    Returns (value [S, B], w [S, B, ...]) with
+    value = sum_k (-1)^{k+1} c_k / k <u_k, v> and w = sum_k (-1)^{k+1} c_k u_{k-1}.
+    """
     dt = v.dtype
     num = jnp.asarray(n_exact, jnp.int32) if distribution is None else n_exact + n_extra
 
@@ -387,7 +390,7 @@ def logdet_neumann(g: GFn, params: PyTree, x: jax.Array, key: Optional[jax.Array
     vjp_sg = jax.tree_util.tree_map(lax.stop_gradient, vjp_fn)
     vjp_many_sg = jax.vmap(lambda u: vjp_sg(u)[0])
     value, w = _series_and_neumann_vector(vjp_many_sg, v, n_exact_terms, n_extra,
-                                          distribution, p, lam, None)
+                                          distribution, p, lam)
     value = lax.stop_gradient(scale * jnp.sum(value, axis=0))
     w = lax.stop_gradient(w)
     # Surrogate sum_s w_s^T J v_s: its gradient is the Neumann estimate.
