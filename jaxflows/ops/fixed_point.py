@@ -34,7 +34,7 @@ first rule that fires; the loop stops when every example has stopped (or at the 
 
 Measured in float32 with ``g(x) = -0.98 tanh(S x)`` (``S`` symmetric orthogonal, the worst
 case for the ``1 / (1 - Lip)`` amplification), ``D = 8 .. 784``: the default tolerance
-reconstructs ``x`` to 4e-6 .. 8e-6 (max abs, ``|x| ~ 1``) in 150-400 iterations, all
+reconstructs ``x`` to 4e-6 .. 8e-6 (max abs, ``|x| ~ 1``) in at most ~400 iterations, all
 flagged converged, while the float32 round-off of ``y`` alone limits any inverse to ~1e-6
 (``D = 64``) .. 5e-6 (``D = 784``).
 
