@@ -133,7 +133,7 @@ def test_inverse_reconstructs_to_float32_precision_after_training(trained):
     def roundtrip(variables, x):
         y, ld = module.apply(variables, x)
         (xr, ild), diag = module.apply(variables, y, method=module.inverse_and_log_det,
-                                       mutable=["diagnostics"])
+                                       mutable=["intermediates"])
         return y, ld, xr, ild, diag
 
     y, ld, xr, ild, diag = roundtrip(variables, x)
@@ -153,7 +153,7 @@ def test_non_convergence_is_reported(trained):
     _, x, _, variables = trained
     capped = ResidualBlock(hidden_channels=16, coeff=0.98, max_iter=1)
     (_, _), diag = jax.jit(lambda v, y: capped.apply(v, y, method=capped.inverse_and_log_det,
-                                                     mutable=["diagnostics"]))(variables, x)
+                                                     mutable=["intermediates"]))(variables, x)
     report = fixed_point_report(diag)
     assert report["num_not_converged"] == x.shape[0]
     assert report["max_iterations"] == 1 and report["max_residual"] > 1e-3

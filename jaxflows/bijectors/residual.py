@@ -57,11 +57,12 @@ Branches
 
 Inversion diagnostics
 ---------------------
-The inverse sows the fixed-point :class:`~jaxflows.ops.FixedPointInfo` into the
-collection ``"diagnostics"`` under ``"fixed_point"`` (when that collection is mutable:
-``apply(..., mutable=["diagnostics"])``); :func:`fixed_point_report` reduces a
-``"diagnostics"`` tree to ``{"max_iterations", "max_residual", "num_not_converged"}``
-so a sampler/trainer can report non-convergence.
+The inverse sows the fixed-point diagnostics (per example: ``iterations``,
+``residual``, ``not_converged``) into the collection ``"intermediates"`` under
+``"fixed_point"``, when that collection is mutable (``apply(..., mutable=
+["intermediates"])``; the trainer's sampler does this and logs them).
+:func:`fixed_point_report` reduces such a tree to ``{"max_iterations",
+"max_residual", "num_not_converged", "num_solves"}``.
 
 Variables: ``"params"`` (weights, LipSwish betas, concatenation weights) and
 ``"lipschitz"`` (power-iteration vectors, updated when ``train=True`` and mutable).
@@ -287,7 +288,9 @@ class _ResidualBase(Bijector):
             return x + gx, ld
         solver = (("rtol", self.rtol), ("atol", self.atol), ("max_iter", self.max_iter))
         xr, ld, info = _inverse(module, config, solver, state, x, key)
-        self.sow("diagnostics", "fixed_point", info)
+        self.sow("intermediates", "fixed_point",
+                 {"iterations": info.iterations, "residual": info.residual,
+                  "not_converged": jnp.logical_not(info.converged)})
         return xr, -ld
 
 
@@ -424,22 +427,33 @@ class DenseResidualBlock(_ResidualBase):
                             self.n_power_iterations, self.init_power_iterations, name="g")
 
 
-def fixed_point_report(diagnostics: Any) -> Dict[str, Any]:
-    """Summarises the ``"diagnostics"`` collection of an inverse pass.
+def fixed_point_report(intermediates: Any) -> Dict[str, Any]:
+    """Summarises the fixed-point diagnostics sown by residual blocks' inverses.
 
-    Returns ``{"max_iterations": int, "max_residual": float, "num_not_converged": int,
-    "num_solves": int}`` over every residual block (and example) that sowed a
-    ``"fixed_point"`` :class:`~jaxflows.ops.FixedPointInfo`; zeros if none did.
+    ``intermediates`` is the ``"intermediates"`` collection (or any tree containing the
+    sown ``"fixed_point"`` dicts). Returns ``{"max_iterations": int, "max_residual":
+    float, "num_not_converged": int, "num_solves": int}`` over every block and example
+    (under ``Repeat`` each entry holds all steps); zeros if no block sowed anything.
     """
-    from jaxflows.ops import FixedPointInfo
-    infos = [leaf for leaf in jax.tree_util.tree_leaves(
-        diagnostics, is_leaf=lambda t: isinstance(t, FixedPointInfo))
-        if isinstance(leaf, FixedPointInfo)]
-    if not infos:
+    found = []
+
+    def visit(tree):
+        if isinstance(tree, dict) or hasattr(tree, "items"):
+            if set(tree.keys()) == {"iterations", "residual", "not_converged"}:
+                found.append(tree)
+                return
+            for v in tree.values():
+                visit(v)
+        elif isinstance(tree, (tuple, list)):
+            for v in tree:
+                visit(v)
+
+    visit(intermediates)
+    if not found:
         return {"max_iterations": 0, "max_residual": 0.0, "num_not_converged": 0, "num_solves": 0}
     return {
-        "max_iterations": int(max(int(jnp.max(i.iterations)) for i in infos)),
-        "max_residual": float(max(float(jnp.max(i.residual)) for i in infos)),
-        "num_not_converged": int(sum(int(jnp.sum(~i.converged)) for i in infos)),
-        "num_solves": len(infos),
+        "max_iterations": int(max(int(jnp.max(d["iterations"])) for d in found)),
+        "max_residual": float(max(float(jnp.max(d["residual"])) for d in found)),
+        "num_not_converged": int(sum(int(jnp.sum(d["not_converged"])) for d in found)),
+        "num_solves": len(found),
     }

@@ -34,3 +34,6 @@ MODELS["attnflow"] = attnflow
 from jaxflows.models.acf import acf  # noqa: E402  (attention helper)
 __all__ += ["acf"]
 MODELS["acf"] = acf
+from jaxflows.models.resflow import idensenet, iresnet, resflow  # noqa: E402  (residual-blocks)
+__all__ += ["resflow", "iresnet", "idensenet"]
+MODELS.update(resflow=resflow, iresnet=iresnet, idensenet=idensenet)

@@ -191,7 +191,6 @@ class _SpectralBase(nn.Module):
             u_var.value = _iterate_jit(k32, u_var.value, self.n_iterations)
         u = lax.stop_gradient(u_var.value).astype(kernel.dtype)
         sigma = _operator_norm(kernel, u)
-        self.sow("intermediates", "sigma", sigma)
         return kernel / jnp.maximum(1.0, sigma / coeff)
 
 

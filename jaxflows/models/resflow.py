@@ -1,0 +1,319 @@
+r"""Contractive residual flows on images: i-ResNet, Residual Flows and i-DenseNets.
+
+One architecture (Chen et al. 2019, *Residual Flows*, App. E and the reference
+``ResidualFlow``; Behrmann et al. 2019, *i-ResNet*, Sec. 5; Perugachi-Diaz et al. 2021,
+*i-DenseNets*, Sec. 5), data -> latent:
+
+    ScaleToUnit(num_levels) -> LogitTransform(alpha)
+    level 0:  ActNorm -> block (no pre-activation) -> ActNorm
+              -> (blocks_per_level - 1) x [block -> ActNorm]       (one nn.scan)
+              -> Squeeze [-> factor out half of the channels]
+    level l:  blocks_per_level x [block -> ActNorm] -> Squeeze [-> factor out]
+    last:     blocks_per_level x [block -> ActNorm]
+              -> fc_blocks x [fully connected block -> ActNorm over all D coordinates]
+
+``block`` is a :class:`~jaxflows.bijectors.residual.ResidualBlock` (LipSwish CNN with
+kernels 3-1-3 for Residual Flows, ELU for i-ResNet) or a
+:class:`~jaxflows.bijectors.residual.DenseResidualBlock` (i-DenseNet, CLipSwish);
+the fully connected end blocks (Residual Flows' ``fc_end``: 4 blocks of width 128)
+act on the flattened image. With ``factor_out=True`` half of the channels leave
+after each squeeze with a fixed ``N(0, I)`` prior (Real NVP/i-ResNet style multi-scale,
+through :class:`~jaxflows.models.multiscale.MultiScale`; the latent then has the
+image's shape); with ``factor_out=False`` (the Residual Flows default for MNIST and
+CIFAR-10) every coordinate goes through every level and the latent has shape
+``(H / 2^(L-1), W / 2^(L-1), C 4^(L-1))``.
+
+Log-det estimators (``estimator``): ``"series"`` (i-ResNet, ``n_terms`` power-series
+terms, biased), ``"roulette"`` (Residual Flows: Russian roulette with
+``n_exact_terms`` exact terms and Poisson(``lam``) extra terms, unbiased, with the
+Neumann-series gradient), ``"exact"`` (tiny images, tests). ``train=False`` uses the
+deterministic evaluation estimator of the blocks (``eval_terms`` terms, fixed probes).
+
+The factories take dequantised pixel values in ``[0, num_levels)``; ``Flow.log_prob`` is
+the density of pixel values (the ``-D log num_levels`` of the rescaling included).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional, Sequence, Union
+
+import jax
+
+from jaxflows.bijectors.base import Bijector, Chain, Identity, Repeat
+from jaxflows.bijectors.normalization import ActNorm
+from jaxflows.bijectors.preprocessing import LogitTransform, ScaleToUnit, Shift
+from jaxflows.bijectors.reshape import Split, Squeeze
+from jaxflows.bijectors.residual import DenseResidualBlock, ResidualBlock
+from jaxflows.distributions.flow import Flow
+from jaxflows.models.multiscale import MultiScale
+
+__all__ = ["resflow", "iresnet", "idensenet", "residual_flow"]
+
+Array = jax.Array
+
+
+class FlattenEvent(Bijector):
+    """Applies ``bijector`` to the flattened event ``[B, D]`` and restores the shape
+    (Residual Flows' ``FCWrapper``: ActNorm over all ``D`` coordinates). Log-det unchanged."""
+
+    bijector: Bijector
+
+    def forward_and_log_det(self, x, *, context=None, train=False):
+        y, ld = self.bijector.forward_and_log_det(x.reshape(x.shape[0], -1), context=context,
+                                                  train=train)
+        return y.reshape(x.shape), ld
+
+    def inverse_and_log_det(self, y, *, context=None, train=False):
+        x, ld = self.bijector.inverse_and_log_det(y.reshape(y.shape[0], -1), context=context,
+                                                  train=train)
+        return x.reshape(y.shape), ld
+
+
+def _block_step(make_block: Callable[..., Bijector], actnorm: bool, flatten_actnorm: bool,
+                **kwargs) -> Bijector:
+    norm = [FlattenEvent(ActNorm()) if flatten_actnorm else ActNorm()] if actnorm else []
+    return Chain([make_block(**kwargs)] + norm)
+
+
+def _level(level: int, *, levels: int, blocks: Sequence[int], make_block, make_fc_block,
+           fc_blocks: int, actnorm: bool, first_block_preact: bool, remat: bool) -> Bijector:
+    """The bijectors of one level, before its squeeze (see the module docstring)."""
+    items = []
+    n = blocks[level]
+    if level == 0 and not first_block_preact:
+        if actnorm:
+            items.append(ActNorm())
+        items.append(_block_step(make_block, actnorm, False, preact=False))
+        n -= 1
+    if n > 0:
+        items.append(Repeat(make_step=functools.partial(_block_step, make_block, actnorm, False),
+                            num_steps=n, remat=remat))
+    if level == levels - 1 and fc_blocks > 0:
+        items.append(Repeat(make_step=functools.partial(_block_step, make_fc_block, actnorm, True),
+                            num_steps=fc_blocks, remat=remat))
+    return Chain(items) if items else Identity()
+
+
+def _identity_split(level: int) -> Bijector:
+    return Identity()
+
+
+def _learned_split(level: int) -> Bijector:
+    return Split()
+
+
+def _check_shape(image_shape, levels, who, squeezes=None):
+    try:
+        shape = tuple(int(d) for d in image_shape)
+    except TypeError:
+        raise ValueError(f"{who}: image_shape must be (height, width, channels), "
+                         f"got {image_shape!r}.") from None
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"{who}: image_shape must be (height, width, channels) of positive "
+                         f"ints, got {image_shape!r}.")
+    n = levels - 1 if squeezes is None else squeezes
+    f = 2 ** n
+    if shape[0] % f or shape[1] % f:
+        raise ValueError(f"{who}: image_shape height and width must be divisible by "
+                         f"2 ** {n} = {f} ({n} squeezes for {levels} levels), got {shape}.")
+    return shape
+
+
+def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijector],
+                  make_fc_block: Callable[..., Bijector], num_levels: float = 256,
+                  levels: int = 3, blocks_per_level: Union[int, Sequence[int]] = 16,
+                  fc_blocks: int = 4, factor_out: bool = False, actnorm: bool = True,
+                  first_block_preact: bool = False, alpha: float = 0.05,
+                  preprocessing: str = "logit", squeeze_first: bool = False,
+                  learn_split_prior: bool = False, remat: bool = False,
+                  who: str = "residual_flow") -> Flow:
+    """The shared builder of :func:`resflow`, :func:`iresnet` and :func:`idensenet`.
+
+    ``make_block(**kw)`` / ``make_fc_block(**kw)`` return a fresh (convolutional /
+    fully connected) residual block; ``kw`` may contain ``preact=False`` for the very
+    first block. ``preprocessing``: ``"logit"`` (``LogitTransform(alpha)``) or
+    ``"shift"`` (``x / num_levels - 0.5``, i-ResNet). ``squeeze_first``: every level
+    starts with a squeeze (i-ResNet's ``init_ds=2``, strides 1-2-2) instead of ending
+    with one. ``learn_split_prior``: factored-out halves get Glow's learned conditional
+    prior (i-ResNet) instead of ``N(0, I)``. Other arguments as :func:`resflow`.
+    """
+    if not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"{who}: levels must be an int >= 1, got {levels!r}.")
+    if preprocessing not in ("logit", "shift"):
+        raise ValueError(f"{who}: preprocessing must be 'logit' or 'shift', got {preprocessing!r}.")
+    num_squeezes = levels if squeeze_first else levels - 1
+    shape = _check_shape(image_shape, levels, who, num_squeezes)
+    if isinstance(blocks_per_level, int):
+        blocks = (blocks_per_level,) * levels
+    else:
+        blocks = tuple(int(b) for b in blocks_per_level)
+    if len(blocks) != levels or any(b < 1 for b in blocks):
+        raise ValueError(f"{who}: blocks_per_level must be an int >= 1 or one such int per "
+                         f"level ({levels}), got {blocks_per_level!r}.")
+    if not (isinstance(fc_blocks, int) and fc_blocks >= 0):
+        raise ValueError(f"{who}: fc_blocks must be an int >= 0, got {fc_blocks!r}.")
+    if not 0.0 < alpha < 0.5:
+        raise ValueError(f"{who}: alpha (logit margin) must lie in (0, 0.5), got {alpha!r}.")
+    if not num_levels > 1:
+        raise ValueError(f"{who}: num_levels must be > 1, got {num_levels!r}.")
+    if factor_out and shape[2] * 4 % 2:
+        raise ValueError(f"{who}: factor_out needs an even channel count after squeezing.")
+    level = functools.partial(_level, levels=levels, blocks=blocks, make_block=make_block,
+                              make_fc_block=make_fc_block, fc_blocks=fc_blocks, actnorm=actnorm,
+                              first_block_preact=first_block_preact, remat=remat)
+    pre = [ScaleToUnit(num_levels),
+           LogitTransform(alpha) if preprocessing == "logit" else Shift(-0.5)]
+    if factor_out:
+        split = _learned_split if learn_split_prior else _identity_split
+        if squeeze_first:   # squeeze -> blocks -> split
+            body = MultiScale(levels=levels, make_level=level, make_split=split)
+        else:               # blocks -> squeeze -> split
+            body = MultiScale(levels=levels, make_level=lambda l: None, make_pre=level,
+                              make_split=split, squeeze_last=False)
+        return Flow(bijector=Chain(pre + [body]), event_shape=shape)
+    items = []
+    for l in range(levels):
+        if squeeze_first:
+            items.append(Squeeze())
+        items.append(level(l))
+        if l < levels - 1 and not squeeze_first:
+            items.append(Squeeze())
+    f = 2 ** num_squeezes
+    latent = (shape[0] // f, shape[1] // f, shape[2] * f * f)
+    return Flow(bijector=Chain(pre + items), event_shape=shape, latent_shape=latent)
+
+
+def _estimator_kwargs(estimator, n_terms, n_exact_terms, distribution, lam, p, n_samples,
+                      neumann_grad, eval_terms, eval_samples, coeff, n_power_iterations,
+                      init_power_iterations):
+    return dict(estimator=estimator, n_terms=n_terms, n_exact_terms=n_exact_terms,
+                distribution=distribution, lam=lam, p=p, n_samples=n_samples,
+                neumann_grad=neumann_grad, eval_terms=eval_terms, eval_samples=eval_samples,
+                coeff=coeff, n_power_iterations=n_power_iterations,
+                init_power_iterations=init_power_iterations)
+
+
+def resflow(image_shape: Sequence[int], *, num_levels: float = 256, levels: int = 3,
+            blocks_per_level: Union[int, Sequence[int]] = 16, hidden_channels: int = 512,
+            kernels: Sequence[int] = (3, 1, 3), activation: str = "lipswish",
+            coeff: float = 0.98, fc_blocks: int = 4, fc_hidden: int = 128,
+            factor_out: bool = False, actnorm: bool = True, alpha: float = 0.05,
+            estimator: str = "roulette", n_terms: int = 5, n_exact_terms: int = 2,
+            distribution: str = "poisson", lam: float = 2.0, p: float = 0.5,
+            n_samples: int = 1, neumann_grad: bool = True, eval_terms: int = 20,
+            eval_samples: int = 8, n_power_iterations: int = 2,
+            init_power_iterations: int = 200, preprocessing: str = "logit",
+            squeeze_first: bool = False, learn_split_prior: bool = False,
+            remat: bool = False) -> Flow:
+    """Residual Flow (Chen et al. 2019) on images of shape ``image_shape = (H, W, C)``.
+
+    Defaults are the reference CIFAR-10 model (``train_img.py``): 3 levels of 16 blocks,
+    512 hidden channels, kernels 3-1-3, LipSwish, coefficient 0.98, ActNorm after every
+    block, no factor-out, 4 fully connected end blocks of width 128, Russian roulette
+    with 2 exact terms + Poisson(2) terms, one Gaussian probe and the Neumann gradient;
+    logit preprocessing with ``alpha = 0.05`` (MNIST: ``1e-6``).
+
+    Args:
+      image_shape: ``(H, W, C)``, ``H`` and ``W`` divisible by ``2 ** (levels - 1)``.
+      num_levels: number of pixel values (inputs are dequantised values in ``[0, num_levels)``).
+      levels, blocks_per_level: number of scales and residual blocks per scale.
+      hidden_channels, kernels, activation, coeff: the residual branches (see
+        :class:`~jaxflows.bijectors.residual.ResidualBlock`).
+      fc_blocks, fc_hidden: fully connected end blocks (0 for none) and their width.
+      factor_out: factor out half of the channels at each squeeze (multi-scale).
+      actnorm: ActNorm after every block.
+      alpha: the logit transform's margin.
+      estimator, n_terms, n_exact_terms, distribution, lam, p, n_samples, neumann_grad,
+        eval_terms, eval_samples: log-det estimator settings of every block.
+      n_power_iterations, init_power_iterations: spectral-norm power iterations per
+        training step / at init.
+      preprocessing, squeeze_first, learn_split_prior: see :func:`residual_flow`.
+      remat: rematerialise each block in the backward pass.
+    """
+    est = _estimator_kwargs(estimator, n_terms, n_exact_terms, distribution, lam, p, n_samples,
+                            neumann_grad, eval_terms, eval_samples, coeff, n_power_iterations,
+                            init_power_iterations)
+    make_block = functools.partial(ResidualBlock, hidden_channels=hidden_channels,
+                                   kernels=tuple(kernels), activation=activation, **est)
+    make_fc = functools.partial(ResidualBlock, hidden_channels=fc_hidden, kernels=tuple(kernels),
+                                activation=activation, fully_connected=True, **est)
+    return residual_flow(image_shape, make_block=make_block, make_fc_block=make_fc,
+                         num_levels=num_levels, levels=levels, blocks_per_level=blocks_per_level,
+                         fc_blocks=fc_blocks, factor_out=factor_out, actnorm=actnorm,
+                         alpha=alpha, preprocessing=preprocessing, squeeze_first=squeeze_first,
+                         learn_split_prior=learn_split_prior, remat=remat, who="resflow")
+
+
+def iresnet(image_shape: Sequence[int], *, num_levels: float = 256, levels: int = 3,
+            blocks_per_level: Union[int, Sequence[int]] = 16, hidden_channels: int = 512,
+            kernels: Sequence[int] = (3, 1, 3), activation: str = "elu", coeff: float = 0.9,
+            n_terms: int = 5, n_samples: int = 1, factor_out: bool = True,
+            fc_blocks: int = 0, fc_hidden: int = 128, actnorm: bool = True,
+            alpha: float = 0.05, eval_terms: int = 20, eval_samples: int = 8,
+            n_power_iterations: int = 5, init_power_iterations: int = 200,
+            preprocessing: str = "shift", squeeze_first: bool = True,
+            learn_split_prior: bool = True, remat: bool = False) -> Flow:
+    """Invertible ResNet for density estimation (Behrmann et al. 2019, Sec. 5).
+
+    Defaults are the reference CIFAR-10 density model (``dens_est_cifar.sh`` with
+    ``CIFAR_main.py``'s defaults): preprocessing ``x / 256 - 0.5``, 3 scales of 16 blocks
+    with 512 channels, each scale starting with a squeeze (``init_ds=2``, strides
+    1-2-2), kernels 3-1-3, ELU, coefficient 0.9, 5 power iterations per step, ActNorm,
+    multi-scale with factor-out and a learned prior on the factored-out halves, and the
+    **truncated** power series with 5 terms and one Hutchinson probe in training
+    (biased; evaluation uses the deterministic 20-term estimator). No fully connected
+    end blocks (``fc_blocks=0``). ``preprocessing="logit"`` uses ``alpha``. Other
+    arguments as :func:`resflow`.
+    """
+    est = _estimator_kwargs("series", n_terms, 2, "poisson", 2.0, 0.5, n_samples, False,
+                            eval_terms, eval_samples, coeff, n_power_iterations,
+                            init_power_iterations)
+    make_block = functools.partial(ResidualBlock, hidden_channels=hidden_channels,
+                                   kernels=tuple(kernels), activation=activation, **est)
+    make_fc = functools.partial(ResidualBlock, hidden_channels=fc_hidden, kernels=tuple(kernels),
+                                activation=activation, fully_connected=True, **est)
+    return residual_flow(image_shape, make_block=make_block, make_fc_block=make_fc,
+                         num_levels=num_levels, levels=levels, blocks_per_level=blocks_per_level,
+                         fc_blocks=fc_blocks, factor_out=factor_out, actnorm=actnorm,
+                         alpha=alpha, preprocessing=preprocessing, squeeze_first=squeeze_first,
+                         learn_split_prior=learn_split_prior, remat=remat, who="iresnet")
+
+
+def idensenet(image_shape: Sequence[int], *, num_levels: float = 256, levels: int = 3,
+              blocks_per_level: Union[int, Sequence[int]] = 16, depth: int = 3,
+              growth: int = 172, fc_blocks: int = 4, fc_growth: int = 32,
+              fc_first_features: int = 64, activation: str = "clipswish",
+              learnable_concat: bool = True, coeff: float = 0.98, factor_out: bool = False,
+              actnorm: bool = True, alpha: float = 0.05, estimator: str = "roulette",
+              n_terms: int = 5, n_exact_terms: int = 2, distribution: str = "poisson",
+              lam: float = 2.0, p: float = 0.5, n_samples: int = 1, neumann_grad: bool = True,
+              eval_terms: int = 20, eval_samples: int = 8, n_power_iterations: int = 2,
+              init_power_iterations: int = 200, preprocessing: str = "logit",
+              squeeze_first: bool = False, learn_split_prior: bool = False,
+              remat: bool = False) -> Flow:
+    """Invertible DenseNet (Perugachi-Diaz et al. 2021) on images.
+
+    Defaults are the paper's CIFAR-10 model (reference README): the Residual Flows
+    layout (3 levels x 16 blocks, ActNorm, no factor-out, 4 fully connected end blocks)
+    with DenseNet blocks of depth 3 and growth 172, CLipSwish, learnable concatenation,
+    coefficient 0.98; the fully connected blocks map ``D -> 64`` then grow by 32 per
+    dense layer. Roulette + Neumann estimator as Residual Flows.
+    """
+    est = _estimator_kwargs(estimator, n_terms, n_exact_terms, distribution, lam, p, n_samples,
+                            neumann_grad, eval_terms, eval_samples, coeff, n_power_iterations,
+                            init_power_iterations)
+    # The DenseNet block has no pre-activation; ``preact`` (first block) is ignored.
+    def make_block(preact: bool = True):
+        return DenseResidualBlock(depth=depth, growth=growth, activation=activation,
+                                  learnable_concat=learnable_concat, **est)
+
+    def make_fc(preact: bool = True):
+        return DenseResidualBlock(depth=depth, growth=fc_growth, first_features=fc_first_features,
+                                  activation=activation, learnable_concat=learnable_concat,
+                                  fully_connected=True, **est)
+
+    return residual_flow(image_shape, make_block=make_block, make_fc_block=make_fc,
+                         num_levels=num_levels, levels=levels, blocks_per_level=blocks_per_level,
+                         fc_blocks=fc_blocks, factor_out=factor_out, actnorm=actnorm,
+                         alpha=alpha, preprocessing=preprocessing, squeeze_first=squeeze_first,
+                         learn_split_prior=learn_split_prior, remat=remat, who="idensenet")
