@@ -1,0 +1,242 @@
+"""Conditioner networks for coupling layers (their output layer is zero-initialised,
+so the coupling built on them starts as the identity map).
+
+* :class:`GlowConditioner`: Glow's ``NN()`` -- 3x3 conv -> ActNorm -> ReLU ->
+  1x1 conv -> ActNorm -> ReLU -> zero-initialised 3x3 conv whose output is
+  scaled by ``exp(3 * logs)`` (Kingma & Dhariwal 2018, Sec. 3.3 and Sec. 4 /
+  the reference code's ``conv2d_zeros``).
+* :class:`ResNetConditioner`: RealNVP's residual network of 3x3 convolutions
+  (Dinh et al. 2017, Sec. 4.1), with ActNorm (data-dependent init, no running
+  state) in place of batch normalisation, so a coupling stays an exact
+  bijection whatever the batch.
+* :class:`MLPConditioner`: a multilayer perceptron for ``[batch, D]`` vectors.
+
+Convolutions use :class:`Conv2D`, which has the parameter layout of
+``flax.linen.Conv`` (``kernel`` HWIO, ``bias``) and may compute the
+convolution as an im2col matrix product on CPU, where XLA's native
+convolutions are single-threaded and slow for few input channels.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Conv2D", "ZeroConv2D", "GlowConditioner", "ResNetConditioner", "MLPConditioner"]
+
+Initializer = Callable[..., Any]
+
+_CONV_IMPLS = ("auto", "native", "im2col")
+
+
+def _check_image(name: str, x: jax.Array) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{name}: input `x` must be an NHWC image batch (rank 4); "
+                         f"got shape {tuple(x.shape)}.")
+
+
+def _im2col_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """'SAME' stride-1 convolution as one matrix product of the k*k shifted copies
+    of ``x`` (concatenated on the channel axis) with the reshaped kernel."""
+    kh, kw, cin, cout = kernel.shape
+    b, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    cols = jnp.concatenate(
+        [xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
+    out = cols.reshape(-1, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)
+    return out.reshape(b, h, w, cout)
+
+
+@functools.partial(jax.jit, static_argnames=("impl",))
+def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Array:
+    """'SAME' stride-1 2-D convolution of NHWC ``x`` with an HWIO ``kernel``.
+
+    ``impl``: ``"native"`` (``lax.conv_general_dilated``), ``"im2col"`` (one
+    matrix product, see :func:`_im2col_conv`) or ``"auto"``: 1x1 kernels are
+    always a matrix product over the channel axis; on the CPU backend a k x k
+    kernel uses im2col when it widens the channels at least 4-fold (measured on
+    a 2-core CPU: ~8x faster for 2 -> 128 channels, on a par for 128 -> 128,
+    slower for 128 -> 4), native otherwise, and always native on GPU/TPU.
+
+    Jitted (inlined under an outer ``jit``; one dispatch instead of ~15 when
+    called eagerly).
+    """
+    if impl not in _CONV_IMPLS:
+        raise ValueError(f"conv2d: `impl` must be one of {_CONV_IMPLS}, got {impl!r}.")
+    kh, kw, cin, cout = kernel.shape
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ValueError(f"conv2d: kernel size must be odd for 'SAME' padding, got {(kh, kw)}.")
+    if kh == 1 and kw == 1:
+        return (x.reshape(-1, cin) @ kernel.reshape(cin, cout)).reshape(x.shape[:-1] + (cout,))
+    if impl == "auto":
+        impl = "im2col" if (jax.default_backend() == "cpu" and 4 * cin <= cout) else "native"
+    if impl == "im2col":
+        return _im2col_conv(x, kernel)
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(1, 1), padding="SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+class Conv2D(nn.Module):
+    """'SAME' stride-1 convolution with ``flax.linen.Conv``'s parameter layout.
+
+    Computes in the dtype of the input (parameters are cast to it).
+
+    Attributes:
+      features: output channels.
+      kernel_size: odd spatial size ``k`` of a ``k x k`` kernel.
+      use_bias: add a per-channel bias ``"bias"``.
+      kernel_init: initialiser of ``"kernel"`` ``[k, k, C_in, features]``.
+      impl: ``"auto"``, ``"native"`` or ``"im2col"`` (see :func:`conv2d`).
+    """
+
+    features: int
+    kernel_size: int = 3
+    use_bias: bool = True
+    kernel_init: Initializer = nn.initializers.lecun_normal()
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        _check_image(type(self).__name__, x)
+        k = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+        y = conv2d(x, kernel.astype(x.dtype), self.impl)
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
+        return y
+
+
+class ZeroConv2D(nn.Module):
+    """Zero-initialised convolution, Glow's ``conv2d_zeros``:
+    ``y = (conv(x, W) + b) * exp(log_scale_factor * logs)``, with ``W``, ``b``,
+    ``logs`` all zero at init (so ``y = 0``). ``log_scale_factor=None`` drops
+    the ``logs`` scaling (a plain zero-initialised convolution)."""
+
+    features: int
+    kernel_size: int = 3
+    log_scale_factor: float | None = 3.0
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = Conv2D(self.features, self.kernel_size, use_bias=True,
+                   kernel_init=nn.initializers.zeros, impl=self.impl, name="conv")(x)
+        if self.log_scale_factor is not None:
+            logs = self.param("logs", nn.initializers.zeros, (self.features,)).astype(x.dtype)
+            y = y * jnp.exp(self.log_scale_factor * logs)
+        return y
+
+
+def _act_norm(h: jax.Array, name: str) -> jax.Array:
+    # Imported here: jaxflows.bijectors imports this module (couplings).
+    from jaxflows.bijectors.normalization import ActNorm
+    return ActNorm(name=name)(h)[0]
+
+
+class GlowConditioner(nn.Module):
+    """Glow's coupling network ``NN()`` (Kingma & Dhariwal 2018, Sec. 3.3/4):
+
+    ``k x k conv(hidden) -> ActNorm -> ReLU -> 1x1 conv(hidden) -> ActNorm ->
+    ReLU -> ZeroConv2D(out, k x k)`` (convolutions without bias before an
+    ActNorm; kernels initialised N(0, 0.05^2) as in the reference code).
+    ``dropout`` is applied after each ReLU when ``train=True`` (rng ``"dropout"``).
+
+    Call: ``net(x, train=False) -> [B, H, W, out_channels]``; zero at init.
+    """
+
+    hidden_channels: int
+    out_channels: int
+    dropout: float = 0.0
+    kernel_size: int = 3
+    conv_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        _check_image("GlowConditioner", x)
+        init = nn.initializers.normal(0.05)
+        h = Conv2D(self.hidden_channels, self.kernel_size, use_bias=False, kernel_init=init,
+                   impl=self.conv_impl, name="conv_in")(x)
+        h = nn.relu(_act_norm(h, "actnorm_in"))
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = Conv2D(self.hidden_channels, 1, use_bias=False, kernel_init=init,
+                   name="conv_hidden")(h)
+        h = nn.relu(_act_norm(h, "actnorm_hidden"))
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        return ZeroConv2D(self.out_channels, self.kernel_size, impl=self.conv_impl,
+                          name="conv_out")(h)
+
+
+class ResNetConditioner(nn.Module):
+    """RealNVP's residual conditioner (Dinh et al. 2017, Sec. 4.1):
+
+    ``k x k conv(hidden)``, then ``num_blocks`` residual blocks
+    ``h + conv(ReLU(ActNorm(conv(ReLU(ActNorm(h))))))``, then
+    ``ReLU(ActNorm(.)) -> zero-initialised k x k conv(out)``. ActNorm replaces
+    RealNVP's batch normalisation (no batch-dependent state, so the coupling is
+    an exact bijection in both modes). ``dropout`` (rng ``"dropout"``,
+    ``train=True``) is applied inside each block.
+    """
+
+    hidden_channels: int
+    out_channels: int
+    num_blocks: int = 2
+    dropout: float = 0.0
+    kernel_size: int = 3
+    conv_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        _check_image("ResNetConditioner", x)
+        if self.num_blocks < 0:
+            raise ValueError(f"ResNetConditioner: `num_blocks` must be >= 0, got {self.num_blocks}.")
+        k = self.kernel_size
+        h = Conv2D(self.hidden_channels, k, impl=self.conv_impl, name="conv_in")(x)
+        for i in range(self.num_blocks):
+            r = nn.relu(_act_norm(h, f"block{i}_actnorm0"))
+            r = Conv2D(self.hidden_channels, k, use_bias=False, impl=self.conv_impl,
+                       name=f"block{i}_conv0")(r)
+            r = nn.relu(_act_norm(r, f"block{i}_actnorm1"))
+            r = nn.Dropout(self.dropout, deterministic=not train)(r)
+            r = Conv2D(self.hidden_channels, k, impl=self.conv_impl, name=f"block{i}_conv1")(r)
+            h = h + r
+        h = nn.relu(_act_norm(h, "actnorm_out"))
+        return ZeroConv2D(self.out_channels, k, log_scale_factor=None, impl=self.conv_impl,
+                          name="conv_out")(h)
+
+
+class MLPConditioner(nn.Module):
+    """Multilayer perceptron for ``[batch, D]`` inputs:
+    ``num_layers`` hidden ``Dense(hidden) -> ReLU`` layers (residual,
+    ``h + Dense(ReLU(h))``, after the first when ``residual=True``), dropout
+    after each (``train=True``, rng ``"dropout"``), then a zero-initialised
+    ``Dense(out_features)``. Computes in the dtype of the input."""
+
+    hidden_features: int
+    out_features: int
+    num_layers: int = 2
+    residual: bool = False
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        if x.ndim != 2:
+            raise ValueError(f"MLPConditioner: input `x` must be [batch, features]; "
+                             f"got shape {tuple(x.shape)}.")
+        if self.num_layers < 1:
+            raise ValueError(f"MLPConditioner: `num_layers` must be >= 1, got {self.num_layers}.")
+        h = x
+        for i in range(self.num_layers):
+            dense = nn.Dense(self.hidden_features, dtype=x.dtype, name=f"dense{i}")
+            if self.residual and i > 0:
+                h = h + dense(nn.relu(h))
+            else:
+                h = nn.relu(dense(h))
+            h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        if self.residual:
+            h = nn.relu(h)
+        return nn.Dense(self.out_features, dtype=x.dtype, kernel_init=nn.initializers.zeros,
+                        bias_init=nn.initializers.zeros, name="dense_out")(h)
