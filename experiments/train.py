@@ -45,7 +45,7 @@ def main(argv):
           f"{jax.process_count()} process(es)", flush=True)
     try:
         results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except ValueError as e:   # bad input: a clear message, no traceback
+    except (ValueError, FileNotFoundError) as e:   # bad input / data not prepared: a clear message
         print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
     if results.get("interrupted"):

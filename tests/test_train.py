@@ -245,3 +245,14 @@ def test_workdir_of_other_model_is_refused(runs):
     with pytest.raises(ValueError, match="different model"):
         jt.train_and_evaluate(other, runs["a"])
     assert _snapshot(runs["a"]) == before
+
+
+def test_fixed_point_summary_of_sampling_diagnostics():
+    from jaxflows.train.loop import fixed_point_summary
+    sown = {"intermediates": {"block_0": {"fixed_point": (
+        {"iterations": np.array([3, 50]), "residual": np.array([1e-6, 0.2]),
+         "not_converged": np.array([False, True])},)}}}
+    rep = fixed_point_summary(sown)
+    assert rep["num_solves"] == 1 and rep["num_not_converged"] == 1
+    assert rep["max_iterations"] == 50 and rep["max_residual"] == pytest.approx(0.2)
+    assert fixed_point_summary({})["num_solves"] == 0   # closed-form inverses sow nothing

@@ -82,13 +82,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.batch_size = 64
     c.eval_batch_size = 300
     c.init_batch_size = 512
-    c.num_train_steps = 2000
+    c.num_train_steps = 4000
     c.optim.name = "adam"
     c.optim.learning_rate = 1e-3
     c.optim.warmup_steps = 100
     c.optim.schedule = "cosine"
-    c.optim.final_lr_fraction = 0.05
-    c.ema_decay = 0.995
+    c.optim.final_lr_fraction = 0.1
+    c.ema_decay = 0.99
 
     c.log_every = 50
     c.eval_every = 100

@@ -146,7 +146,10 @@ def _init_state(run: Run):
     return run.steps.init(global_batch(images, run.mesh), np.int32(run.config.seed))
 
 
-def _local_rows(n: int, start: int, global_bs: int):
+_EVAL_CACHE_BYTES = 1 << 28
+
+
+def _local_rows(start: int, global_bs: int):
     """Indices of this process's share of the global batch starting at ``start``."""
     per = global_bs // jax.process_count()
     lo = start + jax.process_index() * per
@@ -162,20 +165,26 @@ def evaluate_split(run: Run, state, source, split_id: int, cache: Optional[dict]
     n = len(source)
     bs = run.config.eval_batch_size
     shape = tuple(run.info.image_shape)
+    if cache is not None and n * int(np.prod(shape)) > _EVAL_CACHE_BYTES:
+        cache = None     # large splits are streamed, not kept in host memory
     total, count = 0.0, 0.0
     sums = []
     for b, start in enumerate(range(0, n, bs)):
-        rows, per = _local_rows(n, start, bs)
+        rows, per = _local_rows(start, bs)
         ck = (split_id, b)
         if cache is not None and ck in cache:
             images, mask = cache[ck]
         else:
             images = np.zeros((per,) + shape, np.uint8)
             mask = np.zeros((per,), np.float32)
-            for j, i in enumerate(rows):
-                if i < n:
-                    images[j] = np.asarray(source[i]["image"]).reshape(shape)
-                    mask[j] = 1.0
+            valid = [i for i in rows if i < n]
+            if valid:
+                if hasattr(source, "get_batch"):
+                    got = np.asarray(source.get_batch(np.asarray(valid))["image"])
+                else:
+                    got = np.stack([np.asarray(source[i]["image"]) for i in valid])
+                images[:len(valid)] = got.reshape((len(valid),) + shape)
+                mask[:len(valid)] = 1.0
             if cache is not None:
                 cache[ck] = (images, mask)
         sums.append(run.steps.evaluate(state, global_batch(images, run.mesh),
@@ -187,20 +196,20 @@ def evaluate_split(run: Run, state, source, split_id: int, cache: Optional[dict]
     return total / max(count, 1.0)
 
 
-def _find_convergence_reports(tree, prefix="") -> Dict[str, float]:
-    """Values sown by models under names mentioning convergence / residual / iterations."""
-    out = {}
-    if isinstance(tree, dict) or hasattr(tree, "items"):
-        for k, v in tree.items():
-            out.update(_find_convergence_reports(v, f"{prefix}/{k}" if prefix else str(k)))
-    elif isinstance(tree, (tuple, list)):
-        for i, v in enumerate(tree):
-            out.update(_find_convergence_reports(v, f"{prefix}[{i}]"))
-    else:
-        name = prefix.lower()
-        if any(w in name for w in ("converge", "residual", "iterations", "fixed_point")):
-            out[prefix] = float(np.max(np.asarray(tree, np.float64)))
-    return out
+def fixed_point_summary(intermediates) -> Dict[str, float]:
+    """Fixed-point diagnostics sown by residual blocks' inverses while sampling.
+
+    Residual flows invert by fixed-point iteration and sow, per solve, ``iterations``,
+    ``residual`` and ``not_converged`` under ``"fixed_point"`` in the
+    ``"intermediates"`` collection; this reduces them with
+    ``jaxflows.bijectors.residual.fixed_point_report`` (``num_solves == 0`` for flows
+    with closed-form inverses).
+    """
+    try:
+        from jaxflows.bijectors.residual import fixed_point_report  # pylint: disable=import-outside-toplevel
+    except ImportError:  # pragma: no cover - residual flows not installed
+        return {"num_solves": 0}
+    return fixed_point_report(intermediates)
 
 
 def save_samples(run: Run, state, workdir: str, temperatures: Sequence[float], *,
@@ -213,9 +222,12 @@ def save_samples(run: Run, state, workdir: str, temperatures: Sequence[float], *
         ids = np.array([run.config.seed, 104729, seed_offset, i], np.int32)
         samples, inter = run.steps.sample(variables, ids, np.float32(t))
         samples = np.asarray(jax.device_get(samples))
-        reports = _find_convergence_reports(jax.device_get(inter))
-        for name, value in reports.items():
-            log.warning("sampling at T=%s: model reports %s = %g", t, name, value)
+        report = fixed_point_summary(jax.device_get(inter))
+        if report.get("num_solves"):
+            log.log(logging.WARNING if report["num_not_converged"] else logging.INFO,
+                    "sampling at T=%s: fixed-point inverse: %d not converged, max residual "
+                    "%.3g, max iterations %d (%d solves)", t, report["num_not_converged"],
+                    report["max_residual"], report["max_iterations"], report["num_solves"])
         nonfinite = int(np.sum(~np.isfinite(samples)))
         if nonfinite:
             log.warning("sampling at T=%s: %d non-finite values (shown as 0)", t, nonfinite)
@@ -326,7 +338,7 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Hook] = ()) -> d
     if config.progress_bar and is_main and step < num_steps:
         from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
         pbar = tqdm(total=num_steps, initial=step, unit="step", dynamic_ncols=True,
-                    desc=os.path.basename(os.path.normpath(workdir)) or "train")
+                    mininterval=1.0, desc=os.path.basename(os.path.normpath(workdir)) or "train")
     interrupted = False
     with _StopFlag() as flag:
         it = iter(loader)
