@@ -180,3 +180,34 @@ def test_bad_input_rank():
         ResidualBlock(hidden_channels=4).init(jax.random.PRNGKey(0), jnp.ones((1, 4, 2)))
     with pytest.raises(ValueError, match="growth"):
         DenseResidualBlock(growth=0).init(jax.random.PRNGKey(0), jnp.ones((1, 4)))
+
+
+@pytest.mark.parametrize("name, kwargs, latent", [
+    ("resflow", dict(levels=2, blocks_per_level=2, hidden_channels=4, fc_blocks=1, fc_hidden=4),
+     (4, 4, 4)),
+    ("resflow", dict(levels=2, blocks_per_level=1, hidden_channels=4, fc_blocks=0,
+                     factor_out=True), (8, 8, 1)),
+    ("iresnet", dict(levels=2, blocks_per_level=1, hidden_channels=4), (8, 8, 1)),
+    ("idensenet", dict(levels=2, blocks_per_level=1, growth=4, depth=1, fc_blocks=1,
+                       fc_growth=4, fc_first_features=4), (4, 4, 4)),
+])
+def test_model_factories_build(name, kwargs, latent):
+    """Shapes only (``jax.eval_shape``: traced, not compiled); training runs are in docs."""
+    from jaxflows.models import MODELS
+    flow = MODELS[name]((8, 8, 1), num_levels=17, **kwargs)
+    x = jnp.ones((2, 8, 8, 1))
+    variables = jax.eval_shape(lambda k: flow.init({"params": k}, x), jax.random.PRNGKey(0))
+    assert set(variables) == {"params", "lipschitz"}
+    z = jax.eval_shape(lambda v: flow.apply(v, x, method=flow.forward), variables)
+    assert z.shape == (2,) + latent
+    assert flow.base.event_shape == latent
+
+
+def test_model_factory_bad_arguments():
+    from jaxflows.models import idensenet, iresnet, resflow
+    with pytest.raises(ValueError, match="divisible"):
+        resflow((8, 8, 1), levels=5)
+    with pytest.raises(ValueError, match="blocks_per_level"):
+        iresnet((8, 8, 1), levels=2, blocks_per_level=(1, 2, 3))
+    with pytest.raises(ValueError, match="alpha"):
+        idensenet((8, 8, 1), levels=2, alpha=0.7)
