@@ -10,3 +10,6 @@ from jaxflows.bijectors.coupling import AdditiveCoupling, AffineCoupling  # noqa
 __all__ += ["ActNorm", "Conv1x1", "Permute", "Reverse", "AffineCoupling", "AdditiveCoupling"]
 from jaxflows.bijectors.residual import DenseResidualBlock, ResidualBlock, fixed_point_report  # noqa: E402  (residual-blocks)
 __all__ += ["ResidualBlock", "DenseResidualBlock", "fixed_point_report"]
+from jaxflows.bijectors.reshape import Split, Squeeze, Unsqueeze  # noqa: E402  (flow-models)
+from jaxflows.bijectors.preprocessing import LogitTransform, ScaleToUnit, Shift  # noqa: E402  (flow-models)
+__all__ += ["Squeeze", "Unsqueeze", "Split", "ScaleToUnit", "Shift", "LogitTransform"]

@@ -1,0 +1,38 @@
+"""Registry entries for the reshaping and preprocessing bijectors, and a whole tiny Glow."""
+import jax
+
+from jaxflows.bijectors.base import Chain, Inverse
+from jaxflows.bijectors.preprocessing import LogitTransform, ScaleToUnit, Shift
+from jaxflows.bijectors.reshape import Split, Squeeze
+from jaxflows.models.glow import glow
+from jaxflows.testing import BijectorCase
+
+
+def _unit(key, shape):
+    """Inputs strictly inside (0, 1), the domain of the logit transform."""
+    return jax.random.uniform(key, shape, minval=0.01, maxval=0.99)
+
+
+def _pixels(key, shape):
+    """Dequantised 8-bit pixel values in [0, 256)."""
+    return jax.random.uniform(key, shape, minval=0.0, maxval=256.0)
+
+
+CASES = [
+    # Output shapes are chosen to broadcast against the input (check_bijector compares them).
+    BijectorCase("squeeze", lambda: Squeeze(), (2, 2, 2, 1), output_shape=(2, 1, 1, 4)),
+    BijectorCase("unsqueeze", lambda: Inverse(Squeeze()), (2, 1, 1, 4),
+                 output_shape=(2, 2, 2, 1)),
+    BijectorCase("split_prior", lambda: Split(), (2, 2, 2, 4)),
+    BijectorCase("split_prior_context", lambda: Split(), (2, 2, 2, 2), context_shape=(2, 3)),
+    BijectorCase("glow_preprocessing", lambda: Chain([ScaleToUnit(256), Shift(-0.5)]),
+                 (2, 3, 2, 1), input_fn=_pixels),
+    BijectorCase("logit_0.05", lambda: Chain([ScaleToUnit(256), LogitTransform(0.05)]),
+                 (2, 2, 2, 3), input_fn=_pixels),
+    BijectorCase("logit_1e-6", lambda: LogitTransform(1e-6), (2, 5), input_fn=_unit),
+    # A whole Glow bijector (preprocessing, 2 levels of squeeze / ActNorm / 1x1 conv /
+    # affine coupling / split), exact Jacobian checked in float64.
+    BijectorCase("glow_4x4x1_L2_K1",
+                 lambda: glow((4, 4, 1), levels=2, steps_per_level=1, hidden_channels=4).bijector,
+                 (2, 4, 4, 1), input_fn=_pixels, recon_atol=1e-6),
+]
