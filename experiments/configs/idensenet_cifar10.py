@@ -11,7 +11,7 @@ blocks, roulette 2 exact terms + Poisson(2) with the Neumann gradient, Adam 1e-3
 betas 0.9/0.99, 1,000 warm-up steps, clipping at 1, batch 64, EMA). (The reference
 switches the learnable concatenation on after 25 epochs; here it is learned from the
 start.) The ``small`` variant trains on ``digits`` on a CPU in minutes
-(``_resflow_small.py``). Config schema: ``glow_digits.py``.
+(``resflow_digits.py``). Config schema: ``glow_digits.py``.
 """
 import importlib.util
 import os
@@ -22,8 +22,8 @@ from jaxflows.train import default_config
 
 
 def _small():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_resflow_small.py")
-    spec = importlib.util.spec_from_file_location("_resflow_small", path)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resflow_digits.py")
+    spec = importlib.util.spec_from_file_location("resflow_digits", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.apply_small

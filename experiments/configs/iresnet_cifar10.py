@@ -10,7 +10,7 @@ The reference ``scripts/dens_est_cifar.sh`` (paper: 3.45 bits/dim): ``--nBlocks 
 an initial squeeze, preprocessing ``x / 256 - 0.5``, 200 epochs). The log-det is the
 truncated 5-term series with one Hutchinson probe (biased); evaluation uses the
 deterministic 20-term estimator. The ``small`` variant trains on ``digits`` on a CPU in
-minutes (``_resflow_small.py``). Config schema: ``glow_digits.py``.
+minutes (``resflow_digits.py``). Config schema: ``glow_digits.py``.
 """
 import importlib.util
 import os
@@ -21,8 +21,8 @@ from jaxflows.train import default_config
 
 
 def _small():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_resflow_small.py")
-    spec = importlib.util.spec_from_file_location("_resflow_small", path)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resflow_digits.py")
+    spec = importlib.util.spec_from_file_location("resflow_digits", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.apply_small

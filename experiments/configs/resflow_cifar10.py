@@ -11,7 +11,7 @@ roulette with 2 exact terms + Poisson(2) terms, one Gaussian probe and the Neuma
 gradient; Adam(lr 1e-3, betas 0.9/0.99) with 1,000 warm-up steps, gradient clipping
 at norm 1, batch 64, EMA 0.999 for evaluation (deterministic 20-term estimator).
 The ``small`` variant is the same architecture shrunk to train on ``digits`` on a CPU
-in minutes (see ``_resflow_small.py``). Config schema: ``glow_digits.py``.
+in minutes (see ``resflow_digits.py``). Config schema: ``glow_digits.py``.
 """
 import importlib.util
 import os
@@ -22,8 +22,8 @@ from jaxflows.train import default_config
 
 
 def _small():
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_resflow_small.py")
-    spec = importlib.util.spec_from_file_location("_resflow_small", path)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resflow_digits.py")
+    spec = importlib.util.spec_from_file_location("resflow_digits", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.apply_small
