@@ -56,22 +56,22 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.dataset.val_split = "train[90%:]"     # 720 digits
         c.dataset.test_split = "test"           # the file's last 800 digits
         c.model.steps_per_level = 4
-        c.model.hidden_channels = 64
+        c.model.hidden_channels = 32
         c.model.preprocessing = "logit"
         c.model.alpha = 0.05
         c.model.dropout = 0.1
-        c.batch_size = 64
+        c.batch_size = 32
         c.eval_batch_size = 400
         c.init_batch_size = 256
-        c.num_train_steps = 1000
+        c.num_train_steps = 600
         c.optim.name = "adam"
-        c.optim.warmup_steps = 100
+        c.optim.warmup_steps = 50
         c.optim.schedule = "cosine"
-        c.optim.final_lr_fraction = 0.05
-        c.ema_decay = 0.995
+        c.optim.final_lr_fraction = 0.1
+        c.ema_decay = 0.99
         c.log_every = 50
-        c.eval_every = 250
-        c.checkpoint_every = 250
+        c.eval_every = 200
+        c.checkpoint_every = 200
     elif arg:
         raise ValueError(f"glow_mnist: unknown config variant {arg!r}; use '' or 'small'.")
     return c
