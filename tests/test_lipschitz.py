@@ -37,7 +37,10 @@ def test_conv_spectral_norm_is_the_operator_norm(conv):
     true_sigma = _top_singular_value(_matrix(raw, SHAPE))
     u = variables["lipschitz"]["u"]
     estimate = float(jnp.linalg.norm(raw(u)))
-    np.testing.assert_allclose(estimate, true_sigma, rtol=1e-4)
+    # Power iteration converges from below, at a rate set by the gap between the top
+    # two singular values of the operator (200 iterations at init).
+    assert estimate <= true_sigma * (1 + 1e-6)
+    np.testing.assert_allclose(estimate, true_sigma, rtol=1e-3)
     # The norm of the reshaped kernel is a different (here smaller) number: using it
     # would not make the convolution a contraction.
     reshaped = _top_singular_value(np.asarray(kernel).reshape(-1, kernel.shape[-1]))
@@ -45,7 +48,8 @@ def test_conv_spectral_norm_is_the_operator_norm(conv):
     # The normalised layer's explicit matrix has top singular value coeff (sigma > coeff here).
     assert true_sigma > 0.9
     normalised = _top_singular_value(_matrix(lambda z: layer.apply(variables, z), SHAPE))
-    np.testing.assert_allclose(normalised, 0.9, rtol=1e-4)
+    np.testing.assert_allclose(normalised, 0.9 * true_sigma / estimate, rtol=1e-5)
+    np.testing.assert_allclose(normalised, 0.9, rtol=1e-3)
 
 
 def test_dense_spectral_norm():
