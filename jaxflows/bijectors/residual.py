@@ -40,18 +40,18 @@ normalised by its **operator** norm (:mod:`jaxflows.nn.lipschitz`), activations 
 Branches
 --------
 * ``ResidualBlock`` on images ``[B, H, W, C]``: Residual Flows' pre-activation CNN
-  (Chen et al. 2019, App. E) ``act -> conv k1 -> act -> conv k2 -> act -> conv k3``
+  (Chen et al. 2019, reference code) ``act -> conv k1 -> act -> conv k2 -> act -> conv k3``
   with kernels ``(3, 1, 3)`` and ``hidden_channels`` channels (``preact=False`` drops the
   first activation, as for the first block of a model). On vectors ``[B, D]`` (or
   with ``fully_connected=True``, the flattened event) an MLP with the same number of
   layers. With CLipSwish (which doubles channels) the hidden layers output
   ``hidden_channels // 2`` channels, as in Perugachi-Diaz et al. 2021.
-* ``DenseResidualBlock`` (i-DenseNet, Perugachi-Diaz et al. 2021, Sec. 3): ``depth``
+* ``DenseResidualBlock`` (i-DenseNet, Perugachi-Diaz et al. 2021): ``depth``
   dense layers ``h -> [eta1 h, eta2 phi(W h)]`` (``W`` a spectrally normalised 3x3 conv
   or dense layer with ``growth // 2`` outputs, ``phi`` = CLipSwish) followed by a
   spectrally normalised 1x1 conv (dense layer) back to ``C`` channels. The learnable
   concatenation weights ``eta_i = softplus(k_i) + 0.1`` are normalised to
-  ``sqrt(eta1^2 + eta2^2) = c`` (their Eq. 9-10), which makes each dense layer
+  ``sqrt(eta1^2 + eta2^2) = c`` (their learnable concatenation), which makes each dense layer
   ``c``-Lipschitz since ``||[eta1 a, eta2 phi(W a)] - [eta1 b, eta2 phi(W b)]||^2 <=
   (eta1^2 + eta2^2 Lip(phi W)^2) ||a - b||^2``.
 

@@ -1,8 +1,8 @@
 r"""Contractive residual flows on images: i-ResNet, Residual Flows and i-DenseNets.
 
-One architecture (Chen et al. 2019, *Residual Flows*, App. E and the reference
-``ResidualFlow``; Behrmann et al. 2019, *i-ResNet*, Sec. 5; Perugachi-Diaz et al. 2021,
-*i-DenseNets*, Sec. 5), data -> latent:
+One architecture (Chen et al. 2019, *Residual Flows*, and the reference
+``ResidualFlow``; Behrmann et al. 2019, *i-ResNet*; Perugachi-Diaz et al. 2021,
+*i-DenseNets*), data -> latent:
 
     ScaleToUnit(num_levels) -> LogitTransform(alpha)
     level 0:  ActNorm -> block (no pre-activation) -> ActNorm
@@ -253,7 +253,7 @@ def iresnet(image_shape: Sequence[int], *, num_levels: float = 256, levels: int 
             n_power_iterations: int = 5, init_power_iterations: int = 200,
             preprocessing: str = "shift", squeeze_first: bool = True,
             learn_split_prior: bool = True, remat: bool = False) -> Flow:
-    """Invertible ResNet for density estimation (Behrmann et al. 2019, Sec. 5).
+    """Invertible ResNet for density estimation (Behrmann et al. 2019).
 
     Defaults are the reference CIFAR-10 density model (``dens_est_cifar.sh`` with
     ``CIFAR_main.py``'s defaults): preprocessing ``x / 256 - 0.5``, 3 scales of 16 blocks

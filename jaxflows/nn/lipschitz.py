@@ -15,7 +15,7 @@ on an image of the actual input shape ``H x W x C_in`` (with its zero padding), 
 of the reshaped ``k*k*C_in x C_out`` kernel (that can be smaller than the true
 operator norm by up to a factor ``k``), nor the Frobenius norm of the kernel. It is
 estimated here by power iteration through the convolution and its transpose
-(Gouk et al. 2018; Behrmann et al. 2019, Sec. 3; Chen et al. 2019, App. E):
+(Gouk et al. 2018; Behrmann et al. 2019; Chen et al. 2019):
 
 .. math::
 
@@ -25,7 +25,7 @@ estimated here by power iteration through the convolution and its transpose
 where ``u`` has the shape of one input example and ``A^T`` is obtained exactly with
 :func:`jax.linear_transpose`. ``\hat\sigma <= \sigma_{max}`` always (``u`` is a unit
 vector) and converges to it quadratically in the error of ``u``. The weight is
-then soft-scaled (Behrmann et al. 2019, Eq. 8; Chen et al. 2019):
+then soft-scaled (Behrmann et al. 2019; Chen et al. 2019):
 
 .. math::
 
@@ -50,12 +50,12 @@ many training-mode updates, e.g. after loading or perturbing weights.
 Activations
 -----------
 ``LipSwish(x) = x sigmoid(beta x) / 1.1`` with ``beta = softplus(b)`` learnable
-(Chen et al. 2019, Sec. 4): ``d/dx [x sigmoid(beta x)]`` lies in
+(Chen et al. 2019): ``d/dx [x sigmoid(beta x)]`` lies in
 ``[-0.0998, 1.0998]`` for every ``beta > 0``, so dividing by 1.1 gives Lipschitz
 constant < 1 without the derivative saturation of ELU/tanh.
 
 ``CLipSwish(x) = [LipSwish(x), LipSwish(-x)] / L`` (concatenated along the channel
-axis, Perugachi-Diaz et al. 2021, Sec. 3.2). With ``s(t) = t sigmoid(t)`` one has
+axis, Perugachi-Diaz et al. 2021). With ``s(t) = t sigmoid(t)`` one has
 ``s(t) - s(-t) = t``, so per coordinate the Jacobian column is
 ``(s'(t), s'(t) - 1) / 1.1``, of norm ``sqrt(s'^2 + (1 - s')^2) / 1.1``; its maximum
 over ``t`` (about 1.0039, independent of ``beta``) is ``L``, computed numerically
@@ -303,7 +303,7 @@ class CLipSwish(nn.Module):
     """Concatenated LipSwish, ``C -> 2C`` channels (last axis), 1-Lipschitz.
 
     ``[LipSwish(x), LipSwish(-x)] / L`` with one learnable ``beta`` shared by both
-    halves and ``L = CLIPSWISH_LIPSCHITZ`` (Perugachi-Diaz et al. 2021, Eq. 12).
+    halves and ``L = CLIPSWISH_LIPSCHITZ`` (Perugachi-Diaz et al. 2021).
     """
 
     beta_init: float = 0.5
