@@ -154,9 +154,14 @@ def check_bijector(case: BijectorCase, seed: int = 0) -> Dict[str, float]:
     x32 = _draw_input(case, k_x, shape, jnp.float32)
     ctx32 = (None if case.context_shape is None
              else jax.random.normal(k_ctx, case.context_shape, jnp.float32))
-    variables = module.init({"params": k_init, **rngs_for(k_init)}, x32,
-                            context=ctx32, **case.init_kwargs)
-    variables = perturb_params(variables, k_pert, case.perturb_scale)
+    # init and perturbation are jitted: run eagerly, a Flax init dispatches (and
+    # compiles) every primitive separately, which costs far more than one compile.
+    @jax.jit
+    def init_and_perturb(x, ctx):
+        v = module.init({"params": k_init, **rngs_for(k_init)}, x, context=ctx,
+                        **case.init_kwargs)
+        return perturb_params(v, k_pert, case.perturb_scale)
+    variables = init_and_perturb(x32, ctx32)
     if case.prepare_variables is not None:
         variables = case.prepare_variables(variables, k_prep)
     kw = dict(case.apply_kwargs)
