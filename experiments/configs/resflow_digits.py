@@ -38,7 +38,7 @@ def apply_small(c, model_name: str):
     c.batch_size = 64
     c.eval_batch_size = 300
     c.init_batch_size = 256
-    c.num_train_steps = 600
+    c.num_train_steps = 1200
     c.optim.name = "adam"
     c.optim.learning_rate = 2e-3
     c.optim.b2 = 0.99
@@ -48,8 +48,8 @@ def apply_small(c, model_name: str):
     c.optim.grad_clip_norm = 5.0
     c.ema_decay = 0.99
     c.log_every = 25
-    c.eval_every = 100
-    c.checkpoint_every = 200
+    c.eval_every = 200
+    c.checkpoint_every = 400
     c.keep_checkpoints = 1
     c.sample_temperatures = (0.7, 1.0)
     c.num_samples = 36
