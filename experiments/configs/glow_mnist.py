@@ -63,15 +63,15 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.batch_size = 32
         c.eval_batch_size = 400
         c.init_batch_size = 256
-        c.num_train_steps = 600
+        c.num_train_steps = 1500
         c.optim.name = "adam"
         c.optim.warmup_steps = 50
         c.optim.schedule = "cosine"
         c.optim.final_lr_fraction = 0.1
         c.ema_decay = 0.99
         c.log_every = 50
-        c.eval_every = 200
-        c.checkpoint_every = 200
+        c.eval_every = 250
+        c.checkpoint_every = 250
     elif arg:
         raise ValueError(f"glow_mnist: unknown config variant {arg!r}; use '' or 'small'.")
     return c
