@@ -1,0 +1,85 @@
+"""Correctness of the matmul-based convolutions of jaxflows.nn.conv (values, gradients,
+transposes) against lax.conv_general_dilated. No timing here: see
+experiments/benchmarks/ and docs/performance.md."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxflows.nn.conv import choose_impl, conv2d_same
+
+
+def _native(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        precision=jax.lax.Precision.HIGHEST)
+
+
+# (kernel size, C_in, C_out): widening, narrowing, equal, a 5x5 and a non-square image.
+SHAPES = [(3, 2, 12), (3, 12, 3), (3, 5, 5), (5, 3, 4), (1, 6, 4)]
+
+
+@pytest.fixture(scope="module")
+def cases():
+    rng = np.random.default_rng(0)
+    out = []
+    for k, cin, cout in SHAPES:
+        x = rng.standard_normal((2, 5, 6, cin)).astype(np.float32)
+        w = (rng.standard_normal((k, k, cin, cout)) / (k * np.sqrt(cin))).astype(np.float32)
+        g = rng.standard_normal((2, 5, 6, cout)).astype(np.float32)
+        out.append(tuple(jnp.asarray(a) for a in (x, w, g)))
+    return out
+
+
+@pytest.mark.parametrize("impl", ["im2col", "shift"])
+def test_values_and_gradients_match_lax_conv(cases, impl):
+    for x, w, g in cases:
+        ref, ref_vjp = jax.vjp(_native, x, w)
+        out, vjp = jax.vjp(lambda a, b: conv2d_same(a, b, impl), x, w)
+        assert out.shape == ref.shape and out.dtype == x.dtype
+        np.testing.assert_allclose(out, ref, rtol=2e-5, atol=2e-5)
+        for got, want in zip(vjp(g), ref_vjp(g)):   # d/dx and d/dkernel
+            np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_linear_transpose_matches_lax_conv(cases):
+    """Spectral normalisation transposes the convolution (jax.linear_transpose)."""
+    x, w, g = cases[1]
+    spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    for impl in ("im2col", "shift"):
+        got = jax.linear_transpose(lambda z: conv2d_same(z, w, impl), spec)(g)[0]
+        want = jax.linear_transpose(lambda z: _native(z, w), spec)(g)[0]
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
+
+
+def test_bfloat16_compute_dtype(cases):
+    """bf16 operands with f32 accumulation: output in x's dtype, ~3 significant digits."""
+    for x, w, g in cases[:2]:
+        ref = _native(x, w)
+        for impl in ("im2col", "shift", "native"):
+            out = conv2d_same(x, w, impl, jnp.bfloat16)
+            assert out.dtype == jnp.float32
+            err = float(jnp.max(jnp.abs(out - ref)) / jnp.max(jnp.abs(ref)))
+            assert 0 < err < 3e-2, (impl, err)   # not exact (bf16), but close
+
+
+def test_choose_impl_rules():
+    assert choose_impl((3, 3, 2, 128), "cpu") == "im2col"
+    assert choose_impl((3, 3, 128, 4), "cpu") == "shift"
+    assert choose_impl((3, 3, 128, 128), "cpu") == "native"
+    assert choose_impl((1, 1, 2, 128), "cpu") == "native"
+    for backend in ("gpu", "tpu"):
+        assert choose_impl((3, 3, 2, 128), backend) == "native"
+        assert choose_impl((3, 3, 128, 4), backend) == "native"
+
+
+def test_bad_arguments():
+    x = jnp.zeros((1, 4, 4, 3))
+    with pytest.raises(ValueError, match="impl"):
+        conv2d_same(x, jnp.zeros((3, 3, 3, 2)), "fft")
+    with pytest.raises(ValueError, match="odd"):
+        conv2d_same(x, jnp.zeros((2, 2, 3, 2)))
+    with pytest.raises(ValueError, match="channels"):
+        conv2d_same(x, jnp.zeros((3, 3, 4, 2)))
+    with pytest.raises(ValueError, match="rank 4"):
+        conv2d_same(x[0], jnp.zeros((3, 3, 3, 2)))
