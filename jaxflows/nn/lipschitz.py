@@ -79,6 +79,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxflows.nn.conv import conv2d_same
+
 __all__ = [
     "SpectralConv",
     "SpectralDense",
@@ -125,6 +127,11 @@ def power_iteration(op: Callable[[Array], Array], u: Array, num_iterations: int)
 
 
 def _conv(x: Array, kernel: Array, padding) -> Array:
+    if (kernel.ndim == 4 and padding == "SAME" and kernel.shape[0] % 2
+            and kernel.shape[1] % 2):
+        # Same maths; matrix products on CPU where XLA's native convolution is slow
+        # (jaxflows.nn.conv), lax.conv_general_dilated on GPU/TPU.
+        return conv2d_same(x, kernel, "auto")
     return lax.conv_general_dilated(
         x, kernel, window_strides=(1,) * (kernel.ndim - 2), padding=padding,
         dimension_numbers=("NHWC", "HWIO", "NHWC") if kernel.ndim == 4 else None)
