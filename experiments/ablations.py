@@ -98,7 +98,9 @@ def write_table(path: str, rows, command: str, complete: bool, steps: int) -> No
         f"({steps} optimiser steps, batch 64, evaluated once at the end with the EMA "
         "parameters). Lower is better. Reference points: uniform 4.09 bits/dim; independent "
         "per-pixel categoricals fitted on train 2.37. Runs this short are a smoke-scale "
-        "comparison (a single seed; differences of a few hundredths are noise).",
+        "comparison (a single seed; differences of a few hundredths are noise). Wall times "
+        "were measured on a shared 2-core CPU while many other jobs ran (several ablation "
+        "runs concurrently among them): they are not a speed benchmark.",
         "",
         f"Produced by: `{command}`" + ("" if complete else
                                         "  \n**Partial table: the ablation was still running.**"),
@@ -135,6 +137,11 @@ def main(argv=None):
     parser.add_argument("--only", default="", help="comma-separated run names (default: all); "
                         "several processes with disjoint --only/--groups may share --workdir and "
                         "--output: each run's results.json is the record, the table lists all")
+    parser.add_argument("--table_only", action="store_true",
+                        help="only rewrite the table from the finished runs in --workdir")
+    parser.add_argument("--reverse", action="store_true",
+                        help="run the selected runs in reverse order (to split work between "
+                        "concurrent processes)")
     args = parser.parse_args(argv)
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}.")
@@ -165,7 +172,12 @@ def main(argv=None):
                     row.update(test_bpd=res["test_bpd"], val_bpd=res.get("val_bpd", float("nan")),
                                seconds=res.get("ablation_seconds", float("nan")))
 
-    for row, (group, name, _, modifier) in zip(rows, plan):
+    order = list(zip(rows, plan))
+    if args.reverse:
+        order.reverse()
+    if args.table_only:
+        order = []
+    for row, (group, name, _, modifier) in order:
         refresh()
         if (group, name) not in todo or row.get("test_bpd") is not None:
             continue
