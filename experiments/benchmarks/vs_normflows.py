@@ -43,6 +43,7 @@ Usage (one command from a fresh environment, after ``bash experiments/benchmarks
 
     .venv-bench/bin/python experiments/benchmarks/vs_normflows.py
     .venv-bench/bin/python experiments/benchmarks/vs_normflows.py --configs=glow_k4 --repeats=5
+    .venv-bench/bin/python experiments/benchmarks/vs_normflows.py --table_from runs/benchmarks/vs_normflows.json
 
 Writes ``runs/benchmarks/vs_normflows.json`` (``--out``).
 """
