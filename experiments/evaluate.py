@@ -34,7 +34,8 @@ def main(argv):
     import jax  # pylint: disable=import-outside-toplevel
     from jaxflows import data as jdata  # pylint: disable=import-outside-toplevel
     from jaxflows.train import (abstract_state, evaluate_split,  # pylint: disable=import-outside-toplevel
-                                load_run_config, prepare_run, restore_for_eval)
+                                get_split_source, load_run_config, prepare_run,
+                                restore_for_eval)
     config = load_run_config(FLAGS.workdir)
     config.eval_use_ema = bool(FLAGS.use_ema)
     if FLAGS.eval_batch_size:
@@ -45,7 +46,7 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     split = FLAGS.split or config.dataset.test_split
-    source = jdata.get_source(config.dataset.name, split, data_dir=config.dataset.data_dir)
+    source = get_split_source(config, split)   # padded like the training data
     which = "best" if FLAGS.which == "best" else "checkpoints"
     state, meta, step = restore_for_eval(FLAGS.workdir, abstract_state(run), which)
     bpd = evaluate_split(run, state, source, 2 if split == config.dataset.test_split else 3)

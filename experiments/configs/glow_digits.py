@@ -30,6 +30,17 @@ overrides such as ``--config.batch_size=32``), checked before any compute by
 ``dataset.val_split``    held-out split for best-checkpoint selection; ``""`` for none
                          (then the last checkpoint is "best").
 ``dataset.test_split``   split whose bits/dim is reported (over all of it).
+``dataset.pad``          int >= 0 (default 0): zero pixels added on each side of the height
+                         and width of every split's uint8 images (``jaxflows.data.get_source(
+                         ..., pad=...)``), e.g. 2 turns MNIST's 28x28 into the 32x32 that
+                         three squeezes need. The model is built for, and its fingerprint
+                         records, the padded shape (a checkpoint trained with another pad is
+                         refused). Bits/dim are per **padded** dimension: the border pixels
+                         are zeros plus dequantisation noise, nearly free to model, so
+                         bits/dim with ``pad > 0`` is not comparable to bits/dim without it
+                         (nor to papers' figures over the unpadded pixels). Samples are
+                         saved at the padded size (the border shows what the model learned
+                         there).
 ``model.name``           a key of ``jaxflows.models.MODELS`` (``glow``, ``realnvp``, ...);
 ``model.<kw>``           every other field is a keyword argument of that factory
                          (``image_shape`` and ``num_levels`` come from the dataset),

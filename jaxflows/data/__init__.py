@@ -8,11 +8,13 @@ from jaxflows.data.sources import (
     ArraySource,
     DatasetInfo,
     DatasetNotPreparedError,
+    PaddedSource,
     TfdsSource,
     default_data_dir,
     get_info,
     get_source,
     mock_datasets,
+    pad_images,
 )
 
 __all__ = [
@@ -22,10 +24,12 @@ __all__ = [
     "Digits",
     "KNOWN_DATASETS",
     "Loader",
+    "PaddedSource",
     "TfdsSource",
     "default_data_dir",
     "get_info",
     "get_source",
     "make_loader",
     "mock_datasets",
+    "pad_images",
 ]

@@ -37,6 +37,15 @@ name                            image shape   levels  classes  splits
   split; ``npz:/path/file.npz?test=N`` makes the last ``N`` records the test split and
   ``?test=0.25`` the last quarter.
 
+Padding: ``get_source(..., pad=p)`` surrounds every image with ``p`` rows and columns of
+zeros on each side (``[H, W, C] -> [H + 2p, W + 2p, C]``, uint8, the original image in the
+centre), and ``get_info(..., pad=p)`` reports that padded shape. This is how a model whose
+levels need sides divisible by ``2^L`` runs on images that are not (MNIST 28x28 with
+``pad=2`` gives 32x32, as in AttnFlow, Sukthanker et al. 2022). A density of padded images
+is a density over ``(H + 2p)(W + 2p)C`` dimensions: the border pixels are constant zeros
+(plus dequantisation noise in training), so bits/dim with padding is not comparable to
+bits/dim without it.
+
 Splits accept TFDS slicing on top of the base split: ``"train[:90%]"``, ``"train[1350:]"``,
 ``"train[10%:20%]"``, ``"train+test"``. The data directory is ``data_dir``, else the environment
 variable ``TFDS_DATA_DIR``, else ``~/tensorflow_datasets``.
@@ -66,11 +75,13 @@ __all__ = [
     "DatasetInfo",
     "DatasetNotPreparedError",
     "KNOWN_DATASETS",
+    "PaddedSource",
     "TfdsSource",
     "default_data_dir",
     "get_info",
     "get_source",
     "mock_datasets",
+    "pad_images",
 ]
 
 
@@ -90,6 +101,8 @@ class DatasetInfo:
     num_classes: number of label classes, or ``None`` if the dataset has no label.
     split_sizes: number of records in each base split (the published TFDS sizes, or the sizes
       of the prepared data when it is found, aliases such as imagenet's "test" included).
+    pad: zero pixels added on each side of H and W (``get_info(..., pad=...)``);
+      ``image_shape`` is the padded shape.
   """
 
   name: str
@@ -97,6 +110,7 @@ class DatasetInfo:
   num_levels: int
   num_classes: int | None
   split_sizes: Mapping[str, int]
+  pad: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,6 +384,78 @@ def _npz_splits(name: str):
   return full, {"train": (full, 0, n - n_test), "test": (full, n - n_test, n)}
 
 
+# --------------------------------------------------------------------------- padding
+
+
+def _check_pad(pad, who: str = "pad") -> int:
+  """``pad`` as a non-negative int, else ``ValueError`` naming ``who``."""
+  if isinstance(pad, (bool, np.bool_)) or not isinstance(pad, (int, np.integer)) or pad < 0:
+    raise ValueError(f"{who} must be a non-negative int (zero pixels added on each side of "
+                     f"the image height and width), got {pad!r}.")
+  return int(pad)
+
+
+def pad_images(images: np.ndarray, pad: int) -> np.ndarray:
+  """Zero-pads a batch of images ``[N, H, W, C]`` by ``pad`` pixels on each side of H and W.
+
+  Returns ``[N, H + 2 pad, W + 2 pad, C]`` of the same dtype, with
+  ``out[:, pad:pad + H, pad:pad + W] == images`` and zeros elsewhere.
+  """
+  pad = _check_pad(pad)
+  images = np.asarray(images)
+  if images.ndim != 4:
+    raise ValueError(f"images: expected a batch [N, H, W, C], got shape {images.shape}.")
+  if pad == 0:
+    return images
+  return np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+
+class PaddedSource:
+  """A random-access source whose images are those of ``source`` zero-padded by ``pad``.
+
+  ``source[i]["image"]`` of shape ``[H, W, C]`` becomes ``[H + 2 pad, W + 2 pad, C]``
+  (:func:`pad_images`); labels are unchanged. Padding happens per record / per batch, so a
+  streamed source stays streamed. :func:`get_source` with ``pad > 0`` returns this wrapper
+  (or an :class:`ArraySource` of padded images when the split is read into memory).
+  """
+
+  def __init__(self, source, pad: int):
+    self.source = source
+    self.pad = _check_pad(pad)
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    record = dict(self.source[index])
+    record["image"] = pad_images(np.asarray(record["image"], np.uint8)[None], self.pad)[0]
+    return record
+
+  def get_batch(self, indices) -> dict[str, np.ndarray]:
+    batch = dict(_get_batch(self.source, indices))
+    batch["image"] = pad_images(batch["image"], self.pad)
+    return batch
+
+  def __repr__(self) -> str:
+    return f"PaddedSource({self.source!r}, pad={self.pad})"
+
+
+def _padded(source, pad: int):
+  if pad == 0:
+    return source
+  if isinstance(source, ArraySource):  # in memory: pad once, keep the fast in-memory path
+    return ArraySource(pad_images(source.images, pad), source.labels)
+  return PaddedSource(source, pad)
+
+
+def _padded_info(info: DatasetInfo, pad: int) -> DatasetInfo:
+  if pad == 0:
+    return info
+  h, w, c = info.image_shape
+  return dataclasses.replace(info, image_shape=(h + 2 * pad, w + 2 * pad, c),
+                             pad=info.pad + pad)
+
+
 # --------------------------------------------------------------------------- TFDS sources
 
 
@@ -546,13 +632,22 @@ def _resolve(name: str):
   raise _unknown_name(name)
 
 
-def get_info(name: str, *, data_dir: str | os.PathLike | None = None) -> DatasetInfo:
+def get_info(name: str, *, data_dir: str | os.PathLike | None = None,
+             pad: int = 0) -> DatasetInfo:
   """Static information about dataset ``name`` (see the module docstring for the names).
 
   For ``npz:`` names the file is read (shape, levels = 256, classes = max label + 1 if it has
   labels). TFDS datasets report their published split sizes unless they are prepared in
-  ``data_dir``, whose actual sizes are then used. Unknown names raise ``ValueError``.
+  ``data_dir``, whose actual sizes are then used. With ``pad > 0`` the ``image_shape`` is
+  that of the images :func:`get_source` serves with the same ``pad``:
+  ``(H + 2 pad, W + 2 pad, C)``. Unknown names or a negative / non-int ``pad`` raise
+  ``ValueError``.
   """
+  pad = _check_pad(pad)
+  return _padded_info(_get_info(name, data_dir), pad)
+
+
+def _get_info(name, data_dir) -> DatasetInfo:
   kind, spec = _resolve(name)
   if kind == "digits":
     return _DIGITS_INFO
@@ -576,7 +671,7 @@ def get_info(name: str, *, data_dir: str | os.PathLike | None = None) -> Dataset
 
 def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike | None = None,
                download: bool = False, in_memory: bool | None = None, mock: bool = False,
-               mock_num_examples: int | None = None):
+               mock_num_examples: int | None = None, pad: int = 0):
   """A random-access source of ``{"image": uint8 [H, W, C], "label": int}`` records.
 
   Args:
@@ -594,11 +689,16 @@ def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike |
       (``digits``, sliced or mock data), and streams from the array_record files otherwise.
     mock: random records of the dataset's spec instead of real data (see :func:`mock_datasets`).
     mock_num_examples: records per base split for mock data (default 64).
+    pad: zero pixels added on each side of the height and width of every image
+      (``[H, W, C] -> [H + 2 pad, W + 2 pad, C]``, see :func:`pad_images`); 0 (default)
+      serves the images as stored. ``get_info(name, pad=pad).image_shape`` is the shape served.
 
   Raises:
-    ValueError: unknown ``name`` (lists the known names) or invalid ``split``.
+    ValueError: unknown ``name`` (lists the known names), invalid ``split``, or a negative
+      or non-int ``pad``.
     DatasetNotPreparedError: a TFDS dataset that is not prepared and was not downloaded.
   """
+  pad = _check_pad(pad)
   kind, spec = _resolve(name)
   if kind == "npz":
     _, splits = _npz_splits(name)
@@ -635,5 +735,5 @@ def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike |
     image_bytes = len(source) * int(np.prod(shape))
     if in_memory or (in_memory is None and image_bytes <= 16 * 2**20):
       batch = source.get_batch(np.arange(len(source)))
-      return ArraySource(batch["image"], batch["label"])
-  return source
+      return _padded(ArraySource(batch["image"], batch["label"]), pad)
+  return _padded(source, pad)

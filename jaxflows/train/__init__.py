@@ -4,10 +4,11 @@ Entry point: :func:`train_and_evaluate` ``(config, workdir)`` (used by
 ``experiments/train.py``); the pieces are exported for notebooks and custom loops.
 """
 from jaxflows.train.checkpoint import Checkpoints, read_fingerprint, restore_for_eval
-from jaxflows.train.config import (config_to_dict, default_config, load_run_config,
-                                   model_fingerprint, model_kwargs, validate_config)
-from jaxflows.train.loop import (abstract_state, build_flow, evaluate_split, prepare_run,
-                                 save_samples, train_and_evaluate)
+from jaxflows.train.config import (config_to_dict, dataset_pad, default_config,
+                                   load_run_config, model_fingerprint, model_kwargs,
+                                   validate_config)
+from jaxflows.train.loop import (abstract_state, build_flow, evaluate_split, get_split_source,
+                                 prepare_run, save_samples, train_and_evaluate)
 from jaxflows.train.mesh import (BATCH_AXIS, batch_sharding, global_batch, make_mesh,
                                  replicated)
 from jaxflows.train.metrics import MetricsLog, RunningMean
@@ -18,7 +19,7 @@ from jaxflows.train.step import Steps, dequantize, make_steps, nats_to_bits_per_
 
 __all__ = [
     "train_and_evaluate", "prepare_run", "abstract_state", "build_flow", "evaluate_split",
-    "save_samples", "TrainState", "ema_update", "make_optimizer", "make_schedule",
+    "save_samples", "get_split_source", "dataset_pad", "TrainState", "ema_update", "make_optimizer", "make_schedule",
     "Steps", "make_steps", "dequantize", "nats_to_bits_per_dim", "make_mesh",
     "batch_sharding", "replicated", "global_batch", "BATCH_AXIS", "Checkpoints",
     "read_fingerprint", "restore_for_eval", "default_config", "validate_config",

@@ -18,7 +18,7 @@ import ml_collections
 from ml_collections import config_dict
 
 __all__ = ["default_config", "validate_config", "model_fingerprint", "model_kwargs",
-           "config_to_dict", "load_run_config"]
+           "config_to_dict", "load_run_config", "dataset_pad"]
 
 # Fields of ``config.model`` that are not factory keyword arguments.
 _MODEL_RESERVED = ("name",)
@@ -36,6 +36,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.dataset.train_split = "train[:90%]"
     c.dataset.val_split = "train[90%:]"   # "" disables validation (best = last)
     c.dataset.test_split = "test"
+    # Zero pixels added on each side of H and W of every split's images (MNIST 28x28 with
+    # pad=2 -> 32x32). The model, the fingerprint and bits/dim see the padded shape, so
+    # bits/dim with pad > 0 is not comparable to bits/dim without (see glow_digits.py).
+    c.dataset.pad = 0
 
     # config.model.name is a key of jaxflows.models.MODELS; every other field is a
     # keyword argument of that factory (image_shape and num_levels come from the data).
@@ -109,12 +113,14 @@ def validate_config(config, *, num_devices: Optional[int] = None):
     """Check ``config`` against the schema; raise ``ValueError`` naming the bad field.
 
     Checks, all before any compute: no unknown keys (top level, ``dataset``, ``optim``),
-    types of the scalar fields, positive sizes, the dataset name (``get_info``), the
+    types of the scalar fields, positive sizes, ``dataset.pad`` (an int >= 0), the
+    dataset name (``get_info``), the
     model name (``jaxflows.models.MODELS``) and that every other ``config.model`` field
     is a keyword argument of the model factory; with ``num_devices``, that the global
     batch sizes divide evenly over the devices.
 
-    Returns the dataset's :class:`DatasetInfo`.
+    Returns the dataset's :class:`DatasetInfo` as the model sees it: with
+    ``config.dataset.pad = p`` its ``image_shape`` is the padded ``(H + 2p, W + 2p, C)``.
     """
     ref = default_config()
     _check_keys(config, ref, "")
@@ -165,8 +171,9 @@ def validate_config(config, *, num_devices: Optional[int] = None):
                     f"({num_devices}); the global batch is split evenly over "
                     f"jax.devices(). Use a multiple of {num_devices}.")
 
+    pad = dataset_pad(config)
     from jaxflows import data as jdata  # pylint: disable=import-outside-toplevel
-    info = jdata.get_info(config.dataset.name)   # ValueError for an unknown dataset
+    info = jdata.get_info(config.dataset.name, pad=pad)   # ValueError for an unknown dataset
 
     from jaxflows import models  # pylint: disable=import-outside-toplevel
     if config.model.name not in models.MODELS:
@@ -188,11 +195,23 @@ def validate_config(config, *, num_devices: Optional[int] = None):
     return info
 
 
+def dataset_pad(config) -> int:
+    """``config.dataset.pad`` (0 when absent, as in configs saved before it existed).
+
+    Raises ``ValueError`` naming ``config.dataset.pad`` unless it is an int >= 0.
+    """
+    pad = config.dataset.get("pad", 0)
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+        raise ValueError(f"config.dataset.pad must be an int >= 0 (zero pixels added on each "
+                         f"side of the image height and width), got {pad!r}.")
+    return pad
+
+
 def model_fingerprint(config, info=None) -> str:
     """A short hash of what determines the parameters' shapes and meaning.
 
-    The model config (name and factory kwargs) plus the dataset's image shape and
-    number of levels. Stored with every checkpoint: a work directory whose checkpoint
+    The model config (name and factory kwargs) plus the dataset's image shape (padded
+    by ``config.dataset.pad``, so another pad is another fingerprint) and number of levels. Stored with every checkpoint: a work directory whose checkpoint
     has another fingerprint is refused instead of silently mixed.
     """
     payload = {"model": config_to_dict(config.model)}

@@ -37,8 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxflows.train import checkpoint as ckpt_lib
-from jaxflows.train.config import (config_to_dict, describe_fingerprint, model_fingerprint,
-                                   model_kwargs, validate_config)
+from jaxflows.train.config import (config_to_dict, dataset_pad, describe_fingerprint,
+                                   model_fingerprint, model_kwargs, validate_config)
 from jaxflows.train.mesh import global_batch, make_mesh, replicated
 from jaxflows.train.metrics import MetricsLog, RunningMean
 from jaxflows.train.optim import make_optimizer, make_schedule
@@ -46,7 +46,7 @@ from jaxflows.train.plots import plot_curves, save_image_grid, to_pixels
 from jaxflows.train.step import Steps, make_steps
 
 __all__ = ["train_and_evaluate", "prepare_run", "Run", "evaluate_split", "save_samples",
-           "build_flow", "abstract_state"]
+           "build_flow", "abstract_state", "get_split_source"]
 
 log = logging.getLogger("jaxflows.train")
 
@@ -71,13 +71,23 @@ def build_flow(config, info):
         tuple(info.image_shape), num_levels=info.num_levels, **model_kwargs(config))
 
 
-def _get_sources(config):
+def get_split_source(config, split: str):
+    """The source of ``split`` of ``config.dataset`` as the model sees it.
+
+    ``jaxflows.data.get_source`` with the config's data directory, download flag and
+    ``pad`` (images zero-padded by ``config.dataset.pad`` pixels on each side).
+    """
     from jaxflows import data as jdata  # pylint: disable=import-outside-toplevel
     ds = config.dataset
-    kw = dict(data_dir=ds.data_dir, download=ds.download)
-    train = jdata.get_source(ds.name, ds.train_split, **kw)
-    val = jdata.get_source(ds.name, ds.val_split, **kw) if ds.val_split else None
-    test = jdata.get_source(ds.name, ds.test_split, **kw) if ds.test_split else None
+    return jdata.get_source(ds.name, split, data_dir=ds.get("data_dir"),
+                            download=ds.get("download", False), pad=dataset_pad(config))
+
+
+def _get_sources(config):
+    ds = config.dataset
+    train = get_split_source(config, ds.train_split)
+    val = get_split_source(config, ds.val_split) if ds.val_split else None
+    test = get_split_source(config, ds.test_split) if ds.test_split else None
     return train, val, test
 
 
