@@ -83,3 +83,40 @@ def test_bad_arguments():
         conv2d_same(x, jnp.zeros((3, 3, 4, 2)))
     with pytest.raises(ValueError, match="rank 4"):
         conv2d_same(x[0], jnp.zeros((3, 3, 3, 2)))
+
+
+def test_actnorm_relu_matches_autodiff_of_unfused():
+    """The custom-gradient ReLU(ActNorm) equals jax.nn.relu((x + b) e^s) in value and in
+    every gradient (including the tie z = 0, where both use relu'(0) = 0)."""
+    from jaxflows.nn.conditioners import actnorm_relu
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal((3, 4, 5, 6)), jnp.float32)
+    x = x.at[0, 0, 0, :].set(0.0)                       # exact ties after the shift below
+    loc = jnp.asarray(rng.standard_normal(6) * 0.3, jnp.float32).at[2].set(0.0)
+    log_scale = jnp.asarray(rng.standard_normal(6) * 0.2, jnp.float32)
+    g = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+
+    def plain(x, b, s):
+        return jax.nn.relu((x + b) * jnp.exp(s))
+
+    np.testing.assert_allclose(actnorm_relu(x, loc, log_scale), plain(x, loc, log_scale),
+                               rtol=1e-6, atol=1e-6)
+    got = jax.vjp(actnorm_relu, x, loc, log_scale)[1](g)
+    want = jax.vjp(plain, x, loc, log_scale)[1](g)
+    for a, b, name in zip(got, want, ("x", "loc", "log_scale")):
+        assert float(jnp.max(jnp.abs(b))) > 0, name
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=name)
+
+
+def test_actnorm_relu_module_initialises_like_actnorm():
+    """Same parameters, same data-dependent init and same output as ActNorm -> relu."""
+    from jaxflows.bijectors import ActNorm
+    from jaxflows.nn.conditioners import ActNormReLU
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 3, 3, 5)) * 2.0 + 1.0
+    v_fused = ActNormReLU().init(jax.random.PRNGKey(1), x)
+    v_plain = ActNorm().init(jax.random.PRNGKey(1), x)
+    jax.tree_util.tree_map(np.testing.assert_allclose, v_fused, v_plain)
+    np.testing.assert_allclose(ActNormReLU().apply(v_fused, x),
+                               jax.nn.relu(ActNorm().apply(v_plain, x)[0]), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="channels"):
+        ActNormReLU().apply(v_fused, x[..., :4])

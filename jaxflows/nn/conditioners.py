@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from jaxflows.nn.conv import choose_impl, conv2d_same
 
-__all__ = ["Conv2D", "ZeroConv2D", "GlowConditioner", "ResNetConditioner", "MLPConditioner"]
+__all__ = ["Conv2D", "ZeroConv2D", "ActNormReLU", "actnorm_relu", "GlowConditioner", "ResNetConditioner", "MLPConditioner"]
 
 Initializer = Callable[..., Any]
 
@@ -75,7 +75,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Array:
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"conv2d: kernel size must be odd for 'SAME' padding, got {(kh, kw)}.")
     if kh == 1 and kw == 1:
-        return (x.reshape(-1, cin) @ kernel.reshape(cin, cout)).reshape(x.shape[:-1] + (cout,))
+        # A product over the channel axis of the 4-D input (no reshape, so autodiff keeps
+        # ``x`` itself for the weight gradient rather than a reshaped copy of it).
+        return x @ kernel.reshape(cin, cout)
     if impl == "auto":
         impl = choose_impl(kernel.shape)
     if impl == "im2col":
@@ -138,10 +140,67 @@ class ZeroConv2D(nn.Module):
         return y
 
 
-def _act_norm(h: jax.Array, name: str) -> jax.Array:
-    # Imported here: jaxflows.bijectors imports this module (couplings).
-    from jaxflows.bijectors.normalization import ActNorm
-    return ActNorm(name=name)(h)[0]
+@jax.custom_vjp
+def actnorm_relu(x: jax.Array, loc: jax.Array, log_scale: jax.Array) -> jax.Array:
+    r"""``z = max((x + b) e^s, 0)`` over the last axis, with a memory-lean gradient.
+
+    The backward pass needs only the output ``z`` (which the next layer keeps for its
+    own weight gradient anyway): with ``m = [z > 0]`` and upstream gradient ``g``,
+
+    .. math::  \partial x = g\, m\, e^{s}, \quad
+               \partial b_c = e^{s_c} \sum_{\neq c} g\, m, \quad
+               \partial s_c = \sum_{\neq c} g\, z,
+
+    (the last because ``z = (x + b) e^s`` wherever ``m = 1`` and ``g z = 0``
+    elsewhere). Plain autodiff of ``relu(actnorm(x))`` saves the ActNorm output and
+    the ReLU mask besides ``z``; inside a scanned flow those become stacked buffers
+    written and read once per step, which on CPU cost more than the arithmetic.
+    ``relu'(0) = 0`` as in ``jax.nn.relu``.
+    """
+    return jnp.maximum((x + loc.astype(x.dtype)) * jnp.exp(log_scale.astype(x.dtype)), 0)
+
+
+def _actnorm_relu_fwd(x, loc, log_scale):
+    z = actnorm_relu(x, loc, log_scale)
+    return z, (z, loc, log_scale)
+
+
+def _actnorm_relu_bwd(res, g):
+    z, loc, log_scale = res
+    axes = tuple(range(z.ndim - 1))
+    gm = jnp.where(z > 0, g, jnp.zeros((), g.dtype))
+    scale = jnp.exp(log_scale.astype(z.dtype))
+    d_x = gm * scale
+    d_loc = (jnp.sum(gm, axes, dtype=jnp.float32) * scale.astype(jnp.float32)).astype(loc.dtype)
+    d_log_scale = jnp.sum(g * z, axes, dtype=jnp.float32).astype(log_scale.dtype)
+    return d_x, d_loc, d_log_scale
+
+
+actnorm_relu.defvjp(_actnorm_relu_fwd, _actnorm_relu_bwd)
+
+
+class ActNormReLU(nn.Module):
+    """``ReLU(ActNorm(x))`` as one layer (:func:`actnorm_relu`): same parameters
+    (``"loc"``, ``"log_scale"``), same data-dependent initialisation and same values
+    as :class:`jaxflows.bijectors.ActNorm` followed by ``nn.relu``; only the gradient
+    is computed from the output alone. Used inside conditioners, where ActNorm's
+    log-det is not needed."""
+
+    eps: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        # Imported here: jaxflows.bijectors imports this module (couplings).
+        from jaxflows.bijectors.normalization import _moments, _param_dtype, check_channels
+        if x.ndim < 2:
+            raise ValueError(f"ActNormReLU: input `x` must be batched, [batch, ..., channels]; "
+                             f"got shape {tuple(x.shape)}.")
+        check_channels(self, "params", "loc", x)
+        pdtype = jnp.dtype(_param_dtype(x.dtype))
+        loc = self.param("loc", lambda _: -_moments(x, pdtype, float(self.eps))[0])
+        log_scale = self.param("log_scale",
+                               lambda _: -jnp.log(_moments(x, pdtype, float(self.eps))[1]))
+        return actnorm_relu(x, loc, log_scale)
 
 
 class GlowConditioner(nn.Module):
@@ -167,11 +226,11 @@ class GlowConditioner(nn.Module):
         init = nn.initializers.normal(0.05)
         h = Conv2D(self.hidden_channels, self.kernel_size, use_bias=False, kernel_init=init,
                    impl=self.conv_impl, name="conv_in")(x)
-        h = nn.relu(_act_norm(h, "actnorm_in"))
+        h = ActNormReLU(name="actnorm_in")(h)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         h = Conv2D(self.hidden_channels, 1, use_bias=False, kernel_init=init,
                    name="conv_hidden")(h)
-        h = nn.relu(_act_norm(h, "actnorm_hidden"))
+        h = ActNormReLU(name="actnorm_hidden")(h)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         return ZeroConv2D(self.out_channels, self.kernel_size, impl=self.conv_impl,
                           name="conv_out")(h)
@@ -203,14 +262,14 @@ class ResNetConditioner(nn.Module):
         k = self.kernel_size
         h = Conv2D(self.hidden_channels, k, impl=self.conv_impl, name="conv_in")(x)
         for i in range(self.num_blocks):
-            r = nn.relu(_act_norm(h, f"block{i}_actnorm0"))
+            r = ActNormReLU(name=f"block{i}_actnorm0")(h)
             r = Conv2D(self.hidden_channels, k, use_bias=False, impl=self.conv_impl,
                        name=f"block{i}_conv0")(r)
-            r = nn.relu(_act_norm(r, f"block{i}_actnorm1"))
+            r = ActNormReLU(name=f"block{i}_actnorm1")(r)
             r = nn.Dropout(self.dropout, deterministic=not train)(r)
             r = Conv2D(self.hidden_channels, k, impl=self.conv_impl, name=f"block{i}_conv1")(r)
             h = h + r
-        h = nn.relu(_act_norm(h, "actnorm_out"))
+        h = ActNormReLU(name="actnorm_out")(h)
         return ZeroConv2D(self.out_channels, k, log_scale_factor=None, impl=self.conv_impl,
                           name="conv_out")(h)
 
