@@ -242,19 +242,20 @@ def test_trained_attention_passes_registry_checks(trained_attnflow, index, make)
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind, dense", [("l2", False), ("lipnorm", True)])
 def test_acf_branch_with_attention_is_a_contraction(kind, dense):
-    from jaxflows.models.acf import AttentiveDenseResidualBlock, AttentiveResidualBlock
+    from jaxflows.bijectors.residual import DenseResidualBlock, ResidualBlock
+    from jaxflows.models.acf import attention_factory
     from jaxflows.nn.lipschitz import update_lipschitz_state
 
-    common = dict(attention=kind, heads=2, coeff=0.9, estimator="series", n_terms=1,
-                  eval_estimator="series", init_power_iterations=20)
-    block = (AttentiveDenseResidualBlock(depth=2, growth=4, **common) if dense
-             else AttentiveResidualBlock(hidden_channels=8, **common))
+    common = dict(attention=attention_factory(kind, heads=2), coeff=0.9, estimator="series",
+                  n_terms=1, eval_estimator="series", init_power_iterations=20)
+    block = (DenseResidualBlock(depth=2, growth=4, **common) if dense
+             else ResidualBlock(hidden_channels=8, **common))
     x = jax.random.normal(KEY, (2, 4, 4, 2))
     rngs = {"params": KEY, "logdet": KEY}
     variables = block.init(rngs, x)
     # Random weights everywhere and a large gamma: the attention is far from the identity.
     variables = testing.perturb_params(variables, jax.random.PRNGKey(4), scale=0.5)
-    variables["params"]["g_attentive"]["attention"]["gamma"] = jnp.asarray(4.0)
+    variables["params"]["g"]["attention"]["gamma"] = jnp.asarray(4.0)
     variables = update_lipschitz_state(block, variables, x, rngs={"logdet": KEY}, num_rounds=10)
 
     def g(z):                                    # f(z) = z + g(z)
@@ -265,7 +266,7 @@ def test_acf_branch_with_attention_is_a_contraction(kind, dense):
     assert lip < block.coeff
     # The attention changes the branch (it is not silently bypassed).
     no_attn = dict(variables, params=jax.tree_util.tree_map(lambda a: a, variables["params"]))
-    no_attn["params"]["g_attentive"]["attention"]["gamma"] = jnp.asarray(0.0)
+    no_attn["params"]["g"]["attention"]["gamma"] = jnp.asarray(0.0)
     fwd = jax.jit(lambda v, z: block.apply(v, z, rngs={"logdet": KEY})[0])
     y1, y0 = fwd(variables, x), fwd(no_attn, x)
     assert float(jnp.max(jnp.abs(y1 - y0))) > 1e-4
@@ -290,6 +291,10 @@ def test_attnflow_rejects_bad_arguments(kwargs, match):
     (dict(base="glow"), "base"),
     (dict(attention="dot"), "attention"),
     (dict(heads=3), "heads=3"),
+    (dict(heads=2), "heads=2"),              # resflow layout: 1 channel at level 0
+    (dict(heads=0, squeeze_first=True), "heads"),
+    (dict(hidden_chanels=8), "hidden_chanels"),
+    (dict(base="idensenet", hidden_channels=8), "hidden_channels.*growth"),
 ])
 def test_acf_rejects_bad_arguments(kwargs, match):
     from jaxflows.models import acf
@@ -297,25 +302,59 @@ def test_acf_rejects_bad_arguments(kwargs, match):
         acf((8, 8, 1), **kwargs)
 
 
-def test_models_are_registered():
-    from jaxflows.models import MODELS, acf, attnflow
-    assert MODELS["attnflow"] is attnflow and MODELS["acf"] is acf
+def test_residual_block_attention_needs_a_convolutional_branch():
+    from jaxflows.bijectors.residual import ResidualBlock
+    from jaxflows.models.acf import attention_factory
+    block = ResidualBlock(hidden_channels=4, attention=attention_factory("l2", 1))
+    with pytest.raises(ValueError, match="attention needs a convolutional branch"):
+        block.init(KEY, jnp.ones((2, 6)))
+    with pytest.raises(ValueError, match="attention must be None or a factory"):
+        ResidualBlock(hidden_channels=4, attention="l2").init(KEY, jnp.ones((1, 4, 4, 2)))
 
 
-def test_attnflow_round_trip_on_digit_shapes():
-    from jaxflows.models import attnflow
-    flow = attnflow((8, 8, 1), attention="itrans", position=3, heads=2, levels=2,
-                    steps_per_level=1, hidden_channels=8, num_levels=17)
-    x = jax.random.uniform(KEY, (2, 8, 8, 1)) * 17
-    variables = jax.jit(flow.init)(KEY, x)
+ACF_TINY = dict(levels=2, blocks_per_level=1, hidden_channels=4, squeeze_first=True,
+                factor_out=True, fc_blocks=0, num_levels=17, estimator="exact",
+                init_power_iterations=5)
 
-    @jax.jit
-    def round_trip(v, x):
-        z, ld = flow.apply(v, x, method=flow.forward_and_log_det)
-        xr, ild = flow.apply(v, z, method=flow.inverse_and_log_det)
-        return flow.apply(v, x), xr, ld, ild
 
-    log_prob, xr, ld, ild = round_trip(variables, x)
-    assert bool(jnp.all(jnp.isfinite(log_prob)))
-    np.testing.assert_allclose(xr, x, atol=1e-3)
-    np.testing.assert_allclose(ild, -ld, rtol=1e-4, atol=1e-3)
+@pytest.mark.parametrize("base", ["resflow", "iresnet", "idensenet"])
+def test_acf_is_the_base_model_plus_attention_in_conv_branches(base):
+    """acf builds its model through the resflow.py factories: without attention the very
+    same parameter tree as the base factory; with it, one attention in every
+    convolutional branch and none in the fully connected end blocks."""
+    from jaxflows.models import MODELS, acf
+    from jaxflows.models.acf import attention_gains
+    kw = dict(ACF_TINY, fc_blocks=1)
+    if base == "idensenet":
+        kw.update(growth=kw.pop("hidden_channels"), depth=1, fc_growth=4, fc_first_features=4)
+    if base == "iresnet":
+        kw.pop("estimator")
+    x = jnp.ones((2, 8, 8, 1))
+
+    def variables(flow):       # shapes only: traced, not compiled
+        return jax.eval_shape(lambda k: flow.init({"params": k}, x), KEY)
+
+    def shapes(v):
+        return {jax.tree_util.keystr(p): a.shape for p, a in jax.tree_util.tree_leaves_with_path(v)}
+
+    plain = shapes(variables(MODELS[base]((8, 8, 1), **kw)))
+    assert shapes(variables(acf((8, 8, 1), base=base, attention="none", **kw))) == plain
+    v = variables(acf((8, 8, 1), base=base, attention="lipnorm", heads=2, **kw))
+    with_attn = shapes(v)
+    gammas = [p for p in with_attn if p.endswith("['attention']['gamma']")]
+    assert {p: a for p, a in with_attn.items() if "['attention']" not in p} == plain
+    assert len(gammas) == 2                   # one conv block per level, no fc block
+    zeros = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), v)
+    assert attention_gains(zeros["params"])["count"] == 2
+
+
+def test_attention_gains_reads_every_gamma():
+    from jaxflows.models.acf import attention_gains
+    params = {"a": {"g": {"attention": {"gamma": jnp.asarray([0.5, -2.0]), "out": jnp.ones(3)},
+                          "Dense_0": {"gamma": jnp.asarray(9.0)}}},       # not an attention
+              "b": {"g": {"attention": {"gamma": jnp.asarray(0.25)}}}}
+    gains = attention_gains(params)
+    assert gains["count"] == 3 and gains["max_abs_gamma"] == 2.0
+    assert gains["mean_abs_gamma"] == pytest.approx((0.5 + 2.0 + 0.25) / 3)
+    assert attention_gains({"x": jnp.ones(2)}) == {"count": 0, "max_abs_gamma": 0.0,
+                                                   "mean_abs_gamma": 0.0}

@@ -55,6 +55,25 @@ Branches
   ``c``-Lipschitz since ``||[eta1 a, eta2 phi(W a)] - [eta1 b, eta2 phi(W b)]||^2 <=
   (eta1^2 + eta2^2 Lip(phi W)^2) ||a - b||^2``.
 
+Attention in the branch (extension point)
+-----------------------------------------
+Both blocks take ``attention``: ``None`` (default) or a factory of a module ``a`` with
+``Lip(a) <= 1`` on images ``[B, H, W, C] -> [B, H, W, C]``, called once per branch as
+``attention(name="attention")``. The convolutional branch then starts with it,
+
+.. math::
+
+    g(x) = g_{\text{base}}(a(x)), \qquad
+    \mathrm{Lip}(g) \le \mathrm{Lip}(g_{\text{base}})\,\mathrm{Lip}(a) < c,
+
+so the block stays a contraction with the same inverse and log-det estimators. This is
+how Attentive Contractive Flows (Mukherjee et al., arXiv:2109.12135) put Lipschitz
+self-attention into i-ResNet / Residual Flow / i-DenseNet branches, e.g.
+``ResidualBlock(attention=functools.partial(L2MultiHeadAttention, heads=2))`` with the
+attentions of :mod:`jaxflows.nn.attention` (see :func:`jaxflows.models.acf`). Fully
+connected branches (vector inputs, ``fully_connected=True``) have no positions to attend
+over: ``attention`` there is a ``ValueError``.
+
 Inversion diagnostics
 ---------------------
 The inverse sows the fixed-point diagnostics (per example: ``iterations``,
@@ -71,6 +90,8 @@ References:
   Behrmann, Grathwohl, Chen, Duvenaud, Jacobsen. Invertible Residual Networks. ICML 2019.
   Chen, Behrmann, Duvenaud, Jacobsen. Residual Flows for Invertible Generative Modeling. NeurIPS 2019.
   Perugachi-Diaz, Tomczak, Bhulai. Invertible DenseNets with Concatenated LipSwish. NeurIPS 2021.
+  Mukherjee, Patro, Namboodiri. Attentive Contractive Flow with Lipschitz Constrained
+    Self-Attention. arXiv:2109.12135 (the ``attention`` field).
 """
 from __future__ import annotations
 
@@ -106,24 +127,47 @@ def _activation(name: str, who: str):
     raise ValueError(f"{who}: activation must be one of {_ACTIVATIONS}, got {name!r}.")
 
 
-class _ResNetBranch(nn.Module):
-    """``g`` of a ResidualBlock: pre-activation Lipschitz CNN (images) or MLP (vectors)."""
+def _spectral(conv: bool, features: int, kernel: int, coeff: float, n_iterations: int,
+              init_iterations: int) -> nn.Module:
+    """A spectrally normalised ``kernel x kernel`` convolution (images) or dense layer."""
+    sn = dict(coeff=coeff, n_iterations=n_iterations, init_iterations=init_iterations)
+    return SpectralConv(features, (kernel, kernel), **sn) if conv else SpectralDense(features, **sn)
+
+
+class _Branch(nn.Module, kw_only=True):
+    """Fields and input handling shared by the branches ``g`` of the residual blocks."""
 
     out_features: int
-    hidden: int
-    kernels: Tuple[int, ...]
     coeff: float
     activation: str
-    preact: bool
     conv: bool
     n_iterations: int
     init_iterations: int
+    attention: Optional[Callable[..., nn.Module]] = None
+
+    def _input(self, x):
+        """``x`` (or its flattening, for an MLP branch), through the attention if any."""
+        h = x if self.conv else x.reshape(x.shape[0], -1)
+        if self.attention is not None:
+            h = self.attention(name="attention")(h)
+        return h
+
+    def _layer(self, features: int, kernel: int) -> nn.Module:
+        return _spectral(self.conv, features, kernel, self.coeff, self.n_iterations,
+                         self.init_iterations)
+
+
+class _ResNetBranch(_Branch):
+    """``g`` of a ResidualBlock: pre-activation Lipschitz CNN (images) or MLP (vectors)."""
+
+    hidden: int
+    kernels: Tuple[int, ...]
+    preact: bool
 
     @nn.compact
     def __call__(self, x, train=False):
         who = "ResidualBlock"
-        shape = x.shape
-        h = x if self.conv else x.reshape(x.shape[0], -1)
+        h = self._input(x)
         if self.preact:
             act, _ = _activation(self.activation, who)
             h = act(h)
@@ -132,16 +176,10 @@ class _ResNetBranch(nn.Module):
             last = i == n - 1
             act, mult = (None, 1) if last else _activation(self.activation, who)
             feats = self.out_features if last else max(self.hidden // mult, 1)
-            if self.conv:
-                layer = SpectralConv(feats, (k, k), coeff=self.coeff, n_iterations=self.n_iterations,
-                                     init_iterations=self.init_iterations)
-            else:
-                layer = SpectralDense(feats, coeff=self.coeff, n_iterations=self.n_iterations,
-                                      init_iterations=self.init_iterations)
-            h = layer(h, train=train)
+            h = self._layer(feats, k)(h, train=train)
             if not last:
                 h = act(h)
-        return h.reshape(shape)
+        return h.reshape(x.shape)
 
 
 class _DenseLayer(nn.Module):
@@ -160,13 +198,8 @@ class _DenseLayer(nn.Module):
     def __call__(self, h, train=False):
         act, mult = _activation(self.activation, "DenseResidualBlock")
         feats = max(self.growth // mult, 1)
-        if self.conv:
-            z = SpectralConv(feats, (self.kernel_size,) * 2, coeff=self.coeff,
-                             n_iterations=self.n_iterations,
-                             init_iterations=self.init_iterations)(h, train=train)
-        else:
-            z = SpectralDense(feats, coeff=self.coeff, n_iterations=self.n_iterations,
-                              init_iterations=self.init_iterations)(h, train=train)
+        z = _spectral(self.conv, feats, self.kernel_size, self.coeff, self.n_iterations,
+                      self.init_iterations)(h, train=train)
         z = act(z)
         if self.learnable_concat:
             k = self.param("concat_weights", nn.initializers.ones, (2,), jnp.float32)
@@ -177,45 +210,66 @@ class _DenseLayer(nn.Module):
         return jnp.concatenate([eta[0] * h, eta[1] * z], axis=-1)
 
 
-class _DenseBranch(nn.Module):
+class _DenseBranch(_Branch):
     """``g`` of a DenseResidualBlock (i-DenseNet)."""
 
-    out_features: int
     depth: int
     growth: int
     first_features: int
-    coeff: float
-    activation: str
-    conv: bool
     kernel_size: int
     learnable_concat: bool
-    n_iterations: int
-    init_iterations: int
 
     @nn.compact
     def __call__(self, x, train=False):
-        shape = x.shape
-        h = x if self.conv else x.reshape(x.shape[0], -1)
-        sn = dict(coeff=self.coeff, n_iterations=self.n_iterations,
-                  init_iterations=self.init_iterations)
+        h = self._input(x)
         if not self.conv and self.first_features:
             # The reference's fully connected i-DenseNet first maps D -> 64 features.
-            h = SpectralDense(self.first_features, **sn)(h, train=train)
+            h = self._layer(self.first_features, 1)(h, train=train)
         for _ in range(self.depth):
             h = _DenseLayer(self.growth, self.coeff, self.activation, self.conv, self.kernel_size,
                             self.learnable_concat, self.n_iterations, self.init_iterations)(h, train=train)
-        if self.conv:
-            h = SpectralConv(self.out_features, (1, 1), **sn)(h, train=train)
-        else:
-            h = SpectralDense(self.out_features, **sn)(h, train=train)
-        return h.reshape(shape)
+        h = self._layer(self.out_features, 1)(h, train=train)
+        return h.reshape(x.shape)
 
 
-class _ResidualBase(Bijector):
-    """Shared machinery: pure branch, log-det estimators, fixed-point inverse."""
+class _ResidualBase(Bijector, kw_only=True):
+    """Shared machinery: pure branch, log-det estimators, fixed-point inverse.
+
+    Holds the fields common to every residual block (keyword-only, so that the
+    subclasses' own fields keep their positional order); see :class:`ResidualBlock`
+    for their meaning.
+    """
+
+    coeff: float = 0.98
+    fully_connected: bool = False
+    attention: Optional[Callable[..., nn.Module]] = None
+    estimator: str = "roulette"
+    n_terms: int = 5
+    n_exact_terms: int = 2
+    distribution: str = "poisson"
+    p: float = 0.5
+    lam: float = 2.0
+    neumann_grad: bool = True
+    n_samples: int = 1
+    probe: str = "gaussian"
+    eval_estimator: str = "eval"
+    eval_terms: int = 20
+    eval_samples: int = 8
+    rtol: Optional[float] = None
+    atol: Optional[float] = None
+    max_iter: int = 1000
+    n_power_iterations: int = 2
+    init_power_iterations: int = 200
 
     def _branch(self, conv: bool, out_features: int) -> nn.Module:
+        """The branch ``g`` (a fresh submodule named ``"g"``) for this input kind."""
         raise NotImplementedError
+
+    def _branch_fields(self, conv: bool, out_features: int) -> Dict[str, Any]:
+        """The :class:`_Branch` fields every branch takes from its block."""
+        return dict(out_features=out_features, coeff=self.coeff, activation=self.activation,
+                    conv=conv, n_iterations=self.n_power_iterations,
+                    init_iterations=self.init_power_iterations, attention=self.attention)
 
     def _check(self, x: Array) -> bool:
         who = type(self).__name__
@@ -242,11 +296,21 @@ class _ResidualBase(Bijector):
             if val is not None and not val > 0:
                 raise ValueError(f"{who}: {name} must be positive (or None for the default), got {val!r}.")
         if x.ndim == 4:
-            return not self.fully_connected
-        if x.ndim == 2:
-            return False
-        raise ValueError(f"{who}: x must be images [batch, height, width, channels] or vectors "
-                         f"[batch, features], got shape {x.shape}.")
+            conv = not self.fully_connected
+        elif x.ndim == 2:
+            conv = False
+        else:
+            raise ValueError(f"{who}: x must be images [batch, height, width, channels] or "
+                             f"vectors [batch, features], got shape {x.shape}.")
+        if self.attention is not None and not conv:
+            raise ValueError(f"{who}: attention needs a convolutional branch on images "
+                             f"[batch, height, width, channels] (fully_connected=False); got "
+                             f"shape {x.shape} with fully_connected={self.fully_connected}.")
+        if self.attention is not None and not callable(self.attention):
+            raise ValueError(f"{who}: attention must be None or a factory of a 1-Lipschitz "
+                             f"module (e.g. functools.partial(L2MultiHeadAttention, heads=2)), "
+                             f"got {self.attention!r}.")
+        return conv
 
     def _branch_state(self, x: Array, train: bool):
         """Builds the branch ``g``, creates/updates its state, and returns the unbound
@@ -326,6 +390,10 @@ class ResidualBlock(_ResidualBase):
       preact: apply the activation to the block input first (pre-activation).
       fully_connected: on images, use an MLP on the flattened event (Residual Flows'
         fully connected end blocks).
+      attention: ``None`` or a factory of a 1-Lipschitz module applied first in the
+        (convolutional) branch, ``g(x) = g_base(a(x))``, e.g. ACF's Lipschitz
+        self-attention ``functools.partial(L2MultiHeadAttention, heads=2)``; called as
+        ``attention(name="attention")`` (see "Attention in the branch" above).
       estimator: "exact", "series" or "roulette" (see the module docstring).
       n_terms: series terms for "series" (i-ResNet: 5).
       n_exact_terms, distribution ("geometric"/"poisson"), p, lam: roulette settings
@@ -336,31 +404,16 @@ class ResidualBlock(_ResidualBase):
       rtol, atol, max_iter: fixed-point inverse settings (``None``: 8 eps of the dtype).
       n_power_iterations, init_power_iterations: spectral norm power iterations per
         training call / at init.
+
+    ``hidden_channels``, ``kernels``, ``activation`` and ``preact`` may be given
+    positionally; every other field is keyword-only (shared with
+    :class:`DenseResidualBlock`).
     """
 
     hidden_channels: int = 128
     kernels: Sequence[int] = (3, 1, 3)
-    coeff: float = 0.98
     activation: str = "lipswish"
     preact: bool = True
-    fully_connected: bool = False
-    estimator: str = "roulette"
-    n_terms: int = 5
-    n_exact_terms: int = 2
-    distribution: str = "poisson"
-    p: float = 0.5
-    lam: float = 2.0
-    neumann_grad: bool = True
-    n_samples: int = 1
-    probe: str = "gaussian"
-    eval_estimator: str = "eval"
-    eval_terms: int = 20
-    eval_samples: int = 8
-    rtol: Optional[float] = None
-    atol: Optional[float] = None
-    max_iter: int = 1000
-    n_power_iterations: int = 2
-    init_power_iterations: int = 200
 
     def _branch(self, conv, out_features):
         if not (isinstance(self.hidden_channels, int) and self.hidden_channels >= 1):
@@ -370,9 +423,8 @@ class ResidualBlock(_ResidualBase):
         if not kernels or any(k < 1 or k % 2 == 0 for k in kernels):
             raise ValueError(f"ResidualBlock: kernels must be a non-empty sequence of odd sizes, "
                              f"got {self.kernels!r}.")
-        return _ResNetBranch(out_features, self.hidden_channels, kernels, self.coeff,
-                             self.activation, self.preact, conv, self.n_power_iterations,
-                             self.init_power_iterations, name="g")
+        return _ResNetBranch(hidden=self.hidden_channels, kernels=kernels, preact=self.preact,
+                             **self._branch_fields(conv, out_features), name="g")
 
 
 class DenseResidualBlock(_ResidualBase):
@@ -385,7 +437,8 @@ class DenseResidualBlock(_ResidualBase):
       kernel_size: kernel of the dense layers' convolutions (3).
       learnable_concat: learn the concatenation weights ``eta`` (else fixed, equal).
       activation: "clipswish" (paper) or "lipswish"/"elu".
-      Others as :class:`ResidualBlock`.
+      Others (``coeff``, ``fully_connected``, ``attention``, the estimator, solver and
+      power-iteration settings: keyword-only) as :class:`ResidualBlock`.
     """
 
     depth: int = 3
@@ -393,26 +446,7 @@ class DenseResidualBlock(_ResidualBase):
     first_features: int = 64
     kernel_size: int = 3
     learnable_concat: bool = True
-    coeff: float = 0.98
     activation: str = "clipswish"
-    fully_connected: bool = False
-    estimator: str = "roulette"
-    n_terms: int = 5
-    n_exact_terms: int = 2
-    distribution: str = "poisson"
-    p: float = 0.5
-    lam: float = 2.0
-    neumann_grad: bool = True
-    n_samples: int = 1
-    probe: str = "gaussian"
-    eval_estimator: str = "eval"
-    eval_terms: int = 20
-    eval_samples: int = 8
-    rtol: Optional[float] = None
-    atol: Optional[float] = None
-    max_iter: int = 1000
-    n_power_iterations: int = 2
-    init_power_iterations: int = 200
 
     def _branch(self, conv, out_features):
         for name in ("depth", "growth"):
@@ -422,9 +456,10 @@ class DenseResidualBlock(_ResidualBase):
         if not (isinstance(self.kernel_size, int) and self.kernel_size % 2 == 1):
             raise ValueError(f"DenseResidualBlock: kernel_size must be an odd integer, "
                              f"got {self.kernel_size!r}.")
-        return _DenseBranch(out_features, self.depth, self.growth, self.first_features, self.coeff,
-                            self.activation, conv, self.kernel_size, self.learnable_concat,
-                            self.n_power_iterations, self.init_power_iterations, name="g")
+        return _DenseBranch(depth=self.depth, growth=self.growth,
+                            first_features=self.first_features, kernel_size=self.kernel_size,
+                            learnable_concat=self.learnable_concat,
+                            **self._branch_fields(conv, out_features), name="g")
 
 
 def fixed_point_report(intermediates: Any) -> Dict[str, Any]:

@@ -7,8 +7,11 @@ Lipschitz-constrained self-attention to the residual branch ``g`` of i-ResNet, R
 Flows and i-DenseNets, with two variants: L2 multi-head attention (Kim et al. 2021) and
 dot-product attention with LipschitzNorm (Dasoulas et al. 2021).
 
-Here the attention is the first layer of the branch, over the ``N = H W`` positions of
-the block's input (tokens of ``C`` features)::
+Here an ACF model is the base model of :mod:`jaxflows.models.resflow` (``iresnet``,
+``resflow`` or ``idensenet``, with that factory's architecture and defaults) whose
+convolutional residual blocks get the attention as the first layer of their branch,
+over the ``N = H W`` positions of the block's input (tokens of ``C`` features), through
+the blocks' ``attention`` field (:class:`~jaxflows.bijectors.residual.ResidualBlock`)::
 
     g(x) = g_base(a(x)),    a(x) = (x + gamma * F(x) / L_F) / (1 + |gamma|),
 
@@ -16,178 +19,166 @@ with ``F`` the attention, ``L_F`` its closed-form Lipschitz bound and ``gamma`` 
 (initialised at 0, so training starts from the plain residual flow); see
 :mod:`jaxflows.nn.attention`. ``Lip(a) <= 1`` for every parameter value, so
 ``Lip(g) <= Lip(g_base) < coeff < 1``: the whole branch stays a contraction, and the
-block keeps its fixed-point inverse and log-det estimators unchanged. Fully connected
-(vector) branches have no positions to attend over and are left as they are.
+block keeps its fixed-point inverse and log-det estimators unchanged. The fully
+connected end blocks (vectors: no positions to attend over) have no attention. With
+``attention="none"`` the model is exactly the base model.
+
+:func:`attention_gains` reads the learned ``gamma`` of every attention from a model's
+parameters: with ``gamma = 0`` the attention is the identity and the model is the base
+model, so ``max |gamma|`` says whether (and how much) the attention is used.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, Tuple, Type
+import inspect
+from typing import Any, Callable, Dict, Mapping, Tuple
 
 import flax.linen as nn
+import jax
+import numpy as np
 
-from jaxflows.bijectors.base import Chain, Identity
-from jaxflows.bijectors.normalization import ActNorm
-from jaxflows.bijectors.residual import DenseResidualBlock, ResidualBlock
 from jaxflows.distributions.flow import Flow
-from jaxflows.models.glow import check_image_shape, preprocessing_bijectors
-from jaxflows.models.multiscale import multiscale
+from jaxflows.models.resflow import idensenet, iresnet, level_channels, resflow
 from jaxflows.nn.attention import L2MultiHeadAttention, LipNormAttention
 
-__all__ = ["acf", "AttentiveResidualBlock", "AttentiveDenseResidualBlock", "ATTENTION_KINDS",
-           "BASES", "attention_module"]
+__all__ = ["acf", "attention_factory", "attention_gains", "ATTENTION_KINDS", "BASES"]
 
 ATTENTION_KINDS = ("l2", "lipnorm")
+_ATTENTIONS = {"l2": L2MultiHeadAttention, "lipnorm": LipNormAttention}
+BASES = ("iresnet", "resflow", "idensenet")
+_FACTORIES = {"iresnet": iresnet, "resflow": resflow, "idensenet": idensenet}
+# Arguments of the base factories that acf sets itself (or that come from the data).
+_NOT_FORWARDED = ("image_shape", "attention")
 
 
-def attention_module(kind: str, heads: int, name: str = "attention") -> nn.Module:
-    """``L2MultiHeadAttention`` (``"l2"``) or ``LipNormAttention`` (``"lipnorm"``), 1-Lipschitz."""
-    if kind == "l2":
-        return L2MultiHeadAttention(heads=heads, name=name)
-    if kind == "lipnorm":
-        return LipNormAttention(heads=heads, name=name)
-    raise ValueError(f"acf: attention must be one of {ATTENTION_KINDS}, got {kind!r}.")
+@dataclasses.dataclass(frozen=True)
+class _AttentionFactory:
+    """``cls(heads=heads, **kwargs)``; compared and hashed by value (unlike a partial),
+    so equal configurations give equal (jit-cache-sharing) residual branches."""
 
-
-class _AttentiveBranch(nn.Module):
-    """``g(x) = g_base(a(x))`` with ``a`` a 1-Lipschitz attention block (image inputs)."""
-
-    base_cls: Type[nn.Module]
-    base_kwargs: Tuple[Tuple[str, Any], ...]
-    attention: str
+    cls: type
     heads: int
 
-    @nn.compact
-    def __call__(self, x, train=False):
-        h = attention_module(self.attention, self.heads)(x)
-        return self.base_cls(**dict(self.base_kwargs), name="g")(h, train=train)
+    def __call__(self, **kwargs) -> nn.Module:
+        return self.cls(heads=self.heads, **kwargs)
 
 
-def _attentive(block, conv, out_features, base_branch):
-    """Wraps the branch built by the parent class (its configuration, not its instance)."""
-    if not conv:
-        return base_branch
-    if block.heads < 1 or out_features % block.heads:
-        raise ValueError(f"{type(block).__name__}: heads={block.heads} must be >= 1 and divide "
-                         f"the channels of the block input ({out_features}).")
-    kwargs = tuple((f.name, getattr(base_branch, f.name)) for f in dataclasses.fields(base_branch)
-                   if f.name not in ("parent", "name"))
-    return _AttentiveBranch(type(base_branch), kwargs, block.attention, block.heads,
-                            name="g_attentive")
+def attention_factory(kind: str, heads: int) -> Callable[..., nn.Module]:
+    """The ``attention`` factory of a residual block for ACF's attention ``kind``.
 
-
-class AttentiveResidualBlock(ResidualBlock):
-    """:class:`~jaxflows.bijectors.residual.ResidualBlock` with ACF attention in its branch.
-
-    Attributes (besides those of ``ResidualBlock``):
-      attention: ``"l2"`` (L2-MHA) or ``"lipnorm"`` (LipschitzNorm dot-product attention).
-      heads: attention heads (must divide the block's channels).
+    ``"l2"``: :class:`~jaxflows.nn.attention.L2MultiHeadAttention` (Kim et al. 2021);
+    ``"lipnorm"``: :class:`~jaxflows.nn.attention.LipNormAttention` (Dasoulas et al.
+    2021); both normalised by their Lipschitz bound and mixed with the identity through
+    ``gamma`` (1-Lipschitz). The factory called with ``name=...`` returns
+    ``cls(heads=heads, name=...)``.
     """
+    if kind not in _ATTENTIONS:
+        raise ValueError(f"acf: attention must be one of {ATTENTION_KINDS}, got {kind!r}.")
+    if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
+        raise ValueError(f"acf: heads must be a positive int, got heads={heads!r}.")
+    return _AttentionFactory(_ATTENTIONS[kind], heads)
 
-    attention: str = "l2"
-    heads: int = 1
 
-    def _branch(self, conv, out_features):
-        return _attentive(self, conv, out_features, super()._branch(conv, out_features))
+def _base_params(base: str) -> Mapping[str, inspect.Parameter]:
+    params = inspect.signature(_FACTORIES[base]).parameters
+    return {k: p for k, p in params.items() if k not in _NOT_FORWARDED}
 
 
-class AttentiveDenseResidualBlock(DenseResidualBlock):
-    """:class:`~jaxflows.bijectors.residual.DenseResidualBlock` (i-DenseNet) with ACF attention.
+def accepted_kwargs(model_kwargs: Mapping[str, Any]) -> Tuple[str, ...]:
+    """Keyword arguments :func:`acf` accepts given ``model_kwargs`` (which pick the base).
 
-    Attributes (besides those of ``DenseResidualBlock``): ``attention``, ``heads`` as
-    :class:`AttentiveResidualBlock`.
+    ``base``, ``attention``, ``heads`` and every argument of the base factory
+    (:func:`~jaxflows.models.resflow.resflow`, ``iresnet`` or ``idensenet``) but
+    ``image_shape``. ``jaxflows.train.validate_config`` uses it to check
+    ``config.model`` before any compute.
     """
-
-    attention: str = "l2"
-    heads: int = 1
-
-    def _branch(self, conv, out_features):
-        return _attentive(self, conv, out_features, super()._branch(conv, out_features))
-
-
-# --------------------------------------------------------------------------------------
-# The ACF model factory
-# --------------------------------------------------------------------------------------
-BASES = ("iresnet", "resflow", "idensenet")
-
-# Per-base defaults of the residual blocks (the papers' choices, scaled down by the
-# caller through hidden_channels / blocks_per_level):
-#  i-ResNet (Behrmann et al. 2019): ELU, coefficient 0.9, truncated power series (5 terms).
-#  Residual Flows (Chen et al. 2019): LipSwish, 0.98, Russian roulette (2 exact terms,
-#    Poisson(2)) with the Neumann-series gradient.
-#  i-DenseNet (Perugachi-Diaz et al. 2021): dense blocks with CLipSwish, 0.98, roulette.
-_BASE_DEFAULTS = {
-    "iresnet": dict(activation="elu", coeff=0.9, estimator="series", n_terms=5),
-    "resflow": dict(activation="lipswish", coeff=0.98, estimator="roulette"),
-    "idensenet": dict(activation="clipswish", coeff=0.98, estimator="roulette"),
-}
-
-
-def _acf_step(level, *, base, attention, heads, hidden_channels, depth, block_kwargs):
-    kw = dict(_BASE_DEFAULTS[base])
-    kw.update(block_kwargs)
-    if base == "idensenet":
-        kw.update(depth=depth, growth=hidden_channels)
-        block = (DenseResidualBlock(**kw) if attention == "none"
-                 else AttentiveDenseResidualBlock(attention=attention, heads=heads, **kw))
-    else:
-        kw.update(hidden_channels=hidden_channels)
-        block = (ResidualBlock(**kw) if attention == "none"
-                 else AttentiveResidualBlock(attention=attention, heads=heads, **kw))
-    return Chain([ActNorm(), block])
+    base = model_kwargs.get("base", "resflow")
+    if base not in BASES:
+        raise ValueError(f"acf: base must be one of {BASES}, got {base!r}.")
+    return ("base", "attention", "heads") + tuple(_base_params(base))
 
 
 def acf(image_shape, *, base: str = "resflow", attention: str = "l2", heads: int = 1,
-        levels: int = 2, blocks_per_level=4, hidden_channels: int = 128, depth: int = 3,
-        num_levels: float = 256, preprocessing: str = "logit", alpha: float = 0.05,
-        coeff=None, estimator=None, n_terms=None, n_exact_terms=None, eval_estimator=None,
-        remat: bool = False):
-    """An ACF (or, with ``attention="none"``, the plain residual) flow on images.
-
-    Multi-scale residual flow: preprocessing (``ScaleToUnit`` then logit), then ``levels``
-    levels of [squeeze -> ``blocks_per_level`` x (ActNorm -> residual block)], factoring
-    out half of the channels (fixed ``N(0, I)`` prior) between levels, built with
-    :func:`~jaxflows.models.multiscale.multiscale` (blocks under ``nn.scan``).
+        **base_kwargs) -> Flow:
+    """An ACF flow on images: the ``base`` residual flow with attention in its branches.
 
     Args:
-      image_shape: ``(H, W, C)``; ``H``, ``W`` divisible by ``2 ** levels``.
-      base: ``"iresnet"`` | ``"resflow"`` | ``"idensenet"`` (block type and defaults).
-      attention: ``"l2"`` (L2-MHA), ``"lipnorm"`` (LipschitzNorm attention) or ``"none"``.
-      heads: attention heads; must divide the channels at every level (``4 C 2^l``).
-      levels, blocks_per_level: multi-scale structure.
-      hidden_channels: hidden width of the ResNet branches / growth of the dense layers.
-      depth: dense layers per i-DenseNet block.
-      num_levels, preprocessing (``"logit"``/``"shift"``), alpha: as :func:`jaxflows.models.glow`.
-      coeff, estimator, n_terms, n_exact_terms, eval_estimator: override the base's
-        block defaults (see :class:`~jaxflows.bijectors.residual.ResidualBlock`).
-      remat: rematerialise each block in the backward pass.
+      image_shape: ``(H, W, C)`` (constraints of the base factory).
+      base: ``"iresnet"`` | ``"resflow"`` | ``"idensenet"``: the model of
+        :mod:`jaxflows.models.resflow` that ACF extends, with its architecture and
+        defaults (Residual Flows: 3 levels of 16 LipSwish blocks, no factor-out, 4 fully
+        connected end blocks, roulette; i-ResNet: squeeze first, factor-out, ELU,
+        5-term series; i-DenseNet: the Residual Flows layout with dense blocks).
+      attention: ``"l2"`` (L2-MHA), ``"lipnorm"`` (LipschitzNorm attention) or
+        ``"none"`` (the base model unchanged).
+      heads: attention heads; must divide the channels at every level
+        (:func:`~jaxflows.models.resflow.level_channels`).
+      **base_kwargs: any other argument of the base factory (``levels``,
+        ``blocks_per_level``, ``hidden_channels`` or ``growth``, ``fc_blocks``,
+        ``factor_out``, ``squeeze_first``, ``num_levels``, ``alpha``, ``coeff``,
+        ``estimator``, ...).
 
     Returns:
       ``Flow`` whose ``log_prob`` is the density (nats) of the pixel values.
-    """
 
+    Raises:
+      ValueError: unknown ``base`` or ``attention``, ``heads`` not dividing the channels
+        of some level, an argument the base factory does not take, or any error of the
+        base factory.
+    """
     if base not in BASES:
         raise ValueError(f"acf: base must be one of {BASES}, got {base!r}.")
     if attention not in ATTENTION_KINDS + ("none",):
         raise ValueError(f"acf: attention must be one of {ATTENTION_KINDS + ('none',)}, "
                          f"got {attention!r}.")
-    if not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"acf: levels must be an int >= 1, got {levels!r}.")
-    shape = check_image_shape(image_shape, 2 ** levels, "acf")
+    params = _base_params(base)
+    for key in base_kwargs:
+        if key not in params:
+            raise ValueError(f"acf: unknown argument {key!r} for base={base!r}; accepted: "
+                             f"base, attention, heads, {', '.join(params)}.")
+    factory = None
     if attention != "none":
-        for l in range(levels):
-            channels = shape[2] * 4 * 2 ** l
-            if not isinstance(heads, int) or heads < 1 or channels % heads:
-                raise ValueError(f"acf: heads={heads!r} must be a positive int dividing the "
-                                 f"channels at every level ({channels} at level {l}).")
-    overrides = dict(coeff=coeff, estimator=estimator, n_terms=n_terms,
-                     n_exact_terms=n_exact_terms, eval_estimator=eval_estimator)
-    block_kwargs = {k: v for k, v in overrides.items() if v is not None}
-    make_step = functools.partial(_acf_step, base=base, attention=attention, heads=heads,
-                                  hidden_channels=hidden_channels, depth=depth,
-                                  block_kwargs=block_kwargs)
-    pre = preprocessing_bijectors(num_levels, preprocessing, alpha, "acf")
-    body = multiscale(levels, blocks_per_level, make_step, remat=remat,
-                      make_split=lambda level: Identity())
-    return Flow(bijector=Chain(pre + [body]), event_shape=shape)
+        factory = attention_factory(attention, heads)
+        layout = {k: base_kwargs.get(k, params[k].default)
+                  for k in ("levels", "squeeze_first", "factor_out")}
+        if isinstance(layout["levels"], int) and layout["levels"] >= 1 and len(image_shape) == 3:
+            channels = level_channels(image_shape, layout["levels"],
+                                      squeeze_first=layout["squeeze_first"],
+                                      factor_out=layout["factor_out"])
+            for level, c in enumerate(channels):
+                if c % heads:
+                    raise ValueError(
+                        f"acf: heads={heads!r} must divide the channels at every level "
+                        f"({c} at level {level}; channels per level {channels}).")
+    return _FACTORIES[base](image_shape, attention=factory, **base_kwargs)
+
+
+acf.accepted_kwargs = accepted_kwargs
+
+
+def attention_gains(params: Any) -> Dict[str, float]:
+    """Summary of the learned attention gains ``gamma`` in a model's parameters.
+
+    Every attention of :mod:`jaxflows.nn.attention` mixes ``a(x) = (x + gamma F(x) / L)
+    / (1 + |gamma|)``: ``gamma = 0`` is the identity (no attention), and the weight of
+    the attention path in ``a`` is ``|gamma| / (1 + |gamma|)``. ``params`` is any tree
+    holding them (a ``"params"`` collection, the whole variables, a ``TrainState``'s
+    parameters); scanned blocks hold one ``gamma`` per step.
+
+    Returns:
+      ``{"count": number of attentions, "max_abs_gamma": max |gamma|,
+      "mean_abs_gamma": mean |gamma|}`` (zeros when there is none).
+    """
+    found = []
+
+    def visit(path, leaf):
+        names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+        if len(names) >= 2 and names[-1] == "gamma" and names[-2] == "attention":
+            found.append(np.abs(np.asarray(jax.device_get(leaf), np.float64)).reshape(-1))
+
+    jax.tree_util.tree_map_with_path(visit, params)
+    if not found:
+        return {"count": 0, "max_abs_gamma": 0.0, "mean_abs_gamma": 0.0}
+    gammas = np.concatenate(found)
+    return {"count": int(gammas.size), "max_abs_gamma": float(gammas.max()),
+            "mean_abs_gamma": float(gammas.mean())}

@@ -29,25 +29,34 @@ terms, biased), ``"roulette"`` (Residual Flows: Russian roulette with
 Neumann-series gradient), ``"exact"`` (tiny images, tests). ``train=False`` uses the
 deterministic evaluation estimator of the blocks (``eval_terms`` terms, fixed probes).
 
+Attention (ACF): every factory takes ``attention``, a factory of a 1-Lipschitz module
+put at the start of the branch of every **convolutional** block (not of the fully
+connected end blocks), ``g(x) = g_base(a(x))``; see
+:class:`~jaxflows.bijectors.residual.ResidualBlock` and :func:`jaxflows.models.acf`
+(Mukherjee et al., arXiv:2109.12135), which builds its models through these factories.
+
 The factories take dequantised pixel values in ``[0, num_levels)``; ``Flow.log_prob`` is
 the density of pixel values (the ``-D log num_levels`` of the rescaling included).
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
+import flax.linen as nn
 import jax
 
 from jaxflows.bijectors.base import Bijector, Chain, Identity, Repeat
 from jaxflows.bijectors.normalization import ActNorm
-from jaxflows.bijectors.preprocessing import LogitTransform, ScaleToUnit, Shift
 from jaxflows.bijectors.reshape import Split, Squeeze
 from jaxflows.bijectors.residual import DenseResidualBlock, ResidualBlock
 from jaxflows.distributions.flow import Flow
+from jaxflows.models.glow import check_image_shape, preprocessing_bijectors
 from jaxflows.models.multiscale import MultiScale
 
-__all__ = ["resflow", "iresnet", "idensenet", "residual_flow"]
+__all__ = ["resflow", "iresnet", "idensenet", "residual_flow", "level_channels"]
+
+AttentionFactory = Optional[Callable[..., nn.Module]]
 
 Array = jax.Array
 
@@ -102,21 +111,21 @@ def _learned_split(level: int) -> Bijector:
     return Split()
 
 
-def _check_shape(image_shape, levels, who, squeezes=None):
-    try:
-        shape = tuple(int(d) for d in image_shape)
-    except TypeError:
-        raise ValueError(f"{who}: image_shape must be (height, width, channels), "
-                         f"got {image_shape!r}.") from None
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"{who}: image_shape must be (height, width, channels) of positive "
-                         f"ints, got {image_shape!r}.")
-    n = levels - 1 if squeezes is None else squeezes
-    f = 2 ** n
-    if shape[0] % f or shape[1] % f:
-        raise ValueError(f"{who}: image_shape height and width must be divisible by "
-                         f"2 ** {n} = {f} ({n} squeezes for {levels} levels), got {shape}.")
-    return shape
+def level_channels(image_shape: Sequence[int], levels: int, *, squeeze_first: bool = False,
+                   factor_out: bool = False) -> Tuple[int, ...]:
+    """Channels of the images the convolutional blocks of each level see.
+
+    With ``C`` input channels: blocks before the level's squeeze (``squeeze_first=False``)
+    see ``C 4^l`` channels at level ``l``, or ``C 2^l`` with ``factor_out`` (each squeeze
+    multiplies by 4, each factor-out halves); with ``squeeze_first=True`` the level's own
+    squeeze comes first, ``C 4^(l+1)``, or ``C 2^(l+2)`` with ``factor_out``. Used to
+    check that attention heads divide the channels at every level (ACF).
+    """
+    c = int(image_shape[-1])
+    first = 1 if squeeze_first else 0
+    if factor_out:
+        return tuple(c * 4 ** first * 2 ** l for l in range(levels))
+    return tuple(c * 4 ** (l + first) for l in range(levels))
 
 
 def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijector],
@@ -139,10 +148,8 @@ def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijec
     """
     if not isinstance(levels, int) or levels < 1:
         raise ValueError(f"{who}: levels must be an int >= 1, got {levels!r}.")
-    if preprocessing not in ("logit", "shift"):
-        raise ValueError(f"{who}: preprocessing must be 'logit' or 'shift', got {preprocessing!r}.")
     num_squeezes = levels if squeeze_first else levels - 1
-    shape = _check_shape(image_shape, levels, who, num_squeezes)
+    shape = check_image_shape(image_shape, 2 ** num_squeezes, who)
     if isinstance(blocks_per_level, int):
         blocks = (blocks_per_level,) * levels
     else:
@@ -154,15 +161,12 @@ def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijec
         raise ValueError(f"{who}: fc_blocks must be an int >= 0, got {fc_blocks!r}.")
     if not 0.0 < alpha < 0.5:
         raise ValueError(f"{who}: alpha (logit margin) must lie in (0, 0.5), got {alpha!r}.")
-    if not num_levels > 1:
-        raise ValueError(f"{who}: num_levels must be > 1, got {num_levels!r}.")
+    pre = preprocessing_bijectors(num_levels, preprocessing, alpha, who)
     if factor_out and shape[2] * 4 % 2:
         raise ValueError(f"{who}: factor_out needs an even channel count after squeezing.")
     level = functools.partial(_level, levels=levels, blocks=blocks, make_block=make_block,
                               make_fc_block=make_fc_block, fc_blocks=fc_blocks, actnorm=actnorm,
                               first_block_preact=first_block_preact, remat=remat)
-    pre = [ScaleToUnit(num_levels),
-           LogitTransform(alpha) if preprocessing == "logit" else Shift(-0.5)]
     if factor_out:
         split = _learned_split if learn_split_prior else _identity_split
         if squeeze_first:   # squeeze -> blocks -> split
@@ -183,14 +187,33 @@ def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijec
     return Flow(bijector=Chain(pre + items), event_shape=shape, latent_shape=latent)
 
 
+# The arguments every factory hands on to residual_flow unchanged.
+_LAYOUT = ("num_levels", "levels", "blocks_per_level", "fc_blocks", "factor_out", "actnorm",
+           "alpha", "preprocessing", "squeeze_first", "learn_split_prior", "remat")
+
+
+def _layout(factory_args) -> dict:
+    """The :data:`_LAYOUT` arguments out of a factory's ``locals()``."""
+    return {k: factory_args[k] for k in _LAYOUT}
+
+
+def _resnet_blocks(hidden_channels, fc_hidden, kernels, activation, attention, est):
+    """``(make_block, make_fc_block)`` of ResNet-branch blocks; attention in conv blocks only."""
+    common = dict(kernels=tuple(kernels), activation=activation, **est)
+    return (functools.partial(ResidualBlock, hidden_channels=hidden_channels,
+                              attention=attention, **common),
+            functools.partial(ResidualBlock, hidden_channels=fc_hidden, fully_connected=True,
+                              **common))
+
+
 def _estimator_kwargs(estimator, n_terms, n_exact_terms, distribution, lam, p, n_samples,
                       neumann_grad, eval_terms, eval_samples, coeff, n_power_iterations,
-                      init_power_iterations):
+                      init_power_iterations, eval_estimator):
     return dict(estimator=estimator, n_terms=n_terms, n_exact_terms=n_exact_terms,
                 distribution=distribution, lam=lam, p=p, n_samples=n_samples,
                 neumann_grad=neumann_grad, eval_terms=eval_terms, eval_samples=eval_samples,
                 coeff=coeff, n_power_iterations=n_power_iterations,
-                init_power_iterations=init_power_iterations)
+                init_power_iterations=init_power_iterations, eval_estimator=eval_estimator)
 
 
 def resflow(image_shape: Sequence[int], *, num_levels: float = 256, levels: int = 3,
@@ -201,10 +224,10 @@ def resflow(image_shape: Sequence[int], *, num_levels: float = 256, levels: int 
             estimator: str = "roulette", n_terms: int = 5, n_exact_terms: int = 2,
             distribution: str = "poisson", lam: float = 2.0, p: float = 0.5,
             n_samples: int = 1, neumann_grad: bool = True, eval_terms: int = 20,
-            eval_samples: int = 8, n_power_iterations: int = 2,
+            eval_samples: int = 8, eval_estimator: str = "eval", n_power_iterations: int = 2,
             init_power_iterations: int = 200, preprocessing: str = "logit",
             squeeze_first: bool = False, learn_split_prior: bool = False,
-            remat: bool = False) -> Flow:
+            remat: bool = False, attention: AttentionFactory = None) -> Flow:
     """Residual Flow (Chen et al. 2019) on images of shape ``image_shape = (H, W, C)``.
 
     Defaults are the reference CIFAR-10 model (``train_img.py``): 3 levels of 16 blocks,
@@ -225,23 +248,23 @@ def resflow(image_shape: Sequence[int], *, num_levels: float = 256, levels: int 
       alpha: the logit transform's margin.
       estimator, n_terms, n_exact_terms, distribution, lam, p, n_samples, neumann_grad,
         eval_terms, eval_samples: log-det estimator settings of every block.
+      eval_estimator: the blocks' estimator for ``train=False``: ``"eval"``
+        (deterministic ``eval_terms``-term series), ``"exact"`` (tiny images) or
+        ``"series"`` (see :class:`~jaxflows.bijectors.residual.ResidualBlock`).
       n_power_iterations, init_power_iterations: spectral-norm power iterations per
         training step / at init.
       preprocessing, squeeze_first, learn_split_prior: see :func:`residual_flow`.
       remat: rematerialise each block in the backward pass.
+      attention: ``None``, or a factory of a 1-Lipschitz module applied first in the branch
+        of every convolutional block (ACF; see :func:`jaxflows.models.acf`).
     """
     est = _estimator_kwargs(estimator, n_terms, n_exact_terms, distribution, lam, p, n_samples,
                             neumann_grad, eval_terms, eval_samples, coeff, n_power_iterations,
-                            init_power_iterations)
-    make_block = functools.partial(ResidualBlock, hidden_channels=hidden_channels,
-                                   kernels=tuple(kernels), activation=activation, **est)
-    make_fc = functools.partial(ResidualBlock, hidden_channels=fc_hidden, kernels=tuple(kernels),
-                                activation=activation, fully_connected=True, **est)
+                            init_power_iterations, eval_estimator)
+    make_block, make_fc = _resnet_blocks(hidden_channels, fc_hidden, kernels, activation,
+                                         attention, est)
     return residual_flow(image_shape, make_block=make_block, make_fc_block=make_fc,
-                         num_levels=num_levels, levels=levels, blocks_per_level=blocks_per_level,
-                         fc_blocks=fc_blocks, factor_out=factor_out, actnorm=actnorm,
-                         alpha=alpha, preprocessing=preprocessing, squeeze_first=squeeze_first,
-                         learn_split_prior=learn_split_prior, remat=remat, who="resflow")
+                         who="resflow", **_layout(locals()))
 
 
 def iresnet(image_shape: Sequence[int], *, num_levels: float = 256, levels: int = 3,
@@ -250,9 +273,11 @@ def iresnet(image_shape: Sequence[int], *, num_levels: float = 256, levels: int 
             n_terms: int = 5, n_samples: int = 1, factor_out: bool = True,
             fc_blocks: int = 0, fc_hidden: int = 128, actnorm: bool = True,
             alpha: float = 0.05, eval_terms: int = 20, eval_samples: int = 8,
+            eval_estimator: str = "eval",
             n_power_iterations: int = 5, init_power_iterations: int = 200,
             preprocessing: str = "shift", squeeze_first: bool = True,
-            learn_split_prior: bool = True, remat: bool = False) -> Flow:
+            learn_split_prior: bool = True, remat: bool = False,
+            attention: AttentionFactory = None) -> Flow:
     """Invertible ResNet for density estimation (Behrmann et al. 2019).
 
     Defaults are the reference CIFAR-10 density model (``dens_est_cifar.sh`` with
@@ -263,20 +288,15 @@ def iresnet(image_shape: Sequence[int], *, num_levels: float = 256, levels: int 
     **truncated** power series with 5 terms and one Hutchinson probe in training
     (biased; evaluation uses the deterministic 20-term estimator). No fully connected
     end blocks (``fc_blocks=0``). ``preprocessing="logit"`` uses ``alpha``. Other
-    arguments as :func:`resflow`.
+    arguments (``attention`` included) as :func:`resflow`.
     """
     est = _estimator_kwargs("series", n_terms, 2, "poisson", 2.0, 0.5, n_samples, False,
                             eval_terms, eval_samples, coeff, n_power_iterations,
-                            init_power_iterations)
-    make_block = functools.partial(ResidualBlock, hidden_channels=hidden_channels,
-                                   kernels=tuple(kernels), activation=activation, **est)
-    make_fc = functools.partial(ResidualBlock, hidden_channels=fc_hidden, kernels=tuple(kernels),
-                                activation=activation, fully_connected=True, **est)
+                            init_power_iterations, eval_estimator)
+    make_block, make_fc = _resnet_blocks(hidden_channels, fc_hidden, kernels, activation,
+                                         attention, est)
     return residual_flow(image_shape, make_block=make_block, make_fc_block=make_fc,
-                         num_levels=num_levels, levels=levels, blocks_per_level=blocks_per_level,
-                         fc_blocks=fc_blocks, factor_out=factor_out, actnorm=actnorm,
-                         alpha=alpha, preprocessing=preprocessing, squeeze_first=squeeze_first,
-                         learn_split_prior=learn_split_prior, remat=remat, who="iresnet")
+                         who="iresnet", **_layout(locals()))
 
 
 def idensenet(image_shape: Sequence[int], *, num_levels: float = 256, levels: int = 3,
@@ -287,25 +307,27 @@ def idensenet(image_shape: Sequence[int], *, num_levels: float = 256, levels: in
               actnorm: bool = True, alpha: float = 0.05, estimator: str = "roulette",
               n_terms: int = 5, n_exact_terms: int = 2, distribution: str = "poisson",
               lam: float = 2.0, p: float = 0.5, n_samples: int = 1, neumann_grad: bool = True,
-              eval_terms: int = 20, eval_samples: int = 8, n_power_iterations: int = 2,
+              eval_terms: int = 20, eval_samples: int = 8, eval_estimator: str = "eval",
+              n_power_iterations: int = 2,
               init_power_iterations: int = 200, preprocessing: str = "logit",
               squeeze_first: bool = False, learn_split_prior: bool = False,
-              remat: bool = False) -> Flow:
+              remat: bool = False, attention: AttentionFactory = None) -> Flow:
     """Invertible DenseNet (Perugachi-Diaz et al. 2021) on images.
 
     Defaults are the paper's CIFAR-10 model (reference README): the Residual Flows
     layout (3 levels x 16 blocks, ActNorm, no factor-out, 4 fully connected end blocks)
     with DenseNet blocks of depth 3 and growth 172, CLipSwish, learnable concatenation,
     coefficient 0.98; the fully connected blocks map ``D -> 64`` then grow by 32 per
-    dense layer. Roulette + Neumann estimator as Residual Flows.
+    dense layer. Roulette + Neumann estimator as Residual Flows. ``attention``: as
+    :func:`resflow` (convolutional blocks only).
     """
     est = _estimator_kwargs(estimator, n_terms, n_exact_terms, distribution, lam, p, n_samples,
                             neumann_grad, eval_terms, eval_samples, coeff, n_power_iterations,
-                            init_power_iterations)
+                            init_power_iterations, eval_estimator)
     # The DenseNet block has no pre-activation; ``preact`` (first block) is ignored.
     def make_block(preact: bool = True):
         return DenseResidualBlock(depth=depth, growth=growth, activation=activation,
-                                  learnable_concat=learnable_concat, **est)
+                                  learnable_concat=learnable_concat, attention=attention, **est)
 
     def make_fc(preact: bool = True):
         return DenseResidualBlock(depth=depth, growth=fc_growth, first_features=fc_first_features,
@@ -313,7 +335,4 @@ def idensenet(image_shape: Sequence[int], *, num_levels: float = 256, levels: in
                                   fully_connected=True, **est)
 
     return residual_flow(image_shape, make_block=make_block, make_fc_block=make_fc,
-                         num_levels=num_levels, levels=levels, blocks_per_level=blocks_per_level,
-                         fc_blocks=fc_blocks, factor_out=factor_out, actnorm=actnorm,
-                         alpha=alpha, preprocessing=preprocessing, squeeze_first=squeeze_first,
-                         learn_split_prior=learn_split_prior, remat=remat, who="idensenet")
+                         who="idensenet", **_layout(locals()))

@@ -116,7 +116,8 @@ def validate_config(config, *, num_devices: Optional[int] = None):
     types of the scalar fields, positive sizes, ``dataset.pad`` (an int >= 0), the
     dataset name (``get_info``), the
     model name (``jaxflows.models.MODELS``) and that every other ``config.model`` field
-    is a keyword argument of the model factory; with ``num_devices``, that the global
+    is a keyword argument of the model factory (a factory that forwards ``**kwargs``
+    may list the ones it accepts as ``factory.accepted_kwargs(model_kwargs)``); with ``num_devices``, that the global
     batch sizes divide evenly over the devices.
 
     Returns the dataset's :class:`DatasetInfo` as the model sees it: with
@@ -180,14 +181,20 @@ def validate_config(config, *, num_devices: Optional[int] = None):
         raise ValueError(f"Unknown model config.model.name={config.model.name!r}; known "
                          f"models: {', '.join(sorted(models.MODELS))}.")
     factory = models.MODELS[config.model.name]
+    kwargs = model_kwargs(config)
     params = inspect.signature(factory).parameters
-    has_var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    if not has_var_kw:
-        for key in model_kwargs(config):
-            if key not in params or key in ("image_shape", "num_levels"):
-                accepted = ", ".join(k for k, p in params.items()
-                                     if k not in ("image_shape", "num_levels")
-                                     and p.kind is not inspect.Parameter.VAR_POSITIONAL)
+    if hasattr(factory, "accepted_kwargs"):
+        # A factory forwarding **kwargs (e.g. acf to its base model) lists what it takes.
+        names = tuple(factory.accepted_kwargs(kwargs))
+    elif any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        names = None   # cannot be checked here; the factory checks its own arguments
+    else:
+        names = tuple(k for k, p in params.items()
+                      if p.kind is not inspect.Parameter.VAR_POSITIONAL)
+    if names is not None:
+        for key in kwargs:
+            if key not in names or key in ("image_shape", "num_levels"):
+                accepted = ", ".join(k for k in names if k not in ("image_shape", "num_levels"))
                 raise ValueError(
                     f"Unknown config key model.{key!r} for model {config.model.name!r}; "
                     f"the factory accepts: {accepted} (image_shape and num_levels come "

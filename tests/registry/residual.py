@@ -5,9 +5,12 @@ They use ``estimator="exact"`` so that the log-det is the exact Jacobian log-det
 the weights, so the spectral normalisation is accurate for the perturbed weights
 (without it the stored singular vectors belong to the initial weights).
 """
+import functools
+
 import jax
 
 from jaxflows.bijectors.residual import DenseResidualBlock, ResidualBlock
+from jaxflows.nn.attention import L2MultiHeadAttention
 from jaxflows.nn.lipschitz import update_lipschitz_state
 from jaxflows.testing import BijectorCase
 
@@ -28,6 +31,12 @@ def _case(name, make, shape, **kw):
 CASES = [
     _case("residual_block_conv",
           lambda: ResidualBlock(hidden_channels=8, estimator="exact"), (2, 4, 4, 2)),
+    # ACF: L2 self-attention first in the branch (gamma perturbed away from 0).
+    _case("residual_block_conv_attention",
+          lambda: ResidualBlock(hidden_channels=4, kernels=(3, 1),
+                                estimator="exact",
+                                attention=functools.partial(L2MultiHeadAttention, heads=2)),
+          (2, 2, 2, 2)),
     _case("residual_block_mlp",
           lambda: ResidualBlock(hidden_channels=8, estimator="exact"), (3, 5)),
     _case("dense_residual_block_conv",
