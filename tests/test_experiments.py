@@ -142,3 +142,63 @@ def test_launchers_train_evaluate_sample(tmp_path):
              ["--config.model.hidden_channels=16"], cache)
     assert p.returncode == 2 and "different model" in p.stderr
     assert open(os.path.join(work, "metrics.jsonl")).read() == before
+
+
+ATTENTION_CONFIGS = {"attnflow_mnist": ("", "imap", "itrans", "small"),
+                     "attnflow_cifar10": ("", "small"),
+                     "acf_mnist": ("", "small"), "acf_cifar10": ("", "small")}
+
+
+def test_attention_configs_validate_and_follow_papers():
+    for name, variants in ATTENTION_CONFIGS.items():
+        for arg in variants:
+            jt.validate_config(load_config(name, arg))
+        with pytest.raises(ValueError, match="variant"):
+            load_config(name, "tiny")
+    # AttnFlow (Sukthanker et al. 2022): MNIST padded to 32x32, L=3, K=2; CIFAR-10 L=3,
+    # K=4; Adam 8e-4; iMap by default, iTrans as a variant.
+    m = load_config("attnflow_mnist", "")
+    assert (m.dataset.name, m.dataset.pad) == ("mnist", 2)
+    assert (m.model.levels, m.model.steps_per_level, m.model.attention) == (3, 2, "imap")
+    assert m.optim.name == "adam" and m.optim.learning_rate == 8e-4
+    assert load_config("attnflow_mnist", "itrans").model.attention == "itrans"
+    assert load_config("attnflow_mnist", "imap").to_dict() == m.to_dict()
+    c = load_config("attnflow_cifar10", "")
+    assert (c.model.levels, c.model.steps_per_level, c.optim.learning_rate) == (3, 4, 8e-4)
+    assert c.dataset.pad == 0
+    # ACF = the Residual Flow config of the same data set + attention.
+    for acf_name, base_name in (("acf_mnist", "resflow_mnist"), ("acf_cifar10", "resflow_cifar10")):
+        a, r = load_config(acf_name, ""), load_config(base_name, "")
+        assert (a.model.name, a.model.base) == ("acf", "resflow")
+        model = a.model.to_dict()
+        for k in ("name", "base", "attention", "heads"):
+            model.pop(k)
+        assert model == {k: v for k, v in r.model.to_dict().items() if k != "name"}
+        assert a.optim.to_dict() == r.optim.to_dict()
+        jt.build_flow(a, jt.validate_config(a))   # heads divide the channels of every level
+
+
+@pytest.mark.parametrize("arg, attention", [("", "imap"), ("itrans", "itrans")])
+def test_attnflow_mnist_full_model_builds_at_32x32_with_3_levels(arg, attention):
+    """The paper's model on padded MNIST: shapes only (jax.eval_shape, nothing computed)."""
+    import jax
+    import jax.numpy as jnp
+    c = load_config("attnflow_mnist", arg)
+    info = jt.validate_config(c)
+    assert info.image_shape == (32, 32, 1)
+    flow = jt.build_flow(c, info)
+    x = jax.ShapeDtypeStruct((2, 32, 32, 1), jnp.float32)
+    variables = jax.eval_shape(lambda k, x: flow.init(k, x), jax.random.PRNGKey(0), x)
+    params = variables["params"]
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    # One Repeat of K=2 steps per level; levels 0, 1, 2 see 4, 8 and 16 channels.
+    channels = {}
+    for p, leaf in jax.tree_util.tree_leaves_with_path(params):
+        key = jax.tree_util.keystr(p)
+        if "ActNorm" in key and key.endswith("['log_scale']"):
+            channels[key] = leaf.shape
+    assert sorted({s for s in channels.values()}) == [(2, 4), (2, 8), (2, 16)]
+    assert any(attention == "imap" and "IMap" in p or attention == "itrans" and "ITrans" in p
+               for p in paths)
+    z = jax.eval_shape(lambda v, x: flow.apply(v, x), variables, x)
+    assert z.shape == (2,)
