@@ -11,7 +11,15 @@ trainer reports) next to the non-attentive baselines trained with the same proto
   1-4 with 1 and 2 summed heads, and the same Glow without attention;
 * ACF (``acf_mnist.py:small``): L2 multi-head attention and LipschitzNorm attention
   with 1 and 2 heads inside the residual branches, and the same residual flow without
-  attention.
+  attention (``attention="none"``: the same model and initial parameters, minus the
+  attentions).
+
+ACF's attention enters each branch as ``a(x) = (x + gamma F(x) / L) / (1 + |gamma|)``
+with ``gamma`` initialised at 0 (the identity), so an ACF row means something only if
+training moved ``gamma``: next to each ACF row's bits/dim the table gives the largest
+and the mean learned ``|gamma|`` over the residual blocks
+(:func:`jaxflows.models.acf.attention_gains`), read from the evaluated (best, EMA)
+parameters of the run's checkpoint and stored in its ``results.json``.
 
 Every figure in the table is read from the run's ``results.json``, never typed in.
 The table is rewritten after every run (so an interrupted ablation leaves a partial
@@ -33,6 +41,32 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs"))
 
 ATTNFLOW_KEYS = ("attention", "position", "heads")
+
+
+def run_attention_gains(workdir: str):
+    """``{"ema": gains, "raw": gains}`` of the best checkpoint of ``workdir`` (else the
+    last one), or ``None`` without a checkpoint; ``gains`` as
+    :func:`jaxflows.models.acf.attention_gains` of the EMA / raw parameters.
+
+    Reads the checkpoint as a plain tree (no model is built), so it also works for runs
+    of an older version of the model whose parameter paths end in ``attention/gamma``.
+    """
+    import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+    from jaxflows.models.acf import attention_gains  # pylint: disable=import-outside-toplevel
+    from jaxflows.train.checkpoint import latest_step  # pylint: disable=import-outside-toplevel
+    for which in ("best", "checkpoints"):
+        step = latest_step(workdir, which)
+        if step is None:
+            continue
+        mngr = ocp.CheckpointManager(
+            os.path.join(os.path.abspath(workdir), which), item_names=("state",),
+            options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+        state = mngr.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore()))["state"]
+        mngr.close()
+        return {"ema": attention_gains(state["ema_params"]),
+                "raw": attention_gains(state["params"]), "step": int(step)}
+    return None
 
 
 def attnflow_runs():
@@ -107,31 +141,55 @@ def write_table(path: str, rows, command: str, complete: bool, steps: int) -> No
         "",
     ]
     for group, title in (("attnflow", "AttnFlow (Glow backbone, L=2, K=2, hidden 32)"),
-                         ("acf", "ACF (residual flow backbone)")):
+                         ("acf", "ACF (Residual Flow backbone, 2 levels x 2 blocks, hidden 32)")):
         sub = [r for r in rows if r["group"] == group]
         if not sub:
             continue
-        lines += [f"## {title}", "", "| model | test bits/dim | val bits/dim | wall time (s) |",
-                  "|---|---|---|---|"]
+        gains = group == "acf"
+        lines += [f"## {title}", "",
+                  "| model | test bits/dim | val bits/dim |"
+                  + (" max \\|gamma\\| | mean \\|gamma\\| |" if gains else "")
+                  + " wall time (s) |",
+                  "|---|---|---|" + ("---|---|" if gains else "") + "---|"]
         for r in sub:
+            extra = ""
+            if gains:
+                g = (r.get("attention_gains") or {}).get("ema")
+                extra = (" | |" if not g or not g["count"]
+                         else f" {g['max_abs_gamma']:.2g} | {g['mean_abs_gamma']:.2g} |")
             if r.get("test_bpd") is None:
-                lines.append(f"| {r['description']} | {r.get('status', 'not run')} | | |")
+                lines.append(f"| {r['description']} | {r.get('status', 'not run')} | |"
+                             + (" | |" if gains else "") + " |")
             else:
                 lines.append(f"| {r['description']} | {r['test_bpd']:.3f} | "
-                             f"{r['val_bpd']:.3f} | {r['seconds']:.0f} |")
-        if group == "acf":
-            lines += ["", "ACF's attention enters each residual branch divided by its worst-case "
-                      "Lipschitz bound L (tens to hundreds here) and mixed in through a gamma "
-                      "initialised at 0, so in runs this short it changes the flow very little. "
-                      "The baseline's residual branches are initialised from different random "
-                      "streams (another parameter path), so compare the ACF rows with each other "
-                      "as well as with it."]
+                             f"{r['val_bpd']:.3f} |{extra} {r['seconds']:.0f} |")
+        if gains:
+            lines += ["", "ACF mixes its attention into each residual branch as "
+                      "`a(x) = (x + gamma F(x)/L) / (1 + |gamma|)`, with `F/L` the attention "
+                      "divided by its Lipschitz bound and `gamma` initialised at 0 (the "
+                      "identity). The gamma columns are the largest and the mean learned "
+                      "`|gamma|` over the residual blocks of the evaluated (best, EMA) "
+                      "parameters: where they are near 0 the attention was effectively not "
+                      "used, and the row measures the residual flow itself. The baseline is "
+                      "the same model without the attentions, from the same initial "
+                      "parameters."]
         lines.append("")
     lines.append(f"_Written {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC._")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         f.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def _update_results(path: str, **fields) -> None:
+    """Adds ``fields`` to the run's ``results.json`` (atomically)."""
+    with open(path) as f:
+        saved = json.load(f)
+    saved.update(fields)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(saved, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
 
 
@@ -177,7 +235,12 @@ def main(argv=None):
                     res = json.load(f)
                 if "test_bpd" in res:
                     row.update(test_bpd=res["test_bpd"], val_bpd=res.get("val_bpd", float("nan")),
-                               seconds=res.get("ablation_seconds", float("nan")))
+                               seconds=res.get("ablation_seconds", float("nan")),
+                               attention_gains=res.get("attention_gains"))
+            if (row["group"] == "acf" and row.get("test_bpd") is not None
+                    and row.get("attention_gains") is None):
+                row["attention_gains"] = run_attention_gains(os.path.dirname(path))
+                _update_results(path, attention_gains=row["attention_gains"])
 
     order = list(zip(rows, plan))
     if args.reverse:
@@ -199,16 +262,15 @@ def main(argv=None):
             print(f"[ablations] {group}/{name} failed: {e}", flush=True)
             continue
         seconds = time.time() - start
-        results_path = os.path.join(workdir, "results.json")
-        with open(results_path) as f:
-            saved = json.load(f)
-        saved["ablation_seconds"] = seconds
-        with open(results_path, "w") as f:
-            json.dump(saved, f, indent=2, sort_keys=True)
+        gains = run_attention_gains(workdir) if group == "acf" else None
+        _update_results(os.path.join(workdir, "results.json"), ablation_seconds=seconds,
+                        **({"attention_gains": gains} if gains is not None else {}))
         row.update(test_bpd=res["test_bpd"], val_bpd=res.get("val_bpd", float("nan")),
-                   seconds=seconds)
+                   seconds=seconds, attention_gains=gains)
         print(f"[ablations] {group}/{name}: test {res['test_bpd']:.4f} bits/dim "
-              f"({seconds:.0f} s)", flush=True)
+              f"({seconds:.0f} s)"
+              + (f", max |gamma| {gains['ema']['max_abs_gamma']:.3g}"
+                 if gains and gains["ema"]["count"] else ""), flush=True)
     refresh()
     write_table(args.output, rows, command,
                 complete=all(r.get("test_bpd") is not None for r in rows), steps=args.steps)
