@@ -85,38 +85,66 @@ def test_bad_arguments():
         conv2d_same(x[0], jnp.zeros((3, 3, 3, 2)))
 
 
-def test_actnorm_relu_matches_autodiff_of_unfused():
-    """The custom-gradient ReLU(ActNorm) equals jax.nn.relu((x + b) e^s) in value and in
-    every gradient (including the tie z = 0, where both use relu'(0) = 0)."""
+def test_actnorm_relu_derivatives_match_plain_composition():
+    """ReLU(ActNorm) with its output-based custom JVP equals jax.nn.relu((x + b) e^s) in
+    value, reverse mode and forward mode, including exact ties z = 0 (relu'(0) = 0)."""
     from jaxflows.nn.conditioners import actnorm_relu
     rng = np.random.default_rng(1)
-    x = jnp.asarray(rng.standard_normal((3, 4, 5, 6)), jnp.float32)
-    x = x.at[0, 0, 0, :].set(0.0)                       # exact ties after the shift below
-    loc = jnp.asarray(rng.standard_normal(6) * 0.3, jnp.float32).at[2].set(0.0)
+    x = jnp.asarray(rng.standard_normal((3, 4, 5, 6)), jnp.float32).at[0, 0, 0, :].set(0.0)
+    loc = jnp.asarray(rng.standard_normal(6) * 0.3, jnp.float32).at[2].set(0.0)  # ties
     log_scale = jnp.asarray(rng.standard_normal(6) * 0.2, jnp.float32)
+    args = (x, loc, log_scale)
     g = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+    t = tuple(jnp.asarray(rng.standard_normal(a.shape), jnp.float32) for a in args)
 
     def plain(x, b, s):
         return jax.nn.relu((x + b) * jnp.exp(s))
 
-    np.testing.assert_allclose(actnorm_relu(x, loc, log_scale), plain(x, loc, log_scale),
-                               rtol=1e-6, atol=1e-6)
-    got = jax.vjp(actnorm_relu, x, loc, log_scale)[1](g)
-    want = jax.vjp(plain, x, loc, log_scale)[1](g)
+    np.testing.assert_allclose(actnorm_relu(*args), plain(*args), rtol=1e-6, atol=1e-6)
+    got = jax.jit(lambda *a: jax.vjp(actnorm_relu, *a)[1](g))(*args)
+    want = jax.vjp(plain, *args)[1](g)
     for a, b, name in zip(got, want, ("x", "loc", "log_scale")):
         assert float(jnp.max(jnp.abs(b))) > 0, name
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=name)
+    np.testing.assert_allclose(jax.jvp(actnorm_relu, args, t)[1], jax.jvp(plain, args, t)[1],
+                               rtol=2e-5, atol=2e-5)
 
 
-def test_actnorm_relu_module_initialises_like_actnorm():
-    """Same parameters, same data-dependent init and same output as ActNorm -> relu."""
+def test_conditioner_saves_only_relu_outputs(capsys):
+    """Under the conditioners' checkpoint policy the backward pass keeps one activation per
+    hidden layer: the residuals of a Glow conditioner's vjp are the two ReLU outputs, the
+    first layer's input and parameters, not the ActNorm outputs or reshaped copies."""
+    from jaxflows.nn.conditioners import GlowConditioner
+    net = GlowConditioner(hidden_channels=16, out_channels=4)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 2))
+    params = net.init(jax.random.PRNGKey(1), x)
+    capsys.readouterr()
+    jax.ad_checkpoint.print_saved_residuals(lambda p, x: net.apply(p, x), params, x)
+    lines = capsys.readouterr().out.strip().splitlines()
+    activations = [l for l in lines if "from the argument" not in l]
+    assert len(activations) == 2, lines
+    assert all(l.startswith("f32[2,4,4,16] named 'jaxflows_conditioner_act'") for l in activations), lines
+    assert any("from the argument x" in l for l in lines), lines
+
+
+def test_conditioner_parameters_and_init_match_actnorm():
+    """ActNormParams has ActNorm's names and data-dependent init; the Glow conditioner's
+    hidden layers keep the parameter tree of ActNorm -> ReLU -> conv, and dropout
+    (unfused path) and no dropout (fused path) give the same function at rate 0+."""
     from jaxflows.bijectors import ActNorm
-    from jaxflows.nn.conditioners import ActNormReLU
+    from jaxflows.nn.conditioners import ActNormParams, GlowConditioner
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 3, 3, 5)) * 2.0 + 1.0
-    v_fused = ActNormReLU().init(jax.random.PRNGKey(1), x)
-    v_plain = ActNorm().init(jax.random.PRNGKey(1), x)
-    jax.tree_util.tree_map(np.testing.assert_allclose, v_fused, v_plain)
-    np.testing.assert_allclose(ActNormReLU().apply(v_fused, x),
-                               jax.nn.relu(ActNorm().apply(v_plain, x)[0]), rtol=1e-6, atol=1e-6)
+    v = ActNormParams().init(jax.random.PRNGKey(1), x)
+    v_ref = ActNorm().init(jax.random.PRNGKey(1), x)
+    jax.tree_util.tree_map(np.testing.assert_allclose, v, v_ref)
     with pytest.raises(ValueError, match="channels"):
-        ActNormReLU().apply(v_fused, x[..., :4])
+        ActNormParams().apply(v, x[..., :4])
+    net = GlowConditioner(hidden_channels=6, out_channels=4, dropout=1e-9)
+    params = net.init(jax.random.PRNGKey(2), x)
+    assert set(params["params"]) == {"conv_in", "actnorm_in", "conv_hidden", "actnorm_hidden",
+                                     "conv_out"}
+    params = jax.tree_util.tree_map(lambda p: p + 0.1, params)   # a non-zero output layer
+    y_fused = net.apply(params, x)
+    y_drop = net.apply(params, x, train=True, rngs={"dropout": jax.random.PRNGKey(3)})
+    assert float(jnp.max(jnp.abs(y_fused))) > 0
+    np.testing.assert_allclose(y_fused, y_drop, rtol=1e-5, atol=1e-5)

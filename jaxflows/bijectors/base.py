@@ -39,7 +39,7 @@ Alternatively use ``setup`` and override ``forward_and_log_det`` and
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -173,11 +173,18 @@ class Repeat(Bijector):
       num_steps: number of steps (>= 1).
       remat: rematerialise each step in the backward pass (``nn.remat``): memory
         for activations no longer grows with depth, at the cost of a second forward.
+      unroll: steps per iteration of the compiled loop (``lax.scan``'s ``unroll``);
+        ``True`` unrolls all of them. The default 1 compiles one step whatever
+        ``num_steps`` is; unrolling trades compile time (which then grows with
+        depth) for step time on CPU, where the loop's stacked activations are
+        written and re-read through dynamic slices. Parameters are stacked the same
+        way whatever ``unroll`` is, so checkpoints are interchangeable.
     """
 
     make_step: Callable[[], Bijector]
     num_steps: int
     remat: bool = False
+    unroll: Union[int, bool] = 1
 
     def _scan(self, x, inverse, context, train):
         if self.num_steps < 1:
@@ -192,6 +199,7 @@ class Repeat(Bijector):
             in_axes=nn.broadcast,
             length=self.num_steps,
             reverse=inverse,
+            unroll=self.unroll,
         )
         step = scanned(self.make_step, inverse, train, name="steps")
         (y, total), _ = step((x, jnp.zeros(x.shape[:1], x.dtype)), context)

@@ -96,7 +96,7 @@ def glow(image_shape: Sequence[int], *, levels: int = 3,
          lu: bool = True, permutation: str = "conv1x1", scale_fn: str = "sigmoid",
          clamp=2.0, preprocessing: str = "shift", alpha: float = 0.05,
          learn_split_prior: bool = True, remat: bool = False,
-         conv_impl: str = "auto") -> Flow:
+         unroll: Union[int, bool] = 1, conv_impl: str = "auto") -> Flow:
     """A Glow :class:`~jaxflows.distributions.Flow` on images of shape ``image_shape``.
 
     Args:
@@ -118,6 +118,9 @@ def glow(image_shape: Sequence[int], *, levels: int = 3,
       learn_split_prior: Glow's learned conditional prior on the factored-out halves
         (``Split``); ``False`` gives them a fixed ``N(0, I)`` (Real NVP's factor-out).
       remat: rematerialise each step in the backward pass (saves memory).
+      unroll: steps per compiled loop iteration of a level (``True``: the whole
+        level unrolled). 1 (default) keeps compile time flat in ``K``; unrolling makes
+        CPU training steps faster (see ``docs/performance.md``) and compiles longer.
       conv_impl: convolution implementation of the conditioners
         (``"auto"``/``"native"``/``"im2col"``, see :func:`jaxflows.nn.conv2d`).
 
@@ -140,7 +143,8 @@ def glow(image_shape: Sequence[int], *, levels: int = 3,
         glow_step, hidden_channels=hidden_channels, coupling=coupling, permutation=permutation,
         lu=lu, dropout=dropout, scale_fn=scale_fn, clamp=clamp, conv_impl=conv_impl)
     make_split = None if learn_split_prior else _identity_split
-    body = multiscale(levels, steps_per_level, make_step, remat=remat, make_split=make_split)
+    body = multiscale(levels, steps_per_level, make_step, remat=remat, unroll=unroll,
+                      make_split=make_split)
     return Flow(bijector=Chain(pre + [body]), event_shape=shape)
 
 

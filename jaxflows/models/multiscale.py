@@ -172,13 +172,14 @@ class MultiScale(Bijector):
         return y, total
 
 
-def _repeat_level(level: int, *, make_step, steps, remat) -> Bijector:
+def _repeat_level(level: int, *, make_step, steps, remat, unroll) -> Bijector:
     return Repeat(make_step=functools.partial(make_step, level), num_steps=steps[level],
-                  remat=remat)
+                  remat=remat, unroll=unroll)
 
 
 def multiscale(levels: int, steps_per_level: Union[int, Sequence[int]],
                make_step: Callable[[int], Bijector], *, remat: bool = False,
+               unroll: Union[int, bool] = 1,
                make_pre: Optional[LevelFactory] = None,
                make_split: Optional[LevelFactory] = None,
                squeeze_last: bool = True) -> MultiScale:
@@ -191,6 +192,9 @@ def multiscale(levels: int, steps_per_level: Union[int, Sequence[int]],
         ActNorm -> 1x1 conv -> coupling). Each level is one ``Repeat``, so compile
         time does not grow with ``K``.
       remat: rematerialise every step in the backward pass (memory independent of K).
+      unroll: steps per compiled loop iteration of each level (``True``: all; see
+        :class:`~jaxflows.bijectors.Repeat`): faster steps on CPU, compile time
+        growing with ``K``.
       make_pre, make_split, squeeze_last: as in :class:`MultiScale`.
     """
     if isinstance(steps_per_level, int):
@@ -203,6 +207,9 @@ def multiscale(levels: int, steps_per_level: Union[int, Sequence[int]],
                 f"({levels}), got {steps_per_level!r}.")
     if any(k < 1 for k in steps):
         raise ValueError(f"multiscale: steps_per_level must be >= 1, got {steps_per_level!r}.")
-    make_level = functools.partial(_repeat_level, make_step=make_step, steps=steps, remat=remat)
+    if not (isinstance(unroll, bool) or (isinstance(unroll, int) and unroll >= 1)):
+        raise ValueError(f"multiscale: unroll must be True, False or an int >= 1, got {unroll!r}.")
+    make_level = functools.partial(_repeat_level, make_step=make_step, steps=steps, remat=remat,
+                                   unroll=unroll)
     return MultiScale(levels=levels, make_level=make_level, make_pre=make_pre,
                       make_split=make_split, squeeze_last=squeeze_last)

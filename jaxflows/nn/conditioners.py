@@ -24,10 +24,12 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from jaxflows.nn.conv import choose_impl, conv2d_same
 
-__all__ = ["Conv2D", "ZeroConv2D", "ActNormReLU", "actnorm_relu", "GlowConditioner", "ResNetConditioner", "MLPConditioner"]
+__all__ = ["Conv2D", "ZeroConv2D", "ActNormParams", "actnorm_relu", "ACT_NAME",
+           "GlowConditioner", "ResNetConditioner", "MLPConditioner"]
 
 Initializer = Callable[..., Any]
 
@@ -75,9 +77,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Array:
     if kh % 2 == 0 or kw % 2 == 0:
         raise ValueError(f"conv2d: kernel size must be odd for 'SAME' padding, got {(kh, kw)}.")
     if kh == 1 and kw == 1:
-        # A product over the channel axis of the 4-D input (no reshape, so autodiff keeps
-        # ``x`` itself for the weight gradient rather than a reshaped copy of it).
-        return x @ kernel.reshape(cin, cout)
+        # 2-D operands: XLA's CPU dot then needs no transposed copy for the weight gradient.
+        return (x.reshape(-1, cin) @ kernel.reshape(cin, cout)).reshape(x.shape[:-1] + (cout,))
     if impl == "auto":
         impl = choose_impl(kernel.shape)
     if impl == "im2col":
@@ -140,67 +141,71 @@ class ZeroConv2D(nn.Module):
         return y
 
 
-@jax.custom_vjp
+# Name of the ReLU(ActNorm) outputs that the conditioners keep for their backward pass.
+ACT_NAME = "jaxflows_conditioner_act"
+_SAVE_ACTS = jax.checkpoint_policies.save_only_these_names(ACT_NAME)
+
+
+@jax.custom_jvp
 def actnorm_relu(x: jax.Array, loc: jax.Array, log_scale: jax.Array) -> jax.Array:
-    r"""``z = max((x + b) e^s, 0)`` over the last axis, with a memory-lean gradient.
+    r"""``z = max((x + b) e^s, 0)`` over the last (channel) axis: ReLU after ActNorm.
 
-    The backward pass needs only the output ``z`` (which the next layer keeps for its
-    own weight gradient anyway): with ``m = [z > 0]`` and upstream gradient ``g``,
+    Its derivative is written in terms of the output ``z`` alone (``custom_jvp``, so
+    forward- and reverse-mode both work): with ``m = [z > 0]``,
 
-    .. math::  \partial x = g\, m\, e^{s}, \quad
-               \partial b_c = e^{s_c} \sum_{\neq c} g\, m, \quad
-               \partial s_c = \sum_{\neq c} g\, z,
+    .. math::  \dot z = m \big((\dot x + \dot b)\, e^{s} + z\, \dot s\big),
 
-    (the last because ``z = (x + b) e^s`` wherever ``m = 1`` and ``g z = 0``
-    elsewhere). Plain autodiff of ``relu(actnorm(x))`` saves the ActNorm output and
-    the ReLU mask besides ``z``; inside a scanned flow those become stacked buffers
-    written and read once per step, which on CPU cost more than the arithmetic.
-    ``relu'(0) = 0`` as in ``jax.nn.relu``.
+    because ``(x + b) e^s = z`` wherever ``m = 1`` (``relu'(0) = 0``, as
+    ``jax.nn.relu``). Reverse mode then needs ``z`` and the mask, not the ActNorm output
+    ``x`` (or its input): together with the conditioners' checkpoint policy, which keeps
+    only these outputs (named :data:`ACT_NAME` under differentiation), a conditioner saves one activation per hidden
+    layer for its backward pass. Inside a scanned flow every saved activation is a
+    stacked buffer written and re-read once per step, which on CPU costs more than the
+    arithmetic (``docs/performance.md``).
     """
     return jnp.maximum((x + loc.astype(x.dtype)) * jnp.exp(log_scale.astype(x.dtype)), 0)
 
 
-def _actnorm_relu_fwd(x, loc, log_scale):
-    z = actnorm_relu(x, loc, log_scale)
-    return z, (z, loc, log_scale)
+@actnorm_relu.defjvp
+def _actnorm_relu_jvp(primals, tangents):
+    x, loc, log_scale = primals
+    dx, dloc, dlog_scale = tangents
+    # Named here, on the value the tangent uses, so the checkpoint policy keeps exactly it.
+    z = checkpoint_name(actnorm_relu(x, loc, log_scale), ACT_NAME)
+    scale = jnp.exp(log_scale.astype(x.dtype))
+    dz = (dx + dloc.astype(x.dtype)) * scale + z * dlog_scale.astype(x.dtype)
+    return z, jnp.where(z > 0, dz, jnp.zeros((), dz.dtype))
 
 
-def _actnorm_relu_bwd(res, g):
-    z, loc, log_scale = res
-    axes = tuple(range(z.ndim - 1))
-    gm = jnp.where(z > 0, g, jnp.zeros((), g.dtype))
-    scale = jnp.exp(log_scale.astype(z.dtype))
-    d_x = gm * scale
-    d_loc = (jnp.sum(gm, axes, dtype=jnp.float32) * scale.astype(jnp.float32)).astype(loc.dtype)
-    d_log_scale = jnp.sum(g * z, axes, dtype=jnp.float32).astype(log_scale.dtype)
-    return d_x, d_loc, d_log_scale
-
-
-actnorm_relu.defvjp(_actnorm_relu_fwd, _actnorm_relu_bwd)
-
-
-class ActNormReLU(nn.Module):
-    """``ReLU(ActNorm(x))`` as one layer (:func:`actnorm_relu`): same parameters
-    (``"loc"``, ``"log_scale"``), same data-dependent initialisation and same values
-    as :class:`jaxflows.bijectors.ActNorm` followed by ``nn.relu``; only the gradient
-    is computed from the output alone. Used inside conditioners, where ActNorm's
-    log-det is not needed."""
+class ActNormParams(nn.Module):
+    """The parameters ``(loc, log_scale)`` of an ActNorm over the last axis of ``x``, with
+    ActNorm's data-dependent initialisation (``loc = -mean``, ``log_scale = -log(std +
+    eps)`` over every axis but the last, from the init batch); same names and values as
+    :class:`jaxflows.bijectors.ActNorm`. Conditioners apply them together with the ReLU
+    (:func:`actnorm_relu`); their log-det is not needed."""
 
     eps: float = 1e-6
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         # Imported here: jaxflows.bijectors imports this module (couplings).
         from jaxflows.bijectors.normalization import _moments, _param_dtype, check_channels
         if x.ndim < 2:
-            raise ValueError(f"ActNormReLU: input `x` must be batched, [batch, ..., channels]; "
+            raise ValueError(f"ActNormParams: input `x` must be batched, [batch, ..., channels]; "
                              f"got shape {tuple(x.shape)}.")
         check_channels(self, "params", "loc", x)
         pdtype = jnp.dtype(_param_dtype(x.dtype))
         loc = self.param("loc", lambda _: -_moments(x, pdtype, float(self.eps))[0])
         log_scale = self.param("log_scale",
                                lambda _: -jnp.log(_moments(x, pdtype, float(self.eps))[1]))
-        return actnorm_relu(x, loc, log_scale)
+        return loc, log_scale
+
+
+def _norm_relu(h: jax.Array, norm_name: str, dropout: float, train: bool) -> jax.Array:
+    """``Dropout(ReLU(ActNorm(h)))`` inside a conditioner's compact ``__call__`` (the
+    submodules belong to the caller)."""
+    loc, log_scale = ActNormParams(name=norm_name)(h)
+    return nn.Dropout(dropout, deterministic=not train)(actnorm_relu(h, loc, log_scale))
 
 
 class GlowConditioner(nn.Module):
@@ -212,6 +217,11 @@ class GlowConditioner(nn.Module):
     ``dropout`` is applied after each ReLU when ``train=True`` (rng ``"dropout"``).
 
     Call: ``net(x, train=False) -> [B, H, W, out_channels]``; zero at init.
+
+    Memory: ``__call__`` is checkpointed (``nn.remat``) with a policy that keeps only the
+    ReLU outputs (:data:`ACT_NAME`); with :func:`actnorm_relu`'s derivative written in
+    terms of its output, the backward pass recomputes nothing but reshapes, masks and
+    the first layer's im2col patches (no matrix product is recomputed).
     """
 
     hidden_channels: int
@@ -220,18 +230,20 @@ class GlowConditioner(nn.Module):
     kernel_size: int = 3
     conv_impl: str = "auto"
 
-    @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return self._net(x, bool(train))   # `train` positional: static under remat
+
+    @functools.partial(nn.remat, policy=_SAVE_ACTS, static_argnums=(2,))
+    @nn.compact
+    def _net(self, x: jax.Array, train: bool) -> jax.Array:
         _check_image("GlowConditioner", x)
         init = nn.initializers.normal(0.05)
         h = Conv2D(self.hidden_channels, self.kernel_size, use_bias=False, kernel_init=init,
                    impl=self.conv_impl, name="conv_in")(x)
-        h = ActNormReLU(name="actnorm_in")(h)
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = _norm_relu(h, "actnorm_in", self.dropout, train)
         h = Conv2D(self.hidden_channels, 1, use_bias=False, kernel_init=init,
                    name="conv_hidden")(h)
-        h = ActNormReLU(name="actnorm_hidden")(h)
-        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        h = _norm_relu(h, "actnorm_hidden", self.dropout, train)
         return ZeroConv2D(self.out_channels, self.kernel_size, impl=self.conv_impl,
                           name="conv_out")(h)
 
@@ -254,22 +266,24 @@ class ResNetConditioner(nn.Module):
     kernel_size: int = 3
     conv_impl: str = "auto"
 
-    @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return self._net(x, bool(train))   # `train` positional: static under remat
+
+    @functools.partial(nn.remat, policy=_SAVE_ACTS, static_argnums=(2,))
+    @nn.compact
+    def _net(self, x: jax.Array, train: bool) -> jax.Array:
         _check_image("ResNetConditioner", x)
         if self.num_blocks < 0:
             raise ValueError(f"ResNetConditioner: `num_blocks` must be >= 0, got {self.num_blocks}.")
         k = self.kernel_size
         h = Conv2D(self.hidden_channels, k, impl=self.conv_impl, name="conv_in")(x)
         for i in range(self.num_blocks):
-            r = ActNormReLU(name=f"block{i}_actnorm0")(h)
+            r = _norm_relu(h, f"block{i}_actnorm0", 0.0, train)
             r = Conv2D(self.hidden_channels, k, use_bias=False, impl=self.conv_impl,
                        name=f"block{i}_conv0")(r)
-            r = ActNormReLU(name=f"block{i}_actnorm1")(r)
-            r = nn.Dropout(self.dropout, deterministic=not train)(r)
-            r = Conv2D(self.hidden_channels, k, impl=self.conv_impl, name=f"block{i}_conv1")(r)
-            h = h + r
-        h = ActNormReLU(name="actnorm_out")(h)
+            r = _norm_relu(r, f"block{i}_actnorm1", self.dropout, train)
+            h = h + Conv2D(self.hidden_channels, k, impl=self.conv_impl, name=f"block{i}_conv1")(r)
+        h = _norm_relu(h, "actnorm_out", 0.0, train)
         return ZeroConv2D(self.out_channels, k, log_scale_factor=None, impl=self.conv_impl,
                           name="conv_out")(h)
 

@@ -102,9 +102,8 @@ def _shift(x, kernel, compute_dtype):
     b, h, w, _ = x.shape
     # [C_in, (i, j, o)]: every tap's output channels side by side.
     k2 = jnp.transpose(kernel, (2, 0, 1, 3)).reshape(cin, kh * kw * cout)
-    # x stays [B, H, W, C_in] (no reshape): the backward pass then keeps x itself, the
-    # same buffer the layer before saved, instead of a reshaped copy.
-    z = _matmul(x, k2, x.dtype, compute_dtype).reshape(b, h, w, kh * kw, cout)
+    z = _matmul(x.reshape(b * h * w, cin), k2, x.dtype, compute_dtype)
+    z = z.reshape(b, h, w, kh * kw, cout)
     zp = jnp.pad(z, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0), (0, 0)))
     y = None
     for i in range(kh):
@@ -146,7 +145,8 @@ def conv2d_same(x: jax.Array, kernel: jax.Array, impl: str = "auto",
                          f"got {(kh, kw)}.")
     kernel = kernel.astype(x.dtype)
     if kh == 1 and kw == 1:
-        return _matmul(x, kernel.reshape(cin, cout), x.dtype, compute_dtype)
+        out = _matmul(x.reshape(-1, cin), kernel.reshape(cin, cout), x.dtype, compute_dtype)
+        return out.reshape(x.shape[:-1] + (cout,))
     if impl == "auto":
         impl = choose_impl(kernel.shape)
     if impl == "im2col":
