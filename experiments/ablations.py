@@ -156,7 +156,7 @@ def write_table(path: str, rows, command: str, complete: bool, steps: int) -> No
             if gains:
                 g = (r.get("attention_gains") or {}).get("ema")
                 extra = (" | |" if not g or not g["count"]
-                         else f" {g['max_abs_gamma']:.2g} | {g['mean_abs_gamma']:.2g} |")
+                         else f" {g['max_abs_gamma']:.1e} | {g['mean_abs_gamma']:.1e} |")
             if r.get("test_bpd") is None:
                 lines.append(f"| {r['description']} | {r.get('status', 'not run')} | |"
                              + (" | |" if gains else "") + " |")
