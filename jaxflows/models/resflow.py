@@ -85,7 +85,8 @@ def _block_step(make_block: Callable[..., Bijector], actnorm: bool, flatten_actn
 
 
 def _level(level: int, *, levels: int, blocks: Sequence[int], make_block, make_fc_block,
-           fc_blocks: int, actnorm: bool, first_block_preact: bool, remat: bool) -> Bijector:
+           fc_blocks: int, actnorm: bool, first_block_preact: bool, remat: bool,
+           unroll: Union[int, bool] = 1) -> Bijector:
     """The bijectors of one level, before its squeeze (see the module docstring)."""
     items = []
     n = blocks[level]
@@ -96,10 +97,11 @@ def _level(level: int, *, levels: int, blocks: Sequence[int], make_block, make_f
         n -= 1
     if n > 0:
         items.append(Repeat(make_step=functools.partial(_block_step, make_block, actnorm, False),
-                            num_steps=n, remat=remat))
+                            num_steps=n, remat=remat, unroll=unroll))
     if level == levels - 1 and fc_blocks > 0:
         items.append(Repeat(make_step=functools.partial(_block_step, make_fc_block, actnorm, True),
-                            num_steps=fc_blocks, remat=remat))
+                            num_steps=fc_blocks, remat=remat,
+                            unroll=unroll))
     return Chain(items) if items else Identity()
 
 
@@ -135,7 +137,7 @@ def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijec
                   first_block_preact: bool = False, alpha: float = 0.05,
                   preprocessing: str = "logit", squeeze_first: bool = False,
                   learn_split_prior: bool = False, remat: bool = False,
-                  who: str = "residual_flow") -> Flow:
+                  unroll: Union[int, bool] = 1, who: str = "residual_flow") -> Flow:
     """The shared builder of :func:`resflow`, :func:`iresnet` and :func:`idensenet`.
 
     ``make_block(**kw)`` / ``make_fc_block(**kw)`` return a fresh (convolutional /
@@ -166,7 +168,8 @@ def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijec
         raise ValueError(f"{who}: factor_out needs an even channel count after squeezing.")
     level = functools.partial(_level, levels=levels, blocks=blocks, make_block=make_block,
                               make_fc_block=make_fc_block, fc_blocks=fc_blocks, actnorm=actnorm,
-                              first_block_preact=first_block_preact, remat=remat)
+                              first_block_preact=first_block_preact, remat=remat,
+                              unroll=unroll)
     if factor_out:
         split = _learned_split if learn_split_prior else _identity_split
         if squeeze_first:   # squeeze -> blocks -> split
@@ -189,7 +192,7 @@ def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijec
 
 # The arguments every factory hands on to residual_flow unchanged.
 _LAYOUT = ("num_levels", "levels", "blocks_per_level", "fc_blocks", "factor_out", "actnorm",
-           "alpha", "preprocessing", "squeeze_first", "learn_split_prior", "remat")
+           "alpha", "preprocessing", "squeeze_first", "learn_split_prior", "remat", "unroll")
 
 
 def _layout(factory_args) -> dict:
@@ -227,7 +230,8 @@ def resflow(image_shape: Sequence[int], *, num_levels: float = 256, levels: int 
             eval_samples: int = 8, eval_estimator: str = "eval", n_power_iterations: int = 2,
             init_power_iterations: int = 200, preprocessing: str = "logit",
             squeeze_first: bool = False, learn_split_prior: bool = False,
-            remat: bool = False, attention: AttentionFactory = None) -> Flow:
+            remat: bool = False, unroll: Union[int, bool] = 1,
+            attention: AttentionFactory = None) -> Flow:
     """Residual Flow (Chen et al. 2019) on images of shape ``image_shape = (H, W, C)``.
 
     Defaults are the reference CIFAR-10 model (``train_img.py``): 3 levels of 16 blocks,
@@ -255,6 +259,10 @@ def resflow(image_shape: Sequence[int], *, num_levels: float = 256, levels: int 
         training step / at init.
       preprocessing, squeeze_first, learn_split_prior: see :func:`residual_flow`.
       remat: rematerialise each block in the backward pass.
+      unroll: blocks per compiled loop iteration (``True``: each run of blocks fully
+        unrolled; see :class:`~jaxflows.bijectors.Repeat`). Unrolling made the CPU
+        training step of an 8-block flow markedly faster (``docs/performance.md``) and
+        compiles longer; the default 1 keeps compile time flat in depth.
       attention: ``None``, or a factory of a 1-Lipschitz module applied first in the branch
         of every convolutional block (ACF; see :func:`jaxflows.models.acf`).
     """
@@ -276,7 +284,7 @@ def iresnet(image_shape: Sequence[int], *, num_levels: float = 256, levels: int 
             eval_estimator: str = "eval",
             n_power_iterations: int = 5, init_power_iterations: int = 200,
             preprocessing: str = "shift", squeeze_first: bool = True,
-            learn_split_prior: bool = True, remat: bool = False,
+            learn_split_prior: bool = True, remat: bool = False, unroll: Union[int, bool] = 1,
             attention: AttentionFactory = None) -> Flow:
     """Invertible ResNet for density estimation (Behrmann et al. 2019).
 
@@ -311,7 +319,8 @@ def idensenet(image_shape: Sequence[int], *, num_levels: float = 256, levels: in
               n_power_iterations: int = 2,
               init_power_iterations: int = 200, preprocessing: str = "logit",
               squeeze_first: bool = False, learn_split_prior: bool = False,
-              remat: bool = False, attention: AttentionFactory = None) -> Flow:
+              remat: bool = False, unroll: Union[int, bool] = 1,
+            attention: AttentionFactory = None) -> Flow:
     """Invertible DenseNet (Perugachi-Diaz et al. 2021) on images.
 
     Defaults are the paper's CIFAR-10 model (reference README): the Residual Flows
