@@ -21,12 +21,14 @@ _PROBE = textwrap.dedent("""
     # a [4096, 4096] float32 product (64 MB of scratch per call), then its sine's sum
     f = jax.jit(lambda x, w: jnp.sum(jnp.sin(x @ w)))
     x, w = jnp.ones((4096, 64), jnp.float32), jnp.ones((64, 4096), jnp.float32)
-    for _ in range(10):          # the heap grows to its working size first
+    for _ in range(5):
         f(x, w).block_until_ready()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(3):
+    per_call = []                # minor page faults of each of the next calls
+    for _ in range(6):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         f(x, w).block_until_ready()
-    print("faults", resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        per_call.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    print("faults", min(per_call))
 """)
 
 
@@ -41,11 +43,12 @@ def _faults(mode):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator setting")
 def test_tuned_allocator_removes_per_call_page_faults():
-    # 3 calls x 64 MB of fresh pages is ~49,000 minor faults with glibc's defaults
-    # (mmap/munmap per call); with the setting the scratch memory stays mapped.
+    # Fewest faults of one call among 6: 64 MB of fresh pages is ~16,000 minor faults per
+    # call with glibc's defaults (mmap/munmap every call); with the setting the scratch
+    # memory stays mapped (a call may still grow the heap once, hence the minimum).
     untuned, tuned = _faults("default"), _faults("tuned")
-    assert untuned > 20_000, untuned
-    assert tuned < untuned / 10, (tuned, untuned)
+    assert untuned > 8_000, untuned
+    assert tuned < 1_000, (tuned, untuned)
 
 
 def test_opt_out_and_late_call_warning(monkeypatch):
