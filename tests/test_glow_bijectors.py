@@ -294,5 +294,7 @@ def test_repeat_unroll_gives_the_same_flow():
         x2, ld2_inv = other.apply(params, y, method="inverse_and_log_det")
         np.testing.assert_allclose(x2, x_inv, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(ld2_inv, ld_inv, rtol=1e-5, atol=1e-4)
-    with pytest.raises(ValueError, match="unroll"):
+    with pytest.raises(ValueError, match="multiscale: unroll"):
         multiscale(2, 2, lambda level: step(), unroll=0)
+    with pytest.raises(ValueError, match="Repeat: unroll"):
+        Repeat(make_step=step, num_steps=3, unroll=0).init(jax.random.PRNGKey(1), x)

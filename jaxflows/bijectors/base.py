@@ -158,6 +158,12 @@ _SCAN_COLLECTIONS = True
 _SCAN_RNGS = ("params", "dropout", "logdet", "sample", "noise")
 
 
+def check_unroll(unroll: Union[int, bool], who: str) -> None:
+    """Raises a ``ValueError`` naming ``who`` unless ``unroll`` is a bool or an int >= 1."""
+    if not (isinstance(unroll, bool) or (isinstance(unroll, int) and unroll >= 1)):
+        raise ValueError(f"{who}: unroll must be True, False or an int >= 1, got {unroll!r}.")
+
+
 class Repeat(Bijector):
     """``num_steps`` identical (but separately parameterised) steps, under ``nn.scan``.
 
@@ -189,6 +195,7 @@ class Repeat(Bijector):
     def _scan(self, x, inverse, context, train):
         if self.num_steps < 1:
             raise ValueError(f"Repeat: num_steps must be >= 1, got {self.num_steps}.")
+        check_unroll(self.unroll, "Repeat")
         body = _ScanBody
         if self.remat:
             body = nn.remat(body, static_argnums=())

@@ -41,7 +41,7 @@ from typing import Callable, Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 
-from jaxflows.bijectors.base import Bijector, Identity, Repeat
+from jaxflows.bijectors.base import Bijector, Identity, Repeat, check_unroll
 from jaxflows.bijectors.reshape import Split, squeeze2d, unsqueeze2d
 
 __all__ = ["MultiScale", "multiscale"]
@@ -207,8 +207,7 @@ def multiscale(levels: int, steps_per_level: Union[int, Sequence[int]],
                 f"({levels}), got {steps_per_level!r}.")
     if any(k < 1 for k in steps):
         raise ValueError(f"multiscale: steps_per_level must be >= 1, got {steps_per_level!r}.")
-    if not (isinstance(unroll, bool) or (isinstance(unroll, int) and unroll >= 1)):
-        raise ValueError(f"multiscale: unroll must be True, False or an int >= 1, got {unroll!r}.")
+    check_unroll(unroll, "multiscale")   # at construction, not first at init
     make_level = functools.partial(_repeat_level, make_step=make_step, steps=steps, remat=remat,
                                    unroll=unroll)
     return MultiScale(levels=levels, make_level=make_level, make_pre=make_pre,

@@ -46,7 +46,7 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import flax.linen as nn
 import jax
 
-from jaxflows.bijectors.base import Bijector, Chain, Identity, Repeat
+from jaxflows.bijectors.base import Bijector, Chain, Identity, Repeat, check_unroll
 from jaxflows.bijectors.normalization import ActNorm
 from jaxflows.bijectors.reshape import Split, Squeeze
 from jaxflows.bijectors.residual import DenseResidualBlock, ResidualBlock
@@ -159,6 +159,7 @@ def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijec
     if len(blocks) != levels or any(b < 1 for b in blocks):
         raise ValueError(f"{who}: blocks_per_level must be an int >= 1 or one such int per "
                          f"level ({levels}), got {blocks_per_level!r}.")
+    check_unroll(unroll, who)
     if not (isinstance(fc_blocks, int) and fc_blocks >= 0):
         raise ValueError(f"{who}: fc_blocks must be an int >= 0, got {fc_blocks!r}.")
     if not 0.0 < alpha < 0.5:

@@ -160,8 +160,8 @@ def actnorm_relu(x: jax.Array, loc: jax.Array, log_scale: jax.Array) -> jax.Arra
     because ``(x + b) e^s = z`` wherever ``m = 1`` (``relu'(0) = 0``, as
     ``jax.nn.relu``). Reverse mode then needs ``z`` and the mask, not the ActNorm output
     ``x`` (or its input): together with the conditioners' checkpoint policy, which keeps
-    only these outputs (named :data:`ACT_NAME` under differentiation), a conditioner saves one activation per hidden
-    layer for its backward pass. Inside a scanned flow every saved activation is a
+    only these outputs (named :data:`ACT_NAME` under differentiation), a conditioner
+    saves one activation per hidden layer for its backward pass. Inside a scanned flow every saved activation is a
     stacked buffer written and re-read once per step, which on CPU costs more than the
     arithmetic (``docs/performance.md``).
     """
