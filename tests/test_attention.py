@@ -313,7 +313,7 @@ def test_residual_block_attention_needs_a_convolutional_branch():
 
 
 ACF_TINY = dict(levels=2, blocks_per_level=1, hidden_channels=4, squeeze_first=True,
-                factor_out=True, fc_blocks=0, num_levels=17, estimator="exact",
+                factor_out=True, fc_blocks=0, num_bins=17, estimator="exact",
                 init_power_iterations=5)
 
 

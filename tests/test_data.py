@@ -57,10 +57,10 @@ def test_digits_prepared_concurrently_and_split(digits_dir):
     assert source.images.dtype == np.uint8 and source.image_shape == (8, 8, 1)
     assert source.images.min() == 0 and source.images.max() == 16
   info = jd.get_info("digits")
-  assert info.num_levels == 17 and info.image_shape == (8, 8, 1) and info.num_classes == 10
+  assert info.num_bins == 17 and info.image_shape == (8, 8, 1) and info.num_classes == 10
   assert dict(info.split_sizes) == {"train": 1500, "test": 297}
   builder = jd.Digits(data_dir=digits_dir)
-  assert builder.is_prepared() and builder.info.metadata["num_levels"] == 17
+  assert builder.is_prepared() and builder.info.metadata["num_bins"] == 17
   assert builder.info.splits["train"].num_examples == 1500
 
 
@@ -117,7 +117,7 @@ def test_npz_source_user_file(tmp_path):
   np.testing.assert_array_equal(test.get_batch([0, 1])["image"][..., 0], images[18:])
   assert train[0]["label"] == 0
   info = jd.get_info(f"{name}?test=5")
-  assert info.image_shape == (6, 5, 1) and info.num_classes is None and info.num_levels == 256
+  assert info.image_shape == (6, 5, 1) and info.num_classes is None and info.num_bins == 256
   assert dict(info.split_sizes) == {"train": 15, "test": 5}
   assert len(jd.get_source(f"{name}?test=0.25", "test")) == 5
   with pytest.raises(ValueError, match="test"):

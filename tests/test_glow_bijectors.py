@@ -13,7 +13,7 @@ import pytest
 
 from jaxflows.bijectors import (ActNorm, AdditiveCoupling, AffineCoupling, Conv1x1, Permute,
                                 Repeat, Reverse)
-from jaxflows.nn import conv2d
+from jaxflows.nn.conv import conv2d_same as conv2d
 from jaxflows.testing import enable_x64, perturb_params
 
 KEY = jax.random.PRNGKey(0)

@@ -80,14 +80,14 @@ def test_glow_log_density_equals_exact_jacobian_computation():
 
 @pytest.mark.parametrize("name,kwargs", [
     ("glow", dict(levels=2, steps_per_level=2, hidden_channels=4, coupling="additive",
-                  preprocessing="logit", lu=False, num_levels=32)),
+                  preprocessing="logit", lu=False, num_bins=32)),
     ("realnvp", dict(levels=2, hidden_channels=4, num_blocks=1)),
 ], ids=["glow_additive_logit_plain1x1", "realnvp"])
 def test_factories_build_compile_and_give_finite_log_probs(name, kwargs):
     shape = (4, 4, 2)
     flow = get_model(name, image_shape=shape, **kwargs)
     assert isinstance(flow, Flow)
-    levels = kwargs.get("num_levels", 256)
+    levels = kwargs.get("num_bins", 256)
     x = jax.random.uniform(jax.random.PRNGKey(3), (4,) + shape, maxval=levels)
     variables = _init_perturbed(flow, x, scale=0.03)
 

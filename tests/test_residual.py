@@ -194,7 +194,7 @@ def test_bad_input_rank():
 def test_model_factories_build(name, kwargs, latent):
     """Shapes only (``jax.eval_shape``: traced, not compiled); training runs are in docs."""
     from jaxflows.models import MODELS
-    flow = MODELS[name]((8, 8, 1), num_levels=17, **kwargs)
+    flow = MODELS[name]((8, 8, 1), num_bins=17, **kwargs)
     x = jnp.ones((2, 8, 8, 1))
     variables = jax.eval_shape(lambda k: flow.init({"params": k}, x), jax.random.PRNGKey(0))
     assert set(variables) == {"params", "lipschitz"}

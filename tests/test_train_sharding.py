@@ -19,7 +19,7 @@ from jaxflows import train as jt
 from jaxflows import models, data
 assert jax.device_count() == 2, jax.devices()
 info = data.get_info("digits")
-flow = models.glow(info.image_shape, num_levels=info.num_levels, levels=1, steps_per_level=1,
+flow = models.glow(info.image_shape, num_bins=info.num_bins, levels=1, steps_per_level=1,
                    hidden_channels=8, preprocessing="logit", dropout=0.1)
 src = data.get_source("digits", "train[:64]")
 images = np.stack([src[i]["image"] for i in range(16)])

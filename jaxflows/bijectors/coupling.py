@@ -69,7 +69,6 @@ class _Coupling(Bijector):
     dropout: float = 0.0
     kernel_size: int = 3
     parity: int = 0
-    conv_impl: str = "auto"
 
     # Number of conditioner outputs per transformed entry (2 = shift and scale).
     _outputs_per_entry = 1
@@ -121,13 +120,12 @@ class _Coupling(Bijector):
                                   residual=residual, dropout=self.dropout, name="conditioner")
         if self.conditioner == "resnet":
             return ResNetConditioner(self.hidden_channels, out_channels, self.num_blocks,
-                                     self.dropout, self.kernel_size, self.conv_impl,
-                                     name="conditioner")
+                                     self.dropout, self.kernel_size, name="conditioner")
         if self.conditioner == "mlp":
             raise ValueError(f"{type(self).__name__}: conditioner='mlp' needs [batch, D] vector "
                              f"inputs; use 'glow' or 'resnet' for images.")
         return GlowConditioner(self.hidden_channels, out_channels, self.dropout,
-                               self.kernel_size, self.conv_impl, name="conditioner")
+                               self.kernel_size, name="conditioner")
 
     def _kind(self) -> tuple:
         """Static description of the elementwise map (see :func:`_elementwise`)."""
@@ -247,7 +245,6 @@ class AffineCoupling(_Coupling):
       dropout: dropout rate inside the conditioner (``train=True``, rng ``"dropout"``).
       kernel_size: conditioner convolution size.
       parity: which part is transformed (0 or 1), see the module docstring.
-      conv_impl: ``"auto"``, ``"native"``, ``"im2col"`` (:func:`jaxflows.nn.conv2d`).
     """
 
     scale_fn: str = "sigmoid"

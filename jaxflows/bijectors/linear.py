@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
 from jaxflows.bijectors.base import Bijector
-from jaxflows.bijectors.normalization import _param_dtype, check_channels
+from jaxflows.nn.utils import check_channels, param_dtype
 
 __all__ = ["Conv1x1", "Permute", "Reverse"]
 
@@ -120,7 +120,7 @@ class Conv1x1(Bijector):
     def transform(self, x, inverse, context, train):
         _check_rank("Conv1x1", x)
         c = x.shape[-1]
-        pdtype = _param_dtype(x.dtype)
+        pdtype = param_dtype(x.dtype)
 
         if not self.lu:
             check_channels(self, "params", "kernel", x)

@@ -14,29 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxflows.bijectors.base import Bijector
+from jaxflows.nn.utils import channel_moments, check_channels, param_dtype
 
 __all__ = ["ActNorm"]
-
-
-def _param_dtype(dtype):
-    """Parameters are kept in at least float32 (float64 if the input is float64)."""
-    return jnp.promote_types(dtype, jnp.float32)
-
-
-def check_channels(module: nn.Module, collection: str, name: str, x: jax.Array,
-                   arg: str = "x") -> None:
-    """Raises a ``ValueError`` if ``x``'s last axis differs from the initialised size.
-
-    ``name`` is a variable of ``module`` in ``collection`` whose last axis has the
-    channel count the module was initialised with. Does nothing at ``init``.
-    """
-    if module.has_variable(collection, name):
-        expected = module.get_variable(collection, name).shape[-1]
-        if x.shape[-1] != expected:
-            raise ValueError(
-                f"{type(module).__name__}: input `{arg}` has {x.shape[-1]} channels "
-                f"(last axis of shape {tuple(x.shape)}), but the module was initialised "
-                f"with {expected} channels.")
 
 
 @functools.partial(jax.jit, static_argnames=("inverse",))
@@ -47,14 +27,6 @@ def _actnorm(x, loc, log_scale, inverse):
     if inverse:
         return x * jnp.exp(-log_scale) - loc, jnp.broadcast_to(-log_det, x.shape[:1])
     return (x + loc) * jnp.exp(log_scale), jnp.broadcast_to(log_det, x.shape[:1])
-
-
-@functools.partial(jax.jit, static_argnames=("dtype", "eps"))
-def _moments(x, dtype, eps):
-    """Per-channel mean and ``std + eps`` over every axis but the last."""
-    x = jax.lax.stop_gradient(x).astype(dtype)
-    axes = tuple(range(x.ndim - 1))
-    return jnp.mean(x, axes), jnp.std(x, axes) + eps
 
 
 class ActNorm(Bijector):
@@ -93,10 +65,10 @@ class ActNorm(Bijector):
                 f"ActNorm: input `x` must be batched, [batch, ..., channels] (rank >= 2); "
                 f"got shape {tuple(x.shape)}.")
         check_channels(self, "params", "loc", x)
-        pdtype = _param_dtype(x.dtype)
+        pdtype = param_dtype(x.dtype)
 
         def stats():
-            return _moments(x, jnp.dtype(pdtype), float(self.eps))
+            return channel_moments(x, jnp.dtype(pdtype), float(self.eps))
 
         def init_loc(_):
             mean, std = stats()

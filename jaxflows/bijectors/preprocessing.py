@@ -1,7 +1,7 @@
 """Preprocessing bijectors: from dequantised pixel values to an unbounded space.
 
 Image flows are trained on dequantised pixels ``x`` in ``[0, K)`` (``K = 256`` for 8-bit
-data, ``K = num_levels`` in general). Including the preprocessing in the flow, with its
+data, ``K = num_bins`` in general). Including the preprocessing in the flow, with its
 exact log-det, makes ``log_prob`` the density of the pixel values themselves, so
 bits/dim are reported in the ``K``-level data space (see :mod:`jaxflows.metrics`).
 
@@ -38,21 +38,21 @@ def _num_dims(x: Array) -> int:
 
 
 class ScaleToUnit(Bijector):
-    """``y = x / num_levels``: pixel values in ``[0, num_levels)`` to ``[0, 1)``.
+    """``y = x / num_bins``: pixel values in ``[0, num_bins)`` to ``[0, 1)``.
 
-    Log-det ``-D log(num_levels)`` with ``D`` the number of coordinates per example.
+    Log-det ``-D log(num_bins)`` with ``D`` the number of coordinates per example.
 
     Attributes:
-      num_levels: number of quantisation levels ``K`` (256 for 8-bit images; may be
+      num_bins: number of quantisation levels ``K`` (256 for 8-bit images; may be
         fractional, e.g. 17 levels of the 8x8 digits, or ``2 ** 5`` for 5-bit CelebA).
     """
 
-    num_levels: float = 256
+    num_bins: float = 256
 
     def transform(self, x, inverse, context, train):
-        if not self.num_levels > 0:
-            raise ValueError(f"ScaleToUnit: num_levels must be > 0, got {self.num_levels}.")
-        k = jnp.asarray(self.num_levels, x.dtype)
+        if not self.num_bins > 0:
+            raise ValueError(f"ScaleToUnit: num_bins must be > 0, got {self.num_bins}.")
+        k = jnp.asarray(self.num_bins, x.dtype)
         ld = jnp.full(x.shape[:1], -_num_dims(x) * jnp.log(k), x.dtype)
         if inverse:
             return x * k, -ld

@@ -33,7 +33,8 @@ import jax.numpy as jnp
 
 from jaxflows.bijectors.base import Bijector, Inverse, sum_except_batch
 
-__all__ = ["Squeeze", "Unsqueeze", "Split", "squeeze2d", "unsqueeze2d", "concat_context"]
+__all__ = ["Squeeze", "Unsqueeze", "Split", "FlattenEvent", "squeeze2d", "unsqueeze2d",
+           "concat_context"]
 
 Array = jax.Array
 
@@ -166,3 +167,20 @@ class Split(Bijector):
             return jnp.concatenate([z1, z2_new], axis=-1), -ld
         eps2 = (z2 - mu) * jnp.exp(-log_sigma)
         return jnp.concatenate([z1, eps2], axis=-1), ld
+
+
+class FlattenEvent(Bijector):
+    """Applies ``bijector`` to the flattened event ``[B, D]`` and restores the shape
+    (Residual Flows' ``FCWrapper``: ActNorm over all ``D`` coordinates). Log-det unchanged."""
+
+    bijector: Bijector
+
+    def forward_and_log_det(self, x, *, context=None, train=False):
+        y, ld = self.bijector.forward_and_log_det(x.reshape(x.shape[0], -1), context=context,
+                                                  train=train)
+        return y.reshape(x.shape), ld
+
+    def inverse_and_log_det(self, y, *, context=None, train=False):
+        x, ld = self.bijector.inverse_and_log_det(y.reshape(y.shape[0], -1), context=context,
+                                                  train=train)
+        return x.reshape(y.shape), ld

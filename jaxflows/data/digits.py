@@ -4,7 +4,7 @@ scikit-learn ships 1,797 real 8x8 grey-level digits (the UCI "Optical Recognitio
 Digits" test set, Alpaydin & Kaynak 1998) with its wheel, so this dataset needs no network. Pixel
 values are the integers 0..16 (each pixel counts the "on" bits of a 4x4 block of the original
 32x32 bitmap), so the data has **17 levels**, declared in the dataset info
-(``info.metadata["num_levels"]``) so that dequantisation and bits/dim use the right scale:
+(``info.metadata["num_bins"]``) so that dequantisation and bits/dim use the right scale:
 uniform noise u ~ U[0, 1) is added to x in {0, ..., 16} and bits/dim is measured against
 log2(17) = 4.09 bits for the uniform distribution.
 
@@ -31,7 +31,7 @@ from etils import epath
 
 NUM_TRAIN = 1500
 NUM_TEST = 297
-NUM_LEVELS = 17
+NUM_BINS = 17
 IMAGE_SHAPE = (8, 8, 1)
 
 _CITATION = """\
@@ -47,11 +47,14 @@ _CITATION = """\
 class Digits(tfds.core.GeneratorBasedBuilder):
   """scikit-learn's 8x8 digits (values 0..16, 17 levels); train = first 1,500, test = last 297."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
   # Metadata files (none) are looked up next to this module; setting it skips TFDS's package
   # resource lookup, so the builder also works when this file is loaded on its own.
   pkg_dir_path = epath.Path(os.path.dirname(os.path.abspath(__file__)))
-  RELEASE_NOTES = {"1.0.0": "scikit-learn load_digits, train = first 1500, test = last 297."}
+  RELEASE_NOTES = {
+      "1.0.0": "scikit-learn load_digits, train = first 1500, test = last 297.",
+      "1.1.0": "metadata key num_levels renamed num_bins.",
+  }
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -66,7 +69,7 @@ class Digits(tfds.core.GeneratorBasedBuilder):
         supervised_keys=("image", "label"),
         homepage="https://scikit-learn.org/stable/modules/generated/sklearn.datasets.load_digits.html",
         citation=_CITATION,
-        metadata=tfds.core.MetadataDict(num_levels=NUM_LEVELS, num_classes=10),
+        metadata=tfds.core.MetadataDict(num_bins=NUM_BINS, num_classes=10),
         # Keep scikit-learn's order (records are written sorted by key, not hashed/shuffled).
         disable_shuffling=True,
     )
@@ -83,7 +86,7 @@ class Digits(tfds.core.GeneratorBasedBuilder):
     if images.shape[0] != NUM_TRAIN + NUM_TEST:
       raise RuntimeError(
           f"scikit-learn's digits hold {images.shape[0]} images, expected {NUM_TRAIN + NUM_TEST}.")
-    if images.min() < 0 or images.max() > NUM_LEVELS - 1 or np.any(images != np.round(images)):
+    if images.min() < 0 or images.max() > NUM_BINS - 1 or np.any(images != np.round(images)):
       raise RuntimeError("scikit-learn's digits are expected to be integers in 0..16.")
     images = images.astype(np.uint8)[..., None]
     for i in range(start, stop):

@@ -96,7 +96,7 @@ class DatasetInfo:
   Attributes:
     name: the name given to :func:`get_info`.
     image_shape: ``(H, W, C)`` of the images the source yields.
-    num_levels: number of pixel levels: values lie in ``{0, ..., num_levels - 1}`` (256 for
+    num_bins: number of pixel levels: values lie in ``{0, ..., num_bins - 1}`` (256 for
       8-bit images, 17 for ``digits``).
     num_classes: number of label classes, or ``None`` if the dataset has no label.
     split_sizes: number of records in each base split (the published TFDS sizes, or the sizes
@@ -107,7 +107,7 @@ class DatasetInfo:
 
   name: str
   image_shape: tuple[int, int, int]
-  num_levels: int
+  num_bins: int
   num_classes: int | None
   split_sizes: Mapping[str, int]
   pad: int = 0

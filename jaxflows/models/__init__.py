@@ -1,19 +1,29 @@
-"""Model factories: each ``factory(image_shape, *, num_levels=256, **arch_kwargs) -> Flow``.
+"""Model factories: each ``factory(image_shape, *, num_bins=256, **arch_kwargs) -> Flow``.
 
-Every factory takes dequantised pixel values in ``[0, num_levels)`` and includes the
+Every factory takes dequantised pixel values in ``[0, num_bins)`` and includes the
 preprocessing bijector, so ``Flow.log_prob`` is the density of the pixel values.
-``MODELS`` maps a name (``config.model.name``) to its factory; other helpers register
-theirs here (one import line, ``__all__`` and a ``MODELS`` entry).
+``MODELS`` maps a name (``config.model.name``) to its factory; a new factory is one
+import line, one ``__all__`` entry and one ``MODELS`` entry here (the completeness
+tests then build, round-trip and evaluate it at a tiny size).
 """
+from jaxflows.models.acf import acf
+from jaxflows.models.attnflow import attnflow
 from jaxflows.models.glow import glow
 from jaxflows.models.multiscale import MultiScale, multiscale
 from jaxflows.models.realnvp import realnvp
+from jaxflows.models.resflow import idensenet, iresnet, resflow
 
-__all__ = ["MODELS", "get_model", "glow", "realnvp", "MultiScale", "multiscale"]
+__all__ = ["MODELS", "get_model", "glow", "realnvp", "attnflow", "acf", "resflow", "iresnet",
+           "idensenet", "MultiScale", "multiscale"]
 
 MODELS = {
     "glow": glow,
     "realnvp": realnvp,
+    "attnflow": attnflow,
+    "acf": acf,
+    "resflow": resflow,
+    "iresnet": iresnet,
+    "idensenet": idensenet,
 }
 
 
@@ -27,13 +37,3 @@ def get_model(name: str, **kwargs):
         raise ValueError(
             f"get_model: unknown model name {name!r}; known models: {sorted(MODELS)}.")
     return MODELS[name](**kwargs)
-
-from jaxflows.models.attnflow import attnflow  # noqa: E402  (attention helper)
-__all__ += ["attnflow"]
-MODELS["attnflow"] = attnflow
-from jaxflows.models.acf import acf  # noqa: E402  (attention helper)
-__all__ += ["acf"]
-MODELS["acf"] = acf
-from jaxflows.models.resflow import idensenet, iresnet, resflow  # noqa: E402  (residual-blocks)
-__all__ += ["resflow", "iresnet", "idensenet"]
-MODELS.update(resflow=resflow, iresnet=iresnet, idensenet=idensenet)

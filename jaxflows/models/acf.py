@@ -115,7 +115,7 @@ def acf(image_shape, *, base: str = "resflow", attention: str = "l2", heads: int
         (:func:`~jaxflows.models.resflow.level_channels`).
       **base_kwargs: any other argument of the base factory (``levels``,
         ``blocks_per_level``, ``hidden_channels`` or ``growth``, ``fc_blocks``,
-        ``factor_out``, ``squeeze_first``, ``num_levels``, ``alpha``, ``coeff``,
+        ``factor_out``, ``squeeze_first``, ``num_bins``, ``alpha``, ``coeff``,
         ``estimator``, ...).
 
     Returns:

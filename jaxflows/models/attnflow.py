@@ -30,7 +30,9 @@ from typing import Sequence, Union
 from jaxflows.bijectors.attention import IMap, ITrans
 from jaxflows.bijectors.base import Bijector, Chain, Identity
 from jaxflows.distributions.flow import Flow
-from jaxflows.models.glow import check_image_shape, glow_step, preprocessing_bijectors
+from jaxflows.models.common import (RENAMED, check_image_shape, preprocessing_bijectors,
+                                     renamed_arguments)
+from jaxflows.models.glow import glow_step
 from jaxflows.models.multiscale import multiscale
 
 __all__ = ["attnflow", "attnflow_step", "ATTENTIONS", "POSITIONS"]
@@ -62,14 +64,14 @@ def attnflow_step(level: int, *, attention: str = "imap", position: int = 1, hea
     return Chain(parts)
 
 
+@renamed_arguments(RENAMED)
 def attnflow(image_shape: Sequence[int], *, attention: str = "imap", position: int = 1,
              heads: int = 1, patch_size: int = 2, attention_kernel_size: int = 1,
              levels: int = 3, steps_per_level: Union[int, Sequence[int]] = 2,
-             hidden_channels: int = 512, coupling: str = "affine", num_levels: float = 256,
+             hidden_channels: int = 512, coupling: str = "affine", num_bins: float = 256,
              dropout: float = 0.0, lu: bool = True, permutation: str = "conv1x1",
              scale_fn: str = "sigmoid", clamp=2.0, preprocessing: str = "shift",
-             alpha: float = 0.05, learn_split_prior: bool = True, remat: bool = False,
-             conv_impl: str = "auto") -> Flow:
+             alpha: float = 0.05, learn_split_prior: bool = True, remat: bool = False) -> Flow:
     """An AttnFlow :class:`~jaxflows.distributions.Flow` on images of shape ``image_shape``.
 
     Args:
@@ -81,9 +83,8 @@ def attnflow(image_shape: Sequence[int], *, attention: str = "imap", position: i
         (``4 C`` at the first level). Ignored by iMap (a single attention map).
       patch_size: iTrans token size (even).
       attention_kernel_size: iTrans query/key convolution size (the paper: 1).
-      levels, steps_per_level, hidden_channels, coupling, num_levels, dropout, lu,
+      levels, steps_per_level, hidden_channels, coupling, num_bins, dropout, lu,
       permutation, scale_fn, clamp, preprocessing, alpha, learn_split_prior, remat,
-      conv_impl: as :func:`jaxflows.models.glow`.
 
     Returns:
       ``Flow`` whose ``log_prob`` is the density (nats) of the pixel values.
@@ -102,10 +103,10 @@ def attnflow(image_shape: Sequence[int], *, attention: str = "imap", position: i
         patch_size=patch_size, attention_kernel_size=attention_kernel_size, shape=shape,
         glow_kwargs=dict(hidden_channels=hidden_channels, coupling=coupling,
                          permutation=permutation, lu=lu, dropout=dropout, scale_fn=scale_fn,
-                         clamp=clamp, conv_impl=conv_impl))
+                         clamp=clamp))
     # Validate everything the steps check lazily (bad attention/position) right away.
     make_step(0)
-    pre = preprocessing_bijectors(num_levels, preprocessing, alpha, "attnflow")
+    pre = preprocessing_bijectors(num_bins, preprocessing, alpha, "attnflow")
     make_split = None if learn_split_prior else (lambda level: Identity())
     body = multiscale(levels, steps_per_level, make_step, remat=remat, make_split=make_split)
     return Flow(bijector=Chain(pre + [body]), event_shape=shape)

@@ -9,9 +9,9 @@ and, except at the last level, factors out half of the channels with a learned
 conditional Gaussian prior (``split2d``). See :mod:`jaxflows.models.multiscale` for
 the level structure and the layout of the latent (same shape as the image).
 
-The flow takes dequantised pixel values ``x`` in ``[0, num_levels)`` and starts with
-Glow's preprocessing ``x / num_levels - 0.5`` (``ScaleToUnit`` then ``Shift(-0.5)``,
-whose log-det ``-D log(num_levels)`` is Glow's ``-log(n_bins) * D`` term), so
+The flow takes dequantised pixel values ``x`` in ``[0, num_bins)`` and starts with
+Glow's preprocessing ``x / num_bins - 0.5`` (``ScaleToUnit`` then ``Shift(-0.5)``,
+whose log-det ``-D log(num_bins)`` is Glow's ``-log(n_bins) * D`` term), so
 ``Flow.log_prob`` is the density of the pixel values and
 :func:`jaxflows.bits_per_dim` of it is the usual bits/dim. ``preprocessing="logit"``
 uses Real NVP's logit transform instead.
@@ -24,50 +24,24 @@ from __future__ import annotations
 import functools
 from typing import Sequence, Union
 
-from jaxflows.bijectors.base import Bijector, Chain, Identity
+from jaxflows.bijectors.base import Bijector, Chain
 from jaxflows.bijectors.coupling import AdditiveCoupling, AffineCoupling
 from jaxflows.bijectors.linear import Conv1x1, Permute, Reverse
 from jaxflows.bijectors.normalization import ActNorm
-from jaxflows.bijectors.preprocessing import LogitTransform, ScaleToUnit, Shift
 from jaxflows.distributions.flow import Flow
+from jaxflows.models.common import (RENAMED, check_image_shape, identity_split,
+                                     preprocessing_bijectors, renamed_arguments)
 from jaxflows.models.multiscale import multiscale
 
-__all__ = ["glow", "glow_step", "check_image_shape", "preprocessing_bijectors"]
+__all__ = ["glow", "glow_step"]
 
 _COUPLINGS = ("affine", "additive")
 _PERMUTATIONS = ("conv1x1", "shuffle", "reverse")
-_PREPROCESSING = ("shift", "logit")
-
-
-def check_image_shape(image_shape, factor: int, who: str) -> tuple:
-    """Validates ``image_shape = (H, W, C)`` with ``H`` and ``W`` divisible by ``factor``."""
-    try:
-        shape = tuple(int(d) for d in image_shape)
-    except TypeError:
-        raise ValueError(f"{who}: image_shape must be (height, width, channels), "
-                         f"got {image_shape!r}.") from None
-    if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"{who}: image_shape must be (height, width, channels) of positive "
-                         f"ints, got {image_shape!r}.")
-    if shape[0] % factor or shape[1] % factor:
-        raise ValueError(f"{who}: image_shape height and width must be divisible by {factor} "
-                         f"(2 ** number of squeezes), got {shape}.")
-    return shape
-
-
-def preprocessing_bijectors(num_levels: float, kind: str, alpha: float, who: str):
-    """``[ScaleToUnit(num_levels), Shift(-0.5) | LogitTransform(alpha)]``."""
-    if kind not in _PREPROCESSING:
-        raise ValueError(f"{who}: preprocessing must be one of {_PREPROCESSING}, got {kind!r}.")
-    if not num_levels > 1:
-        raise ValueError(f"{who}: num_levels must be > 1, got {num_levels!r}.")
-    last = Shift(-0.5) if kind == "shift" else LogitTransform(alpha)
-    return [ScaleToUnit(num_levels), last]
 
 
 def glow_step(level: int, *, hidden_channels: int, coupling: str = "affine",
               permutation: str = "conv1x1", lu: bool = True, dropout: float = 0.0,
-              scale_fn: str = "sigmoid", clamp=2.0, conv_impl: str = "auto") -> Bijector:
+              scale_fn: str = "sigmoid", clamp=2.0) -> Bijector:
     """One step of flow: ``ActNorm -> permutation -> coupling`` (Glow, Sec. 3 and Table 1).
 
     ``permutation``: ``"conv1x1"`` (Glow's invertible 1x1 convolution, LU-parameterised
@@ -82,7 +56,7 @@ def glow_step(level: int, *, hidden_channels: int, coupling: str = "affine",
     else:
         perm = Reverse()
     kw = dict(hidden_channels=hidden_channels, mask="channel", conditioner="glow",
-              dropout=dropout, conv_impl=conv_impl)
+              dropout=dropout)
     if coupling == "affine":
         coup = AffineCoupling(scale_fn=scale_fn, clamp=clamp, **kw)
     else:
@@ -90,13 +64,14 @@ def glow_step(level: int, *, hidden_channels: int, coupling: str = "affine",
     return Chain([ActNorm(), perm, coup])
 
 
+@renamed_arguments(RENAMED)
 def glow(image_shape: Sequence[int], *, levels: int = 3,
          steps_per_level: Union[int, Sequence[int]] = 32, hidden_channels: int = 512,
-         coupling: str = "affine", num_levels: float = 256, dropout: float = 0.0,
+         coupling: str = "affine", num_bins: float = 256, dropout: float = 0.0,
          lu: bool = True, permutation: str = "conv1x1", scale_fn: str = "sigmoid",
          clamp=2.0, preprocessing: str = "shift", alpha: float = 0.05,
          learn_split_prior: bool = True, remat: bool = False,
-         unroll: Union[int, bool] = 1, conv_impl: str = "auto") -> Flow:
+         unroll: Union[int, bool] = 1) -> Flow:
     """A Glow :class:`~jaxflows.distributions.Flow` on images of shape ``image_shape``.
 
     Args:
@@ -105,15 +80,15 @@ def glow(image_shape: Sequence[int], *, levels: int = 3,
       steps_per_level: ``K`` steps of flow per level (or one value per level).
       hidden_channels: width of the coupling conditioners (Glow: 512).
       coupling: ``"affine"`` (scale ``sigmoid(h + 2)``) or ``"additive"``.
-      num_levels: number of pixel values (256 for 8-bit data); inputs are dequantised
-        values in ``[0, num_levels)``.
+      num_bins: number of pixel values (256 for 8-bit data); inputs are dequantised
+        values in ``[0, num_bins)``.
       dropout: dropout rate in the conditioners (``train=True``, rng ``"dropout"``).
       lu: LU-parameterised 1x1 convolutions (Glow Sec. 3.2).
       permutation: ``"conv1x1"``, ``"shuffle"`` or ``"reverse"``.
       scale_fn, clamp: affine coupling scale (``"sigmoid"``: Glow; ``"exp"`` with the
         soft clamp ``clamp``).
-      preprocessing: ``"shift"`` (Glow: ``x / num_levels - 0.5``) or ``"logit"``
-        (``logit(alpha + (1 - 2 alpha) x / num_levels)``).
+      preprocessing: ``"shift"`` (Glow: ``x / num_bins - 0.5``) or ``"logit"``
+        (``logit(alpha + (1 - 2 alpha) x / num_bins)``).
       alpha: the logit transform's margin (used with ``preprocessing="logit"``).
       learn_split_prior: Glow's learned conditional prior on the factored-out halves
         (``Split``); ``False`` gives them a fixed ``N(0, I)`` (Real NVP's factor-out).
@@ -121,8 +96,6 @@ def glow(image_shape: Sequence[int], *, levels: int = 3,
       unroll: steps per compiled loop iteration of a level (``True``: the whole
         level unrolled). 1 (default) keeps compile time flat in ``K``; unrolling makes
         CPU training steps faster (see ``docs/performance.md``) and compiles longer.
-      conv_impl: convolution implementation of the conditioners
-        (``"auto"``/``"native"``/``"im2col"``, see :func:`jaxflows.nn.conv2d`).
 
     Returns:
       ``Flow`` whose ``log_prob`` is the density (nats) of the pixel values.
@@ -138,16 +111,12 @@ def glow(image_shape: Sequence[int], *, levels: int = 3,
         raise ValueError(f"glow: hidden_channels must be a positive int, got {hidden_channels!r}.")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"glow: dropout must be in [0, 1), got {dropout!r}.")
-    pre = preprocessing_bijectors(num_levels, preprocessing, alpha, "glow")
+    pre = preprocessing_bijectors(num_bins, preprocessing, alpha, "glow")
     make_step = functools.partial(
         glow_step, hidden_channels=hidden_channels, coupling=coupling, permutation=permutation,
-        lu=lu, dropout=dropout, scale_fn=scale_fn, clamp=clamp, conv_impl=conv_impl)
-    make_split = None if learn_split_prior else _identity_split
+        lu=lu, dropout=dropout, scale_fn=scale_fn, clamp=clamp)
+    make_split = None if learn_split_prior else identity_split
     body = multiscale(levels, steps_per_level, make_step, remat=remat, unroll=unroll,
                       make_split=make_split)
     return Flow(bijector=Chain(pre + [body]), event_shape=shape)
 
-
-def _identity_split(level: int) -> Bijector:
-    """Plain factor-out: the factored-out half keeps a fixed N(0, I) prior."""
-    return Identity()

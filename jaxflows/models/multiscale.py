@@ -42,16 +42,13 @@ import jax
 import jax.numpy as jnp
 
 from jaxflows.bijectors.base import Bijector, Identity, Repeat, check_unroll
-from jaxflows.bijectors.reshape import Split, squeeze2d, unsqueeze2d
+from jaxflows.bijectors.reshape import squeeze2d, unsqueeze2d
+from jaxflows.models.common import learned_split
 
 __all__ = ["MultiScale", "multiscale"]
 
 Array = jax.Array
 LevelFactory = Callable[[int], Optional[Bijector]]
-
-
-def _default_split(level: int) -> Bijector:
-    return Split()
 
 
 def _squeeze_context(context: Optional[Array], x: Array) -> Optional[Array]:
@@ -91,7 +88,7 @@ class MultiScale(Bijector):
     def setup(self):
         if not isinstance(self.levels, int) or self.levels < 1:
             raise ValueError(f"MultiScale: levels must be an int >= 1, got {self.levels!r}.")
-        make_split = self.make_split or _default_split
+        make_split = self.make_split or learned_split
 
         def build(factory, l):
             b = None if factory is None else factory(l)

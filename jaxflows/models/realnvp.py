@@ -17,8 +17,8 @@ the batch: the batch-normalisation bijector after couplings (Sec. 3.7) is replac
 :class:`~jaxflows.bijectors.ActNorm` (``actnorm=True``), and the conditioners use
 ActNorm instead of batch normalisation (see :class:`~jaxflows.nn.ResNetConditioner`).
 
-The flow takes dequantised pixel values in ``[0, num_levels)`` and starts with the
-paper's preprocessing (Sec. 4.1): ``x / num_levels`` then
+The flow takes dequantised pixel values in ``[0, num_bins)`` and starts with the
+paper's preprocessing (Sec. 4.1): ``x / num_bins`` then
 ``logit(alpha + (1 - 2 alpha) x)`` with ``alpha = 0.05``, both with their log-dets, so
 ``log_prob`` is the density of the pixel values.
 """
@@ -31,21 +31,20 @@ from jaxflows.bijectors.base import Bijector, Chain, Identity
 from jaxflows.bijectors.coupling import AffineCoupling
 from jaxflows.bijectors.normalization import ActNorm
 from jaxflows.distributions.flow import Flow
-from jaxflows.models.glow import check_image_shape, preprocessing_bijectors
+from jaxflows.models.common import (RENAMED, check_image_shape, identity_split,
+                                     preprocessing_bijectors, renamed_arguments)
 from jaxflows.models.multiscale import MultiScale
 
 __all__ = ["realnvp"]
 
 
 def _couplings(mask: str, count: int, *, hidden_channels: int, num_blocks: int,
-               clamp: Optional[float], dropout: float, actnorm: bool,
-               conv_impl: str) -> Bijector:
+               clamp: Optional[float], dropout: float, actnorm: bool) -> Bijector:
     layers = []
     for i in range(count):
         layers.append(AffineCoupling(
             hidden_channels=hidden_channels, mask=mask, parity=i % 2, conditioner="resnet",
-            num_blocks=num_blocks, scale_fn="exp", clamp=clamp, dropout=dropout,
-            conv_impl=conv_impl))
+            num_blocks=num_blocks, scale_fn="exp", clamp=clamp, dropout=dropout))
         if actnorm:
             layers.append(ActNorm())
     return Chain(layers)
@@ -62,16 +61,12 @@ def _post(level: int, *, levels: int, couplings_per_stage: int, **kw):
     return _couplings("channel", couplings_per_stage, **kw)
 
 
-def _plain_factor_out(level: int) -> Bijector:
-    return Identity()
-
-
+@renamed_arguments(RENAMED)
 def realnvp(image_shape: Sequence[int], *, levels: int = 3, hidden_channels: int = 64,
-            num_blocks: int = 8, num_levels: float = 256, alpha: float = 0.05,
+            num_blocks: int = 8, num_bins: float = 256, alpha: float = 0.05,
             couplings_per_stage: int = 3, final_couplings: int = 4,
             clamp: Optional[float] = 2.0, actnorm: bool = True, dropout: float = 0.0,
-            preprocessing: str = "logit", learn_split_prior: bool = False,
-            conv_impl: str = "auto") -> Flow:
+            preprocessing: str = "logit", learn_split_prior: bool = False) -> Flow:
     """A Real NVP :class:`~jaxflows.distributions.Flow` on images of shape ``image_shape``.
 
     Args:
@@ -81,18 +76,17 @@ def realnvp(image_shape: Sequence[int], *, levels: int = 3, hidden_channels: int
       hidden_channels: feature maps of the ResNet conditioners (the paper's Sec. 4.1
         uses a few dozen; its exact per-dataset choice is left to configs).
       num_blocks: residual blocks per conditioner.
-      num_levels: number of pixel values; inputs are dequantised values in
-        ``[0, num_levels)``.
+      num_bins: number of pixel values; inputs are dequantised values in
+        ``[0, num_bins)``.
       alpha: logit-transform margin (paper: 0.05).
       couplings_per_stage: couplings per checkerboard / channel stage (paper: 3).
       final_couplings: checkerboard couplings at the last scale (paper: 4).
       clamp: soft clamp of the log-scale (``None``: unbounded ``exp``).
       actnorm: ActNorm after every coupling (in place of the paper's batch norm).
       dropout: dropout rate in the conditioners.
-      preprocessing: ``"logit"`` (paper) or ``"shift"`` (``x / num_levels - 0.5``).
+      preprocessing: ``"logit"`` (paper) or ``"shift"`` (``x / num_bins - 0.5``).
       learn_split_prior: use Glow's learned prior on factored-out halves instead of
         the paper's fixed ``N(0, I)``.
-      conv_impl: convolution implementation of the conditioners.
     """
     if not isinstance(levels, int) or levels < 1:
         raise ValueError(f"realnvp: levels must be an int >= 1, got {levels!r}.")
@@ -104,15 +98,15 @@ def realnvp(image_shape: Sequence[int], *, levels: int = 3, hidden_channels: int
             raise ValueError(f"realnvp: {name} must be a positive int, got {value!r}.")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"realnvp: dropout must be in [0, 1), got {dropout!r}.")
-    pre = preprocessing_bijectors(num_levels, preprocessing, alpha, "realnvp")
+    pre = preprocessing_bijectors(num_bins, preprocessing, alpha, "realnvp")
     kw = dict(hidden_channels=hidden_channels, num_blocks=num_blocks, clamp=clamp,
-              dropout=dropout, actnorm=actnorm, conv_impl=conv_impl)
+              dropout=dropout, actnorm=actnorm)
     body = MultiScale(
         levels=levels,
         make_pre=functools.partial(_pre, levels=levels, final_couplings=final_couplings,
                                    couplings_per_stage=couplings_per_stage, **kw),
         make_level=functools.partial(_post, levels=levels,
                                      couplings_per_stage=couplings_per_stage, **kw),
-        make_split=None if learn_split_prior else _plain_factor_out,
+        make_split=None if learn_split_prior else identity_split,
         squeeze_last=False)
     return Flow(bijector=Chain(pre + [body]), event_shape=shape)

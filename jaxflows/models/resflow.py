@@ -4,7 +4,7 @@ One architecture (Chen et al. 2019, *Residual Flows*, and the reference
 ``ResidualFlow``; Behrmann et al. 2019, *i-ResNet*; Perugachi-Diaz et al. 2021,
 *i-DenseNets*), data -> latent:
 
-    ScaleToUnit(num_levels) -> LogitTransform(alpha)
+    ScaleToUnit(num_bins) -> LogitTransform(alpha)
     level 0:  ActNorm -> block (no pre-activation) -> ActNorm
               -> (blocks_per_level - 1) x [block -> ActNorm]       (one nn.scan)
               -> Squeeze [-> factor out half of the channels]
@@ -35,8 +35,8 @@ connected end blocks), ``g(x) = g_base(a(x))``; see
 :class:`~jaxflows.bijectors.residual.ResidualBlock` and :func:`jaxflows.models.acf`
 (Mukherjee et al., arXiv:2109.12135), which builds its models through these factories.
 
-The factories take dequantised pixel values in ``[0, num_levels)``; ``Flow.log_prob`` is
-the density of pixel values (the ``-D log num_levels`` of the rescaling included).
+The factories take dequantised pixel values in ``[0, num_bins)``; ``Flow.log_prob`` is
+the density of pixel values (the ``-D log num_bins`` of the rescaling included).
 """
 from __future__ import annotations
 
@@ -48,10 +48,11 @@ import jax
 
 from jaxflows.bijectors.base import Bijector, Chain, Identity, Repeat, check_unroll
 from jaxflows.bijectors.normalization import ActNorm
-from jaxflows.bijectors.reshape import Split, Squeeze
+from jaxflows.bijectors.reshape import FlattenEvent, Squeeze
 from jaxflows.bijectors.residual import DenseResidualBlock, ResidualBlock
 from jaxflows.distributions.flow import Flow
-from jaxflows.models.glow import check_image_shape, preprocessing_bijectors
+from jaxflows.models.common import (RENAMED, check_image_shape, identity_split, learned_split,
+                                     preprocessing_bijectors, renamed_arguments)
 from jaxflows.models.multiscale import MultiScale
 
 __all__ = ["resflow", "iresnet", "idensenet", "residual_flow", "level_channels"]
@@ -59,23 +60,6 @@ __all__ = ["resflow", "iresnet", "idensenet", "residual_flow", "level_channels"]
 AttentionFactory = Optional[Callable[..., nn.Module]]
 
 Array = jax.Array
-
-
-class FlattenEvent(Bijector):
-    """Applies ``bijector`` to the flattened event ``[B, D]`` and restores the shape
-    (Residual Flows' ``FCWrapper``: ActNorm over all ``D`` coordinates). Log-det unchanged."""
-
-    bijector: Bijector
-
-    def forward_and_log_det(self, x, *, context=None, train=False):
-        y, ld = self.bijector.forward_and_log_det(x.reshape(x.shape[0], -1), context=context,
-                                                  train=train)
-        return y.reshape(x.shape), ld
-
-    def inverse_and_log_det(self, y, *, context=None, train=False):
-        x, ld = self.bijector.inverse_and_log_det(y.reshape(y.shape[0], -1), context=context,
-                                                  train=train)
-        return x.reshape(y.shape), ld
 
 
 def _block_step(make_block: Callable[..., Bijector], actnorm: bool, flatten_actnorm: bool,
@@ -105,14 +89,6 @@ def _level(level: int, *, levels: int, blocks: Sequence[int], make_block, make_f
     return Chain(items) if items else Identity()
 
 
-def _identity_split(level: int) -> Bijector:
-    return Identity()
-
-
-def _learned_split(level: int) -> Bijector:
-    return Split()
-
-
 def level_channels(image_shape: Sequence[int], levels: int, *, squeeze_first: bool = False,
                    factor_out: bool = False) -> Tuple[int, ...]:
     """Channels of the images the convolutional blocks of each level see.
@@ -131,7 +107,7 @@ def level_channels(image_shape: Sequence[int], levels: int, *, squeeze_first: bo
 
 
 def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijector],
-                  make_fc_block: Callable[..., Bijector], num_levels: float = 256,
+                  make_fc_block: Callable[..., Bijector], num_bins: float = 256,
                   levels: int = 3, blocks_per_level: Union[int, Sequence[int]] = 16,
                   fc_blocks: int = 4, factor_out: bool = False, actnorm: bool = True,
                   first_block_preact: bool = False, alpha: float = 0.05,
@@ -143,7 +119,7 @@ def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijec
     ``make_block(**kw)`` / ``make_fc_block(**kw)`` return a fresh (convolutional /
     fully connected) residual block; ``kw`` may contain ``preact=False`` for the very
     first block. ``preprocessing``: ``"logit"`` (``LogitTransform(alpha)``) or
-    ``"shift"`` (``x / num_levels - 0.5``, i-ResNet). ``squeeze_first``: every level
+    ``"shift"`` (``x / num_bins - 0.5``, i-ResNet). ``squeeze_first``: every level
     starts with a squeeze (i-ResNet's ``init_ds=2``, strides 1-2-2) instead of ending
     with one. ``learn_split_prior``: factored-out halves get Glow's learned conditional
     prior (i-ResNet) instead of ``N(0, I)``. Other arguments as :func:`resflow`.
@@ -164,7 +140,7 @@ def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijec
         raise ValueError(f"{who}: fc_blocks must be an int >= 0, got {fc_blocks!r}.")
     if not 0.0 < alpha < 0.5:
         raise ValueError(f"{who}: alpha (logit margin) must lie in (0, 0.5), got {alpha!r}.")
-    pre = preprocessing_bijectors(num_levels, preprocessing, alpha, who)
+    pre = preprocessing_bijectors(num_bins, preprocessing, alpha, who)
     if factor_out and shape[2] * 4 % 2:
         raise ValueError(f"{who}: factor_out needs an even channel count after squeezing.")
     level = functools.partial(_level, levels=levels, blocks=blocks, make_block=make_block,
@@ -172,7 +148,7 @@ def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijec
                               first_block_preact=first_block_preact, remat=remat,
                               unroll=unroll)
     if factor_out:
-        split = _learned_split if learn_split_prior else _identity_split
+        split = learned_split if learn_split_prior else identity_split
         if squeeze_first:   # squeeze -> blocks -> split
             body = MultiScale(levels=levels, make_level=level, make_split=split)
         else:               # blocks -> squeeze -> split
@@ -192,7 +168,7 @@ def residual_flow(image_shape: Sequence[int], *, make_block: Callable[..., Bijec
 
 
 # The arguments every factory hands on to residual_flow unchanged.
-_LAYOUT = ("num_levels", "levels", "blocks_per_level", "fc_blocks", "factor_out", "actnorm",
+_LAYOUT = ("num_bins", "levels", "blocks_per_level", "fc_blocks", "factor_out", "actnorm",
            "alpha", "preprocessing", "squeeze_first", "learn_split_prior", "remat", "unroll")
 
 
@@ -220,7 +196,8 @@ def _estimator_kwargs(estimator, n_terms, n_exact_terms, distribution, lam, p, n
                 init_power_iterations=init_power_iterations, eval_estimator=eval_estimator)
 
 
-def resflow(image_shape: Sequence[int], *, num_levels: float = 256, levels: int = 3,
+@renamed_arguments(RENAMED)
+def resflow(image_shape: Sequence[int], *, num_bins: float = 256, levels: int = 3,
             blocks_per_level: Union[int, Sequence[int]] = 16, hidden_channels: int = 512,
             kernels: Sequence[int] = (3, 1, 3), activation: str = "lipswish",
             coeff: float = 0.98, fc_blocks: int = 4, fc_hidden: int = 128,
@@ -243,7 +220,7 @@ def resflow(image_shape: Sequence[int], *, num_levels: float = 256, levels: int 
 
     Args:
       image_shape: ``(H, W, C)``, ``H`` and ``W`` divisible by ``2 ** (levels - 1)``.
-      num_levels: number of pixel values (inputs are dequantised values in ``[0, num_levels)``).
+      num_bins: number of pixel values (inputs are dequantised values in ``[0, num_bins)``).
       levels, blocks_per_level: number of scales and residual blocks per scale.
       hidden_channels, kernels, activation, coeff: the residual branches (see
         :class:`~jaxflows.bijectors.residual.ResidualBlock`).
@@ -276,7 +253,8 @@ def resflow(image_shape: Sequence[int], *, num_levels: float = 256, levels: int 
                          who="resflow", **_layout(locals()))
 
 
-def iresnet(image_shape: Sequence[int], *, num_levels: float = 256, levels: int = 3,
+@renamed_arguments(RENAMED)
+def iresnet(image_shape: Sequence[int], *, num_bins: float = 256, levels: int = 3,
             blocks_per_level: Union[int, Sequence[int]] = 16, hidden_channels: int = 512,
             kernels: Sequence[int] = (3, 1, 3), activation: str = "elu", coeff: float = 0.9,
             n_terms: int = 5, n_samples: int = 1, factor_out: bool = True,
@@ -308,7 +286,8 @@ def iresnet(image_shape: Sequence[int], *, num_levels: float = 256, levels: int 
                          who="iresnet", **_layout(locals()))
 
 
-def idensenet(image_shape: Sequence[int], *, num_levels: float = 256, levels: int = 3,
+@renamed_arguments(RENAMED)
+def idensenet(image_shape: Sequence[int], *, num_bins: float = 256, levels: int = 3,
               blocks_per_level: Union[int, Sequence[int]] = 16, depth: int = 3,
               growth: int = 172, fc_blocks: int = 4, fc_growth: int = 32,
               fc_first_features: int = 64, activation: str = "clipswish",

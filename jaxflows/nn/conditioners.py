@@ -12,9 +12,9 @@ so the coupling built on them starts as the identity map).
 * :class:`MLPConditioner`: a multilayer perceptron for ``[batch, D]`` vectors.
 
 Convolutions use :class:`Conv2D`, which has the parameter layout of
-``flax.linen.Conv`` (``kernel`` HWIO, ``bias``) and may compute the
-convolution as an im2col matrix product on CPU, where XLA's native
-convolutions are single-threaded and slow for few input channels.
+``flax.linen.Conv`` (``kernel`` HWIO, ``bias``) and computes with
+:func:`jaxflows.nn.conv.conv2d_same` (matrix products on CPU, where XLA's native
+convolutions are single-threaded; native convolutions on GPU/TPU).
 """
 from __future__ import annotations
 
@@ -26,68 +26,18 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from jaxflows.nn.conv import choose_impl, conv2d_same
+from jaxflows.nn.conv import conv2d_same
+from jaxflows.nn.utils import channel_moments, check_channels, param_dtype
 
 __all__ = ["Conv2D", "ZeroConv2D", "ActNormParams", "actnorm_relu", "ACT_NAME",
            "GlowConditioner", "ResNetConditioner", "MLPConditioner"]
 
 Initializer = Callable[..., Any]
 
-_CONV_IMPLS = ("auto", "native", "im2col", "shift")
-
-
 def _check_image(name: str, x: jax.Array) -> None:
     if x.ndim != 4:
         raise ValueError(f"{name}: input `x` must be an NHWC image batch (rank 4); "
                          f"got shape {tuple(x.shape)}.")
-
-
-def _im2col_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """'SAME' stride-1 convolution as one matrix product of the k*k shifted copies
-    of ``x`` (concatenated on the channel axis) with the reshaped kernel."""
-    kh, kw, cin, cout = kernel.shape
-    b, h, w, _ = x.shape
-    xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    cols = jnp.concatenate(
-        [xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
-    out = cols.reshape(-1, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)
-    return out.reshape(b, h, w, cout)
-
-
-@functools.partial(jax.jit, static_argnames=("impl",))
-def conv2d(x: jax.Array, kernel: jax.Array, impl: str = "auto") -> jax.Array:
-    """'SAME' stride-1 2-D convolution of NHWC ``x`` with an HWIO ``kernel``.
-
-    ``impl``: ``"native"`` (``lax.conv_general_dilated``), ``"im2col"`` (one
-    matrix product, see :func:`_im2col_conv`), ``"shift"`` (one matrix product
-    on the output side, see :mod:`jaxflows.nn.conv`) or ``"auto"``: 1x1 kernels are
-    always a matrix product over the channel axis; on the CPU backend a k x k
-    kernel uses im2col when it widens the channels at least 4-fold (measured on
-    a 2-core CPU: ~8x faster for 2 -> 128 channels, on a par for 128 -> 128),
-    shift when it narrows them at least 4-fold (~3x faster than native for
-    128 -> 4, forward and backward), native otherwise, and always native on
-    GPU/TPU (:func:`jaxflows.nn.conv.choose_impl`).
-
-    Jitted (inlined under an outer ``jit``; one dispatch instead of ~15 when
-    called eagerly).
-    """
-    if impl not in _CONV_IMPLS:
-        raise ValueError(f"conv2d: `impl` must be one of {_CONV_IMPLS}, got {impl!r}.")
-    kh, kw, cin, cout = kernel.shape
-    if kh % 2 == 0 or kw % 2 == 0:
-        raise ValueError(f"conv2d: kernel size must be odd for 'SAME' padding, got {(kh, kw)}.")
-    if kh == 1 and kw == 1:
-        # 2-D operands: XLA's CPU dot then needs no transposed copy for the weight gradient.
-        return (x.reshape(-1, cin) @ kernel.reshape(cin, cout)).reshape(x.shape[:-1] + (cout,))
-    if impl == "auto":
-        impl = choose_impl(kernel.shape)
-    if impl == "im2col":
-        return _im2col_conv(x, kernel)
-    if impl == "shift":
-        return conv2d_same(x, kernel, "shift")
-    return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(1, 1), padding="SAME",
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 class Conv2D(nn.Module):
@@ -100,21 +50,19 @@ class Conv2D(nn.Module):
       kernel_size: odd spatial size ``k`` of a ``k x k`` kernel.
       use_bias: add a per-channel bias ``"bias"``.
       kernel_init: initialiser of ``"kernel"`` ``[k, k, C_in, features]``.
-      impl: ``"auto"``, ``"native"``, ``"im2col"`` or ``"shift"`` (see :func:`conv2d`).
     """
 
     features: int
     kernel_size: int = 3
     use_bias: bool = True
     kernel_init: Initializer = nn.initializers.lecun_normal()
-    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         _check_image(type(self).__name__, x)
         k = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
-        y = conv2d(x, kernel.astype(x.dtype), self.impl)
+        y = conv2d_same(x, kernel.astype(x.dtype))
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,)).astype(x.dtype)
         return y
@@ -129,12 +77,11 @@ class ZeroConv2D(nn.Module):
     features: int
     kernel_size: int = 3
     log_scale_factor: float | None = 3.0
-    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         y = Conv2D(self.features, self.kernel_size, use_bias=True,
-                   kernel_init=nn.initializers.zeros, impl=self.impl, name="conv")(x)
+                   kernel_init=nn.initializers.zeros, name="conv")(x)
         if self.log_scale_factor is not None:
             logs = self.param("logs", nn.initializers.zeros, (self.features,)).astype(x.dtype)
             # The gradient of ``logs`` needs ``y``: kept (it has few channels) rather than
@@ -190,16 +137,14 @@ class ActNormParams(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        # Imported here: jaxflows.bijectors imports this module (couplings).
-        from jaxflows.bijectors.normalization import _moments, _param_dtype, check_channels
         if x.ndim < 2:
             raise ValueError(f"ActNormParams: input `x` must be batched, [batch, ..., channels]; "
                              f"got shape {tuple(x.shape)}.")
         check_channels(self, "params", "loc", x)
-        pdtype = jnp.dtype(_param_dtype(x.dtype))
-        loc = self.param("loc", lambda _: -_moments(x, pdtype, float(self.eps))[0])
+        pdtype = jnp.dtype(param_dtype(x.dtype))
+        loc = self.param("loc", lambda _: -channel_moments(x, pdtype, float(self.eps))[0])
         log_scale = self.param("log_scale",
-                               lambda _: -jnp.log(_moments(x, pdtype, float(self.eps))[1]))
+                               lambda _: -jnp.log(channel_moments(x, pdtype, float(self.eps))[1]))
         return loc, log_scale
 
 
@@ -230,7 +175,6 @@ class GlowConditioner(nn.Module):
     out_channels: int
     dropout: float = 0.0
     kernel_size: int = 3
-    conv_impl: str = "auto"
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         return self._net(x, bool(train))   # `train` positional: static under remat
@@ -241,13 +185,12 @@ class GlowConditioner(nn.Module):
         _check_image("GlowConditioner", x)
         init = nn.initializers.normal(0.05)
         h = Conv2D(self.hidden_channels, self.kernel_size, use_bias=False, kernel_init=init,
-                   impl=self.conv_impl, name="conv_in")(x)
+                   name="conv_in")(x)
         h = _norm_relu(h, "actnorm_in", self.dropout, train)
         h = Conv2D(self.hidden_channels, 1, use_bias=False, kernel_init=init,
                    name="conv_hidden")(h)
         h = _norm_relu(h, "actnorm_hidden", self.dropout, train)
-        return ZeroConv2D(self.out_channels, self.kernel_size, impl=self.conv_impl,
-                          name="conv_out")(h)
+        return ZeroConv2D(self.out_channels, self.kernel_size, name="conv_out")(h)
 
 
 class ResNetConditioner(nn.Module):
@@ -266,7 +209,6 @@ class ResNetConditioner(nn.Module):
     num_blocks: int = 2
     dropout: float = 0.0
     kernel_size: int = 3
-    conv_impl: str = "auto"
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         return self._net(x, bool(train))   # `train` positional: static under remat
@@ -278,16 +220,15 @@ class ResNetConditioner(nn.Module):
         if self.num_blocks < 0:
             raise ValueError(f"ResNetConditioner: `num_blocks` must be >= 0, got {self.num_blocks}.")
         k = self.kernel_size
-        h = Conv2D(self.hidden_channels, k, impl=self.conv_impl, name="conv_in")(x)
+        h = Conv2D(self.hidden_channels, k, name="conv_in")(x)
         for i in range(self.num_blocks):
             r = _norm_relu(h, f"block{i}_actnorm0", 0.0, train)
-            r = Conv2D(self.hidden_channels, k, use_bias=False, impl=self.conv_impl,
+            r = Conv2D(self.hidden_channels, k, use_bias=False,
                        name=f"block{i}_conv0")(r)
             r = _norm_relu(r, f"block{i}_actnorm1", self.dropout, train)
-            h = h + Conv2D(self.hidden_channels, k, impl=self.conv_impl, name=f"block{i}_conv1")(r)
+            h = h + Conv2D(self.hidden_channels, k, name=f"block{i}_conv1")(r)
         h = _norm_relu(h, "actnorm_out", 0.0, train)
-        return ZeroConv2D(self.out_channels, k, log_scale_factor=None, impl=self.conv_impl,
-                          name="conv_out")(h)
+        return ZeroConv2D(self.out_channels, k, log_scale_factor=None, name="conv_out")(h)
 
 
 class MLPConditioner(nn.Module):

@@ -31,6 +31,21 @@ the output gradient. No convolution is left in the forward or backward pass.
 convolution units are the fast path there) it keeps ``lax.conv_general_dilated``.
 1x1 kernels are always a plain matrix product over the channel axis.
 
+The choice is a backend detail, not part of the modelling API: no bijector, conditioner
+or factory takes it. Modules call :func:`conv2d_same` with ``impl="auto"``, which
+resolves (at trace time) to the override in force, if any, and otherwise to
+:func:`choose_impl`. The one override, for benchmarks and kernel tests, is either the
+environment variable ``JAXFLOWS_CONV_IMPL`` (read at each trace) or, taking precedence,
+the context manager :func:`conv_impl`::
+
+    with jaxflows.nn.conv_impl("native"):
+        step = jax.jit(train_step)          # traced (and compiled) inside the block
+        step(state, batch)
+
+A function already compiled keeps the implementation it was traced with (``jax.jit``
+caches by argument shapes, not by this setting). Measured speeds are in
+``docs/performance.md``.
+
 Precision policy (``compute_dtype``): ``None`` (default) computes in the dtype of
 ``x``. ``jnp.bfloat16`` casts both matmul operands to bfloat16 and accumulates in
 float32 (``preferred_element_type``), the output in ``x``'s dtype: on CPUs with AMX /
@@ -43,15 +58,54 @@ fixed-point inverse and Lipschitz bound assume the exact function.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Optional
+import os
+import threading
+from typing import Iterator, Optional
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["conv2d_same", "choose_impl", "CONV_IMPLS"]
+__all__ = ["conv2d_same", "choose_impl", "conv_impl", "current_impl", "CONV_IMPLS", "ENV_VAR"]
 
 CONV_IMPLS = ("auto", "native", "im2col", "shift")
+ENV_VAR = "JAXFLOWS_CONV_IMPL"
+
+_override = threading.local()
+
+
+def _check_impl(impl: str, who: str) -> None:
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"{who}: the convolution implementation must be one of {CONV_IMPLS}, "
+                         f"got {impl!r}.")
+
+
+@contextlib.contextmanager
+def conv_impl(impl: str) -> Iterator[None]:
+    """Within the block, every ``impl="auto"`` convolution traced uses ``impl``.
+
+    For benchmarks and tests; ``"auto"`` restores the backend's choice inside the block.
+    Overrides the environment variable :data:`ENV_VAR`. Not part of any model's
+    parameters or configuration: checkpoints are interchangeable between choices.
+    """
+    _check_impl(impl, "conv_impl")
+    previous = getattr(_override, "impl", None)
+    _override.impl = impl
+    try:
+        yield
+    finally:
+        _override.impl = previous
+
+
+def current_impl() -> str:
+    """The override in force: the :func:`conv_impl` block's, else ``$JAXFLOWS_CONV_IMPL``,
+    else ``"auto"``."""
+    impl = getattr(_override, "impl", None)
+    if impl is None:
+        impl = os.environ.get(ENV_VAR, "") or "auto"
+        _check_impl(impl, f"${ENV_VAR}")
+    return impl
 
 
 def choose_impl(kernel_shape, backend: Optional[str] = None) -> str:
@@ -113,7 +167,6 @@ def _shift(x, kernel, compute_dtype):
     return y
 
 
-@functools.partial(jax.jit, static_argnames=("impl", "compute_dtype"))
 def conv2d_same(x: jax.Array, kernel: jax.Array, impl: str = "auto",
                 compute_dtype=None) -> jax.Array:
     """'SAME' stride-1 convolution of NHWC ``x`` with an HWIO ``kernel`` (odd size).
@@ -121,7 +174,8 @@ def conv2d_same(x: jax.Array, kernel: jax.Array, impl: str = "auto",
     Args:
       x: ``[B, H, W, C_in]``.
       kernel: ``[k_h, k_w, C_in, C_out]``, cast to ``x.dtype``.
-      impl: ``"auto"`` (see :func:`choose_impl`), ``"native"``
+      impl: ``"auto"`` (the override of :func:`conv_impl` / ``$JAXFLOWS_CONV_IMPL`` if
+        one is in force, else :func:`choose_impl`), ``"native"``
         (``lax.conv_general_dilated``), ``"im2col"`` or ``"shift"`` (module docstring).
       compute_dtype: ``None`` or e.g. ``jnp.bfloat16``: dtype of the matmul operands
         (float32 accumulation); see the precision policy in the module docstring.
@@ -131,8 +185,14 @@ def conv2d_same(x: jax.Array, kernel: jax.Array, impl: str = "auto",
 
     Jitted: one dispatch when called eagerly, inlined under an outer ``jit``.
     """
-    if impl not in CONV_IMPLS:
-        raise ValueError(f"conv2d_same: `impl` must be one of {CONV_IMPLS}, got {impl!r}.")
+    _check_impl(impl, "conv2d_same")
+    if impl == "auto":
+        impl = current_impl()
+    return _conv2d_same(x, kernel, impl, compute_dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("impl", "compute_dtype"))
+def _conv2d_same(x, kernel, impl, compute_dtype):
     if x.ndim != 4 or kernel.ndim != 4:
         raise ValueError(f"conv2d_same: `x` must be NHWC (rank 4) and `kernel` HWIO (rank 4); "
                          f"got shapes {tuple(x.shape)} and {tuple(kernel.shape)}.")

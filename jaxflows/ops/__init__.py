@@ -4,6 +4,8 @@
   ``lax.while_loop``, implicit-function-theorem gradients.
 - :mod:`jaxflows.ops.logdet`: ``log det(I + J_g)`` estimators (exact, truncated series,
   Russian roulette, Neumann-series gradient, deterministic evaluation).
+- :mod:`jaxflows.ops.monotone`: elementwise inverse of a strictly increasing scalar map
+  ``f(params, x)`` by bisection with a static step count, implicit-function gradients.
 """
 from jaxflows.ops.fixed_point import FixedPointInfo, default_tolerance, fixed_point_inverse
 from jaxflows.ops.logdet import (
@@ -17,6 +19,12 @@ from jaxflows.ops.logdet import (
     sample_num_terms,
     series_tail_bound,
     tail_probability,
+)
+from jaxflows.ops.monotone import (
+    MonotoneInverseInfo,
+    default_max_bisections,
+    monotone_inverse,
+    num_bisections,
 )
 
 __all__ = [
@@ -33,4 +41,8 @@ __all__ = [
     "sample_num_terms",
     "series_tail_bound",
     "tail_probability",
+    "MonotoneInverseInfo",
+    "default_max_bisections",
+    "monotone_inverse",
+    "num_bisections",
 ]

@@ -42,7 +42,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.dataset.pad = 0
 
     # config.model.name is a key of jaxflows.models.MODELS; every other field is a
-    # keyword argument of that factory (image_shape and num_levels come from the data).
+    # keyword argument of that factory (image_shape and num_bins come from the data).
     c.model = ml_collections.ConfigDict()
     c.model.name = "glow"
 
@@ -193,11 +193,11 @@ def validate_config(config, *, num_devices: Optional[int] = None):
                       if p.kind is not inspect.Parameter.VAR_POSITIONAL)
     if names is not None:
         for key in kwargs:
-            if key not in names or key in ("image_shape", "num_levels"):
-                accepted = ", ".join(k for k in names if k not in ("image_shape", "num_levels"))
+            if key not in names or key in ("image_shape", "num_bins"):
+                accepted = ", ".join(k for k in names if k not in ("image_shape", "num_bins"))
                 raise ValueError(
                     f"Unknown config key model.{key!r} for model {config.model.name!r}; "
-                    f"the factory accepts: {accepted} (image_shape and num_levels come "
+                    f"the factory accepts: {accepted} (image_shape and num_bins come "
                     f"from the dataset).")
     return info
 
@@ -224,7 +224,7 @@ def model_fingerprint(config, info=None) -> str:
     payload = {"model": config_to_dict(config.model)}
     if info is not None:
         payload["image_shape"] = list(info.image_shape)
-        payload["num_levels"] = info.num_levels
+        payload["num_bins"] = info.num_bins
     text = json.dumps(payload, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -234,7 +234,7 @@ def describe_fingerprint(config, info=None) -> Any:
     payload = {"model": config_to_dict(config.model)}
     if info is not None:
         payload["image_shape"] = list(info.image_shape)
-        payload["num_levels"] = info.num_levels
+        payload["num_bins"] = info.num_bins
     return payload
 
 

@@ -68,7 +68,7 @@ def build_flow(config, info):
     """The flow of ``config.model`` for images of the dataset ``info``."""
     from jaxflows import models  # pylint: disable=import-outside-toplevel
     return models.MODELS[config.model.name](
-        tuple(info.image_shape), num_levels=info.num_levels, **model_kwargs(config))
+        tuple(info.image_shape), num_bins=info.num_bins, **model_kwargs(config))
 
 
 def get_split_source(config, split: str):
@@ -243,7 +243,7 @@ def save_samples(run: Run, state, workdir: str, temperatures: Sequence[float], *
             log.warning("sampling at T=%s: %d non-finite values (shown as 0)", t, nonfinite)
         path = os.path.join(workdir, filename.format(t=t))
         if jax.process_index() == 0:
-            save_image_grid(path, to_pixels(samples, run.info.num_levels))
+            save_image_grid(path, to_pixels(samples, run.info.num_bins))
         paths[f"{t:g}"] = path
     return paths
 

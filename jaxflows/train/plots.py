@@ -10,11 +10,11 @@ import numpy as np
 __all__ = ["to_pixels", "image_grid", "save_image_grid", "plot_curves"]
 
 
-def to_pixels(samples: np.ndarray, num_levels: int) -> np.ndarray:
+def to_pixels(samples: np.ndarray, num_bins: int) -> np.ndarray:
     """Continuous samples in ``[0, L)`` -> uint8 pixels ``floor(x)`` scaled to 0..255."""
     k = np.clip(np.floor(np.nan_to_num(np.asarray(samples, np.float64), nan=0.0)), 0,
-                num_levels - 1)
-    return np.round(k * (255.0 / max(num_levels - 1, 1))).astype(np.uint8)
+                num_bins - 1)
+    return np.round(k * (255.0 / max(num_bins - 1, 1))).astype(np.uint8)
 
 
 def image_grid(images: np.ndarray, ncols: int = 0, pad: int = 1) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Experiment launchers, configs and benchmarks of jaxflows (importable once jaxflows is installed)."""

@@ -1,0 +1,1 @@
+"""Benchmarks against peer libraries, measured in the same run."""
