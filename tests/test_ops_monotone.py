@@ -36,6 +36,9 @@ def mixture_params(seed, shape, dtype):
     return {k: jnp.asarray(v, dtype) for k, v in p.items()}
 
 
+solve_mixture = jax.jit(lambda p, y: monotone_inverse(logit_mixture, p, y))
+
+
 @pytest.fixture(scope="module")
 def x64():
     with enable_x64():
@@ -92,8 +95,7 @@ def test_sigmoid_on_given_bracket_flags_unreachable_targets(x64):
 
 def test_mixture_by_expansion_round_trip_and_given_bracket(mixture):
     p, y = mixture
-    solve = jax.jit(lambda p, y: monotone_inverse(logit_mixture, p, y))
-    x, info = solve(p, y)
+    x, info = solve_mixture(p, y)
     assert bool(jnp.all(info.converged))
     assert float(jnp.max(info.residual)) < 1e-12
     np.testing.assert_allclose(logit_mixture(p, x), y, atol=1e-12)
@@ -101,7 +103,7 @@ def test_mixture_by_expansion_round_trip_and_given_bracket(mixture):
     assert int(info.num_bisections) == 54           # float64 default, whatever the targets
     # Round trip x -> f -> inverse -> x, including far-out x.
     x0 = jnp.asarray(np.random.default_rng(3).normal(size=B) * 20.0)
-    x1, info1 = solve(p, logit_mixture(p, x0))
+    x1, info1 = solve_mixture(p, logit_mixture(p, x0))
     assert bool(jnp.all(info1.converged))
     np.testing.assert_allclose(x1, x0, rtol=1e-13, atol=1e-13)
     # A given (traced, per-element) bracket finds the same solution.
@@ -151,19 +153,35 @@ def test_gradients_match_central_finite_differences(mixture):
     w = jnp.asarray(rng.normal(size=B))
     dp = jax.tree_util.tree_map(lambda a: jnp.asarray(rng.normal(size=a.shape)), p)
     dy = jnp.asarray(rng.normal(size=B))
-    loss = jax.jit(lambda p, y: jnp.sum(w * monotone_inverse(logit_mixture, p, y)[0]))
-    gp, gy = jax.jit(jax.grad(lambda p, y: jnp.sum(w * monotone_inverse(logit_mixture, p, y)[0]),
-                              argnums=(0, 1)))(p, y)
+
+    def loss(p, y):
+        x, _ = monotone_inverse(logit_mixture, p, y)
+        return jnp.sum(w * x), x
+
+    @jax.jit
+    def value_grad_slope(p, y):
+        (val, x), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(p, y)
+        dfdx = jax.jvp(lambda xx: logit_mixture(p, xx), (x,), (jnp.ones_like(x),))[1]
+        return val, grads, dfdx
+
+    _, (gp, gy), dfdx = value_grad_slope(p, y)
     eps = 1e-6
-    shift = lambda s: (jax.tree_util.tree_map(lambda a, d: a + s * eps * d, p, dp), y + s * eps * dy)
-    fd = (float(loss(*shift(1.0))) - float(loss(*shift(-1.0)))) / (2 * eps)
-    ad = sum(float(jnp.sum(g * d)) for g, d in zip(jax.tree_util.tree_leaves(gp),
-                                                     jax.tree_util.tree_leaves(dp)))
-    ad += float(jnp.sum(gy * dy))
+
+    def central_difference(leaves, move_y):
+        """(L(p + eps dp, y + eps dy) - L(p - eps dp, y - eps dy)) / (2 eps) on the given leaves."""
+        def at(s):
+            ps = {k: v + s * eps * dp[k] if k in leaves else v for k, v in p.items()}
+            return float(value_grad_slope(ps, y + s * eps * dy if move_y else y)[0])
+        return (at(1.0) - at(-1.0)) / (2 * eps)
+
+    fd = central_difference(tuple(p), move_y=True)
+    ad = sum(float(jnp.sum(gp[k] * dp[k])) for k in p) + float(jnp.sum(gy * dy))
     assert abs(fd - ad) <= 1e-7 * max(1.0, abs(ad))
+    # Each parameter leaf separately (directional derivative along its own direction).
+    for name in p:
+        fd_k = central_difference((name,), move_y=False)
+        assert abs(fd_k - float(jnp.sum(gp[name] * dp[name]))) <= 1e-7 * max(1.0, abs(fd_k))
     # dx/dy = 1 / f'(x) elementwise.
-    x, _ = monotone_inverse(logit_mixture, p, y)
-    dfdx = jax.vmap(jax.grad(lambda xi, pi: logit_mixture(pi, xi)))(x, p)
     np.testing.assert_allclose(gy, w / dfdx, rtol=1e-10)
 
 
@@ -210,18 +228,22 @@ def test_static_count_formula_and_single_compilation(x64):
 
 def test_vmap_matches_batched(mixture):
     p, y = mixture
-    x, info = jax.jit(lambda p, y: monotone_inverse(logit_mixture, p, y))(p, y)
+    x, info = solve_mixture(p, y)
     xv, infov = jax.jit(jax.vmap(lambda pi, yi: monotone_inverse(logit_mixture, pi, yi)))(p, y)
     np.testing.assert_array_equal(xv, x)
     np.testing.assert_array_equal(infov.expansions, info.expansions)
     np.testing.assert_array_equal(infov.converged, info.converged)
+    # Implicit gradients under vmap match the batched ones (f is elementwise).
+    grad_y = jax.grad(lambda p, y: jnp.sum(monotone_inverse(logit_mixture, p, y)[0]), argnums=1)
+    gb, gv = jax.jit(lambda p, y: (grad_y(p, y), jax.vmap(grad_y)(p, y)))(p, y)
+    np.testing.assert_allclose(gv, gb, rtol=1e-12)
 
 
 def test_float32_mixture_by_expansion():
     p = mixture_params(5, (2, 4), jnp.float32)
     x0 = jnp.asarray(np.random.default_rng(6).normal(size=(2, 4)) * 10.0, jnp.float32)
     y = logit_mixture(p, x0)
-    x, info = jax.jit(lambda p, y: monotone_inverse(logit_mixture, p, y))(p, y)
+    x, info = solve_mixture(p, y)
     assert x.dtype == jnp.float32 and info.residual.dtype == jnp.float32
     assert int(info.num_bisections) == 25
     assert bool(jnp.all(info.converged))

@@ -193,14 +193,18 @@ def num_bisections(lo, hi, tol: float, dtype) -> int:
         raise ValueError("num_bisections: the bracket must be finite")
     if np.any(lo > hi):
         raise ValueError("num_bisections: the bracket must satisfy lo <= hi")
-    width = hi - lo
-    n_tol = np.where(width > tol, _ceil_log2(np.maximum(width, tol) / tol), 0.0)
-    m = np.minimum(np.abs(lo), np.abs(hi))
-    away = (lo > 0) | (hi < 0)
-    ratio = np.where(away & (width > 0), width / np.where(away, m, 1.0), 1.0)
-    n_floor = np.maximum(_mantissa_bits(dtype) + 2 + _ceil_log2(ratio), 0.0)
-    n = np.where(away, np.minimum(n_tol, n_floor), n_tol)
-    return int(np.max(n))
+    with np.errstate(over="ignore"):  # width / tol beyond float64: n_tol = inf
+        width = hi - lo
+        n_tol = np.where(width > tol, _ceil_log2(np.maximum(width, tol) / tol), 0.0)
+        m = np.minimum(np.abs(lo), np.abs(hi))
+        away = (lo > 0) | (hi < 0)
+        ratio = np.where(away & (width > 0), width / np.where(away, m, 1.0), 1.0)
+        n_floor = np.maximum(_mantissa_bits(dtype) + 2 + _ceil_log2(ratio), 0.0)
+        n = np.max(np.where(away, np.minimum(n_tol, n_floor), n_tol))
+    if not np.isfinite(n):
+        raise ValueError(f"num_bisections: a bracket of width {np.max(width):g} around 0 is too "
+                         f"wide for tol={tol:g}")
+    return int(n)
 
 
 def default_max_bisections(dtype) -> int:
@@ -210,13 +214,18 @@ def default_max_bisections(dtype) -> int:
 
 
 def _expansion_count(radius, factor, max_expansions, tol, dtype) -> int:
-    """Static count covering every bracket the expansion can produce."""
+    """Static count covering every bracket the expansion can produce: ``[-r, r]`` and
+    ``[-r c^k, -r c^{k-1}]`` for ``k = 1 .. max_expansions`` (mirror images have the same
+    count); brackets beyond the float64 range are never reached and are skipped."""
     n = num_bisections(-radius, radius, tol, dtype)
-    for k in range(1, max_expansions + 1):
-        lo = -radius * factor ** k
-        if not math.isfinite(lo):
-            break
-        n = max(n, num_bisections(lo, -radius * factor ** (k - 1), tol, dtype))
+    if max_expansions == 0:
+        return n
+    with np.errstate(over="ignore"):
+        hi = -radius * np.power(float(factor), np.arange(max_expansions, dtype=np.float64))
+        lo = hi * factor
+    keep = np.isfinite(lo)
+    if np.any(keep):
+        n = max(n, num_bisections(lo[keep], hi[keep], tol, dtype))
     return n
 
 
