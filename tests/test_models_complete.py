@@ -1,0 +1,68 @@
+"""Completeness of the model registry: every entry of ``jaxflows.models.MODELS`` builds,
+round-trips and gives a finite ``log_prob`` at a tiny size.
+
+``TINY`` holds the tiny architecture of each model; a factory added to ``MODELS`` without
+an entry here fails :func:`test_every_model_has_a_tiny_configuration`, so no model joins the
+registry untested.
+"""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxflows import Flow
+from jaxflows.models import MODELS
+from jaxflows.testing import perturb_params
+
+SHAPE = (8, 8, 1)
+NUM_BINS = 17
+
+TINY = {
+    "glow": dict(levels=2, steps_per_level=1, hidden_channels=4),
+    "realnvp": dict(levels=2, hidden_channels=4, num_blocks=1),
+    "attnflow": dict(levels=2, steps_per_level=1, hidden_channels=4),
+    "resflow": dict(levels=2, blocks_per_level=1, hidden_channels=4, fc_blocks=1, fc_hidden=4),
+    "iresnet": dict(levels=2, blocks_per_level=1, hidden_channels=4),
+    "idensenet": dict(levels=2, blocks_per_level=1, growth=4, depth=1, fc_blocks=1,
+                      fc_growth=4, fc_first_features=4),
+    "acf": dict(levels=2, blocks_per_level=1, hidden_channels=4, fc_blocks=0),
+}
+
+
+def missing_tiny(models, tiny):
+    """Names in ``models`` with no tiny configuration."""
+    return sorted(set(models) - set(tiny))
+
+
+def test_every_model_has_a_tiny_configuration():
+    assert missing_tiny(MODELS, TINY) == [], "add a TINY entry for every MODELS factory"
+    assert set(TINY) <= set(MODELS), sorted(set(TINY) - set(MODELS))
+
+
+def test_the_completeness_check_fails_on_a_new_model():
+    models = dict(MODELS, new_flow=lambda *a, **k: None)
+    assert missing_tiny(models, TINY) == ["new_flow"]
+    assert missing_tiny(MODELS, {k: v for k, v in TINY.items() if k != "glow"}) == ["glow"]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_model_builds_round_trips_and_has_finite_log_prob(name):
+    flow = MODELS[name](SHAPE, num_bins=NUM_BINS, **TINY[name])
+    assert isinstance(flow, Flow)
+    k_x, k_init, k_pert = jax.random.split(jax.random.PRNGKey(0), 3)
+    x = jax.random.uniform(k_x, (3,) + SHAPE, maxval=NUM_BINS)
+    variables = jax.jit(flow.init)(k_init, x)
+    variables = perturb_params(variables, k_pert, 0.02)
+
+    @jax.jit
+    def run(v, x):
+        z, ld = flow.apply(v, x, method=flow.forward_and_log_det)
+        xr = flow.apply(v, z, method=flow.inverse)
+        return z, ld, xr, flow.apply(v, x)
+
+    z, ld, xr, log_prob = run(variables, x)
+    assert z.shape[0] == 3 and ld.shape == (3,) and log_prob.shape == (3,)
+    assert bool(jnp.all(jnp.isfinite(log_prob))), f"{name}: non-finite log_prob {log_prob}"
+    # float32 round trip of pixel values in [0, 17), through fixed-point inverses too.
+    np.testing.assert_allclose(xr, x, atol=1e-3)
+    assert z.size == x.size, f"{name}: latent {z.shape} is not a bijective image of {x.shape}"
