@@ -38,12 +38,6 @@ def checkerboard_mask(height: int, width: int, channels: int, parity: int = 0) -
     return ((i + j + c + parity) % 2 == 0).astype(np.float32)
 
 
-def _check_image(name: str, x) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{name}: expected an NHWC image batch [batch, height, width, channels], "
-                         f"got an input of shape {x.shape}.")
-
-
 class IMap(Bijector):
     """Map-based invertible attention (iMap; Sukthanker et al. 2022, Sec. 3.2, Fig. 2c).
 
@@ -76,6 +70,8 @@ class IMap(Bijector):
         between steps so that both halves get attended.
     """
 
+    input_ranks = (4,)
+
     offset_init: float = 2.0
     scale_init: float = 2.0
     eps: float = 1e-5
@@ -83,7 +79,6 @@ class IMap(Bijector):
 
     @nn.compact
     def transform(self, x, inverse, context, train):
-        _check_image("IMap", x)
         if self.parity not in (0, 1):
             raise ValueError(f"IMap: parity must be 0 or 1, got {self.parity}.")
         _, h, w, c = x.shape
@@ -167,6 +162,8 @@ class ITrans(Bijector):
       parity: which half of the checkerboard is masked (0 or 1).
     """
 
+    input_ranks = (4,)
+
     heads: int = 1
     patch_size: int = 2
     kernel_size: int = 1
@@ -176,7 +173,6 @@ class ITrans(Bijector):
     parity: int = 0
 
     def _validate(self, x):
-        _check_image("ITrans", x)
         _, h, w, c = x.shape
         p = self.patch_size
         qk = self.qk_channels or c

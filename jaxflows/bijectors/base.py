@@ -39,7 +39,7 @@ Alternatively use ``setup`` and override ``forward_and_log_det`` and
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -48,7 +48,26 @@ import jax.numpy as jnp
 Array = jax.Array
 PyTree = Any
 
-__all__ = ["Bijector", "Chain", "Inverse", "Repeat", "Identity", "sum_except_batch"]
+__all__ = ["Bijector", "Chain", "Inverse", "Repeat", "Identity", "sum_except_batch", "check_rank"]
+
+_RANK_NAMES = {2: "a [batch, D] vector batch (rank 2)",
+               4: "an NHWC image batch [batch, height, width, channels] (rank 4)"}
+
+
+def check_rank(x: Array, ranks: Optional[Sequence[int]], who: str, arg: str = "x") -> None:
+    """Raises a ``ValueError`` naming ``who`` and ``arg`` unless ``x`` has one of ``ranks``.
+
+    ``ranks=None`` accepts any batched input (rank >= 2, ``[batch, *event]``).
+    """
+    if ranks is None:
+        if x.ndim >= 2:
+            return
+        expected = "batched, [batch, ..., channels] (rank >= 2)"
+    else:
+        if x.ndim in ranks:
+            return
+        expected = " or ".join(_RANK_NAMES.get(r, f"rank {r}") for r in ranks)
+    raise ValueError(f"{who}: input `{arg}` must be {expected}; got shape {tuple(x.shape)}.")
 
 
 def sum_except_batch(x: Array) -> Array:
@@ -62,7 +81,15 @@ class Bijector(nn.Module):
     Subclasses implement :meth:`transform` (one ``@nn.compact`` method for both
     directions) or override both :meth:`forward_and_log_det` and
     :meth:`inverse_and_log_det`.
+
+    The input's rank is checked here, once for every bijector that uses
+    :meth:`transform`: ``input_ranks`` (a class attribute) lists the accepted ranks, e.g.
+    ``(4,)`` for NHWC images or ``(2, 4)`` for vectors and images; ``None`` (default)
+    accepts any batched input of rank >= 2. A wrong rank is a ``ValueError`` naming the
+    bijector and the argument (``x`` forward, ``y`` inverse).
     """
+
+    input_ranks: ClassVar[Optional[Tuple[int, ...]]] = None
 
     def transform(self, x: Array, inverse: bool, context: Optional[Array],
                   train: bool) -> Tuple[Array, Array]:
@@ -73,11 +100,13 @@ class Bijector(nn.Module):
     def forward_and_log_det(self, x: Array, *, context: Optional[Array] = None,
                             train: bool = False) -> Tuple[Array, Array]:
         """``y = f(x)`` and ``log|det df/dx|`` of shape ``[batch]``."""
+        check_rank(x, self.input_ranks, type(self).__name__, "x")
         return self.transform(x, False, context, train)
 
     def inverse_and_log_det(self, y: Array, *, context: Optional[Array] = None,
                             train: bool = False) -> Tuple[Array, Array]:
         """``x = f^{-1}(y)`` and ``log|det df^{-1}/dy|`` of shape ``[batch]``."""
+        check_rank(y, self.input_ranks, type(self).__name__, "y")
         return self.transform(y, True, context, train)
 
     def forward(self, x: Array, **kwargs) -> Array:

@@ -27,13 +27,6 @@ from jaxflows.nn.utils import check_channels, param_dtype
 __all__ = ["Conv1x1", "Permute", "Reverse"]
 
 
-def _check_rank(name: str, x: jax.Array) -> None:
-    if x.ndim < 2:
-        raise ValueError(
-            f"{name}: input `x` must be batched, [batch, ..., channels] (rank >= 2); "
-            f"got shape {tuple(x.shape)}.")
-
-
 def _channel_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
     """``y[..., j] = sum_i x[..., i] w[i, j]`` as one 2-D matrix product."""
     c = x.shape[-1]
@@ -118,7 +111,6 @@ class Conv1x1(Bijector):
 
     @nn.compact
     def transform(self, x, inverse, context, train):
-        _check_rank("Conv1x1", x)
         c = x.shape[-1]
         pdtype = param_dtype(x.dtype)
 
@@ -160,7 +152,6 @@ class Permute(Bijector):
 
     @nn.compact
     def transform(self, x, inverse, context, train):
-        _check_rank("Permute", x)
         check_channels(self, "buffers", "perm", x)
         c = x.shape[-1]
 
@@ -179,5 +170,4 @@ class Reverse(Bijector):
     """Reverses the order of the channel (last) axis (RealNVP/Glow); log-det 0."""
 
     def transform(self, x, inverse, context, train):
-        _check_rank("Reverse", x)
         return x[..., ::-1], jnp.zeros(x.shape[:1], x.dtype)

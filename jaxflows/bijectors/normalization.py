@@ -60,10 +60,6 @@ class ActNorm(Bijector):
 
     @nn.compact
     def transform(self, x, inverse, context, train):
-        if x.ndim < 2:
-            raise ValueError(
-                f"ActNorm: input `x` must be batched, [batch, ..., channels] (rank >= 2); "
-                f"got shape {tuple(x.shape)}.")
         check_channels(self, "params", "loc", x)
         pdtype = param_dtype(x.dtype)
 

@@ -31,7 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxflows.bijectors.base import Bijector, Inverse, sum_except_batch
+from jaxflows.bijectors.base import Bijector, Inverse, check_rank, sum_except_batch
 
 __all__ = ["Squeeze", "Unsqueeze", "Split", "FlattenEvent", "squeeze2d", "unsqueeze2d",
            "concat_context"]
@@ -85,6 +85,8 @@ class Squeeze(Bijector):
     A height or width that is not even raises ``ValueError``.
     """
 
+    input_ranks = (4,)
+
     def transform(self, x, inverse, context, train):
         y = unsqueeze2d(x) if inverse else squeeze2d(x)
         return y, jnp.zeros(x.shape[:1], x.dtype)
@@ -134,11 +136,12 @@ class Split(Bijector):
       kernel_size: spatial size of the prior's convolution (Glow: 3).
     """
 
+    input_ranks = (4,)
+
     kernel_size: int = 3
 
     @nn.compact
     def transform(self, x, inverse, context, train):
-        _check_image(x, "Split", "y" if inverse else "x")
         c = x.shape[-1]
         if c % 2:
             raise ValueError(
@@ -176,11 +179,13 @@ class FlattenEvent(Bijector):
     bijector: Bijector
 
     def forward_and_log_det(self, x, *, context=None, train=False):
+        check_rank(x, None, "FlattenEvent", "x")
         y, ld = self.bijector.forward_and_log_det(x.reshape(x.shape[0], -1), context=context,
                                                   train=train)
         return y.reshape(x.shape), ld
 
     def inverse_and_log_det(self, y, *, context=None, train=False):
+        check_rank(y, None, "FlattenEvent", "y")
         x, ld = self.bijector.inverse_and_log_det(y.reshape(y.shape[0], -1), context=context,
                                                   train=train)
         return x.reshape(y.shape), ld
