@@ -1,9 +1,8 @@
 r"""'SAME' stride-1 2-D convolutions written as matrix products (fast on CPU).
 
 XLA's CPU backend runs ``lax.conv_general_dilated`` single-threaded, and its weight
-gradient is the most expensive part of a conv layer's training step (measured on a
-2-core Xeon: 3x3 conv 64x14x14x256 -> 256, forward 68 ms, input gradient 120 ms,
-weight gradient 268 ms), whereas its matrix products use every core. A stride-1
+gradient is the most expensive part of a conv layer's training step, whereas its matrix
+products use every core (timings in ``docs/performance.md``). A stride-1
 ``'SAME'`` convolution of ``x`` ``[B, H, W, C_in]`` with a kernel ``K`` ``[k, k, C_in,
 C_out]`` (HWIO, odd ``k``, padding ``p = k // 2``),
 
