@@ -11,15 +11,12 @@ the EMA parameters unless ``--use_ema=false``.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from jaxflows.perf import configure_cpu  # noqa: E402  (after the path set-up)
+from jaxflows.perf import configure_cpu
 
 # Before JAX's first computation: glibc allocator + AVX-512 vector width on CPU hosts
 # (jaxflows.perf; JAXFLOWS_NO_CPU_TUNING=1 disables it).
@@ -35,30 +32,35 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
+    """Print the bits/dim of a run's checkpoint on a split (exit code 2 on bad input)."""
     del argv
     absl_logging.set_verbosity(absl_logging.WARNING)
-    import jax  # pylint: disable=import-outside-toplevel
-    from jaxflows import data as jdata  # pylint: disable=import-outside-toplevel
-    from jaxflows.train import (abstract_state, evaluate_split,  # pylint: disable=import-outside-toplevel
-                                get_split_source, load_run_config, prepare_run,
-                                restore_for_eval)
-    config = load_run_config(FLAGS.workdir)
-    config.eval_use_ema = bool(FLAGS.use_ema)
-    if FLAGS.eval_batch_size:
-        config.eval_batch_size = FLAGS.eval_batch_size
+    # After configure_cpu(): jaxflows.train and jaxflows.data import jax and TFDS.
+    import jax
+
+    from jaxflows.train import (abstract_state, evaluate_split, get_split_source,
+                                load_run_config, prepare_run, restore_for_eval)
     try:
+        config = load_run_config(FLAGS.workdir)
+        config.eval_use_ema = bool(FLAGS.use_ema)
+        if FLAGS.eval_batch_size:
+            config.eval_batch_size = FLAGS.eval_batch_size
         run = prepare_run(config, FLAGS.workdir)
-    except (ValueError, jdata.DatasetNotPreparedError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        dataset = run.settings.dataset
+        split = FLAGS.split or dataset.test_split
+        if not split:
+            raise ValueError("the run has no test split (config.dataset.test_split is "
+                             "empty): pass --split.")
+        source = get_split_source(dataset, split)   # padded like the training data
+        which = "best" if FLAGS.which == "best" else "checkpoints"
+        state, meta, step = restore_for_eval(FLAGS.workdir, abstract_state(run), which)
+    except (ValueError, FileNotFoundError) as e:   # bad input, data not prepared, no run
+        print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
-    split = FLAGS.split or config.dataset.test_split
-    source = get_split_source(config, split)   # padded like the training data
-    which = "best" if FLAGS.which == "best" else "checkpoints"
-    state, meta, step = restore_for_eval(FLAGS.workdir, abstract_state(run), which)
-    bpd = evaluate_split(run, state, source, 2 if split == config.dataset.test_split else 3)
+    bpd = evaluate_split(run, state, source, 2 if split == dataset.test_split else 3)
     out = {"workdir": FLAGS.workdir, "checkpoint_step": step, "split": split,
            "num_examples": len(source), "bits_per_dim": bpd,
-           "use_ema": bool(FLAGS.use_ema and config.ema_decay > 0),
+           "use_ema": run.settings.use_ema,
            "best_val_bpd": meta.get("best_val")}
     if jax.process_index() == 0:
         print(json.dumps(out, sort_keys=True))

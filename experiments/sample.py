@@ -9,15 +9,14 @@ iteration (residual flows) report non-convergence; any such report is logged.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from jaxflows.perf import configure_cpu  # noqa: E402  (after the path set-up)
+from jaxflows.perf import configure_cpu
 
 # Before JAX's first computation: glibc allocator + AVX-512 vector width on CPU hosts
 # (jaxflows.perf; JAXFLOWS_NO_CPU_TUNING=1 disables it).
@@ -35,9 +34,9 @@ flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
+    """Write a sample grid of a run's checkpoint (exit code 2 on bad input)."""
     del argv
     absl_logging.set_verbosity(absl_logging.WARNING)
-    import logging  # pylint: disable=import-outside-toplevel
     logging.getLogger("jaxflows.train").setLevel(logging.INFO)
     if FLAGS.temperature <= 0:
         print(f"error: --temperature must be > 0, got {FLAGS.temperature}", file=sys.stderr)
@@ -45,18 +44,19 @@ def main(argv):
     if FLAGS.num_samples < 1:
         print(f"error: --num_samples must be >= 1, got {FLAGS.num_samples}", file=sys.stderr)
         sys.exit(2)
-    from jaxflows.train import (abstract_state, load_run_config,  # pylint: disable=import-outside-toplevel
-                                prepare_run, restore_for_eval, save_samples)
-    config = load_run_config(FLAGS.workdir)
-    config.num_samples = FLAGS.num_samples
-    config.eval_use_ema = bool(FLAGS.use_ema)
+    # After configure_cpu(): jaxflows.train imports jax.
+    from jaxflows.train import (abstract_state, load_run_config, prepare_run,
+                                restore_for_eval, save_samples)
     try:
+        config = load_run_config(FLAGS.workdir)
+        config.num_samples = FLAGS.num_samples
+        config.eval_use_ema = bool(FLAGS.use_ema)
         run = prepare_run(config, FLAGS.workdir)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
+        which = "best" if FLAGS.which == "best" else "checkpoints"
+        state, _, step = restore_for_eval(FLAGS.workdir, abstract_state(run), which)
+    except (ValueError, FileNotFoundError) as e:   # bad input, data not prepared, no run
+        print(f"error: {e}", file=sys.stderr, flush=True)
         sys.exit(2)
-    which = "best" if FLAGS.which == "best" else "checkpoints"
-    state, _, step = restore_for_eval(FLAGS.workdir, abstract_state(run), which)
     out = FLAGS.out or os.path.join(FLAGS.workdir, f"samples_T{FLAGS.temperature:g}_cli.png")
     save_samples(run, state, os.path.dirname(os.path.abspath(out)), [FLAGS.temperature],
                  use_ema=FLAGS.use_ema, seed_offset=FLAGS.seed + 1,

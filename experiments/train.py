@@ -14,16 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from jaxflows.perf import configure_cpu  # noqa: E402  (after the path set-up)
+from jaxflows.perf import configure_cpu
 
 # Before JAX's first computation: glibc allocator + AVX-512 vector width on CPU hosts
 # (jaxflows.perf; JAXFLOWS_NO_CPU_TUNING=1 disables it).
@@ -39,14 +36,19 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
+    """Train and evaluate ``--config`` in ``--workdir``.
+
+    Exit code 2 with an ``error:`` line on bad input, 143 when interrupted (SIGTERM).
+    """
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    import jax  # pylint: disable=import-outside-toplevel
+    # After configure_cpu(): jaxflows.train imports jax.
+    import jax
+    from jaxflows.train import train_and_evaluate
     if FLAGS.distributed:
         jax.distributed.initialize()
     absl_logging.set_verbosity(absl_logging.WARNING)   # orbax is chatty at INFO
     logging.getLogger("jaxflows.train").setLevel(logging.INFO)
-    from jaxflows.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
     print(f"devices: {jax.device_count()} x {jax.devices()[0].platform} on "
           f"{jax.process_count()} process(es)", flush=True)
     try:

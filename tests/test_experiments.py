@@ -1,13 +1,15 @@
 """End-to-end runs of the experiment configs' small variants and of the launchers.
 
 Each config's ``small`` variant trains for two steps with tiny overrides (one step per
-level, a few hidden channels) on its real data source: ``digits``, the MNIST ``.npz``
-sample (when present on this machine) or mock TFDS records for CIFAR-10
-(``jaxflows.data.mock_datasets``). The launchers run as subprocesses:
+level, a few hidden channels) on its real data source: ``digits``, the offline MNIST
+sample (``mnist_8k``, or an ``.npz`` file when present on this machine) or mock TFDS
+records for CIFAR-10 (``jaxflows.data.mock_datasets``). Configs are imported as modules
+of the installed ``experiments`` package. The launchers run as subprocesses:
 ``train.py`` (with ``--config.*`` overrides), then ``evaluate.py`` and ``sample.py`` on
 the checkpoint it wrote; bad input fails with a clear message and exit code 2.
 """
-import importlib.util
+import importlib
+import inspect
 import json
 import os
 import subprocess
@@ -17,17 +19,35 @@ import numpy as np
 import pytest
 
 from jaxflows import data as jdata
+from jaxflows import models
 from jaxflows import train as jt
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(ROOT, "experiments", "configs")
+
+
+def config_module(name):
+    """The module ``experiments.configs.<name>``."""
+    return importlib.import_module(f"experiments.configs.{name}")
 
 
 def load_config(name, arg="small"):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(CONFIGS, name + ".py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.get_config(arg)
+    """``get_config(arg)`` of ``experiments/configs/<name>.py``."""
+    return config_module(name).get_config(arg)
+
+
+def variants(name):
+    """The variants config ``name`` accepts (its ``VARIANTS``)."""
+    return getattr(config_module(name), "VARIANTS", ("", "small"))
+
+
+def model_setting(c, key):
+    """``config.model.<key>``, or the factory's default when the config does not state it.
+
+    Configs state only what differs from the factories' defaults (the papers' settings).
+    """
+    if key in c.model:
+        return c.model[key]
+    return inspect.signature(models.MODELS[c.model.name]).parameters[key].default
 
 
 def shrink(c):
@@ -58,10 +78,9 @@ def shrink(c):
 def test_small_variant_end_to_end(tmp_path, name):
     c = shrink(load_config(name))
     if name == "glow_mnist":
-        path = c.dataset.name[len("npz:"):]
-        if not os.path.exists(path):
-            pytest.skip(f"{path} not on this machine")
-        # a small slice of the file keeps evaluation short
+        if c.dataset.name.startswith("npz:") and not os.path.exists(c.dataset.name[4:]):
+            pytest.skip(f"{c.dataset.name[4:]} not on this machine")
+        # a small slice of the data keeps evaluation short
         c.dataset.val_split = "train[:32]"
         c.dataset.test_split = "test[:40]"
         ctx = None
@@ -78,13 +97,15 @@ def test_small_variant_end_to_end(tmp_path, name):
 
 def test_config_defaults_follow_papers():
     g = load_config("glow_cifar10", "")
-    assert (g.model.levels, g.model.steps_per_level, g.model.hidden_channels) == (3, 32, 512)
+    assert tuple(model_setting(g, k) for k in ("levels", "steps_per_level",
+                                               "hidden_channels")) == (3, 32, 512)
     assert g.optim.name == "adamax" and g.optim.learning_rate == 1e-3 and g.optim.warmup_steps > 0
     r = load_config("realnvp_cifar10", "")
-    assert r.model.name == "realnvp" and r.model.num_blocks == 8 and r.model.hidden_channels == 64
+    assert r.model.name == "realnvp"
+    assert (model_setting(r, "num_blocks"), model_setting(r, "hidden_channels")) == (8, 64)
     for name in ("glow_digits", "glow_mnist", "glow_cifar10", "realnvp_cifar10"):
-        for arg in ("", "small"):
-            jt.validate_config(load_config(name, arg))     # every variant passes the schema
+        for arg in variants(name):
+            jt.validate_config(load_config(name, arg))     # builds every variant's model
         with pytest.raises(ValueError, match="variant"):
             load_config(name, "tiny")
 
@@ -142,16 +163,20 @@ def test_launchers_train_evaluate_sample(tmp_path):
              ["--config.model.hidden_channels=16"], cache)
     assert p.returncode == 2 and "different model" in p.stderr
     assert open(os.path.join(work, "metrics.jsonl")).read() == before
+    # evaluate.py and sample.py on a directory that holds no run: one error line, code 2
+    missing = str(tmp_path / "no_run")
+    for script in ("experiments/evaluate.py", "experiments/sample.py"):
+        p = _run([script, f"--workdir={missing}"], cache)
+        errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+        assert p.returncode == 2 and len(errors) == 1 and "config.json" in errors[0], p.stderr
 
 
-ATTENTION_CONFIGS = {"attnflow_mnist": ("", "imap", "itrans", "small"),
-                     "attnflow_cifar10": ("", "small"),
-                     "acf_mnist": ("", "small"), "acf_cifar10": ("", "small")}
+ATTENTION_CONFIGS = ("attnflow_mnist", "attnflow_cifar10", "acf_mnist", "acf_cifar10")
 
 
 def test_attention_configs_validate_and_follow_papers():
-    for name, variants in ATTENTION_CONFIGS.items():
-        for arg in variants:
+    for name in ATTENTION_CONFIGS:
+        for arg in variants(name):
             jt.validate_config(load_config(name, arg))
         with pytest.raises(ValueError, match="variant"):
             load_config(name, "tiny")
@@ -159,12 +184,14 @@ def test_attention_configs_validate_and_follow_papers():
     # K=4; Adam 8e-4; iMap by default, iTrans as a variant.
     m = load_config("attnflow_mnist", "")
     assert (m.dataset.name, m.dataset.pad) == ("mnist", 2)
-    assert (m.model.levels, m.model.steps_per_level, m.model.attention) == (3, 2, "imap")
+    assert tuple(model_setting(m, k) for k in ("levels", "steps_per_level", "attention")) == (
+        3, 2, "imap")
     assert m.optim.name == "adam" and m.optim.learning_rate == 8e-4
     assert load_config("attnflow_mnist", "itrans").model.attention == "itrans"
     assert load_config("attnflow_mnist", "imap").to_dict() == m.to_dict()
     c = load_config("attnflow_cifar10", "")
-    assert (c.model.levels, c.model.steps_per_level, c.optim.learning_rate) == (3, 4, 8e-4)
+    assert (model_setting(c, "levels"), model_setting(c, "steps_per_level"),
+            c.optim.learning_rate) == (3, 4, 8e-4)
     assert c.dataset.pad == 0
     # ACF = the Residual Flow config of the same data set + attention.
     for acf_name, base_name in (("acf_mnist", "resflow_mnist"), ("acf_cifar10", "resflow_cifar10")):
@@ -175,7 +202,7 @@ def test_attention_configs_validate_and_follow_papers():
             model.pop(k)
         assert model == {k: v for k, v in r.model.to_dict().items() if k != "name"}
         assert a.optim.to_dict() == r.optim.to_dict()
-        jt.build_flow(a, jt.validate_config(a))   # heads divide the channels of every level
+        jt.validate_config(a)   # builds the flow: heads divide the channels of every level
 
 
 @pytest.mark.parametrize("arg, attention", [("", "imap"), ("itrans", "itrans")])

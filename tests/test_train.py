@@ -1,14 +1,16 @@
 """Tests of jaxflows.train: exact resume, non-finite steps, outputs, bad input.
 
 Every test shares one tiny Glow on ``digits`` (1 level, 1 step, 8 hidden channels), so
-the compiled functions are built once per process (``jaxflows.train.loop`` caches them).
+the compiled functions are built once per process (``jaxflows.train.run`` caches them).
 """
+import dataclasses
 import json
 import os
 import signal
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -16,6 +18,7 @@ from jaxflows import train as jt
 
 
 def tiny_config(**overrides):
+    """The shared tiny Glow run on digits, with ``{"section.key": value}`` overrides."""
     c = jt.default_config()
     c.dataset.name = "digits"
     c.dataset.train_split = "train[:1200]"
@@ -50,12 +53,14 @@ def tiny_config(**overrides):
 
 
 def leaves_equal(a, b):
+    """Whether two pytrees have bitwise equal leaves."""
     la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
     return len(la) == len(lb) and all(
         np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(la, lb))
 
 
 def restore_last(config, workdir):
+    """The TrainState of the latest regular checkpoint of ``workdir``."""
     run = jt.prepare_run(config, workdir)
     return jt.restore_for_eval(workdir, jt.abstract_state(run), "checkpoints")[0]
 
@@ -103,14 +108,14 @@ def test_sigterm_writes_checkpoint_and_returns(runs):
     assert runs["steps_after_sigterm"][-1] == 3
     # the crashed attempt (at step 7) had written metrics of steps 5 and 6, beyond its
     # last checkpoint (step 4); the resumed run replaced them
-    assert max(json.loads(l)["step"] for l in runs["lines_at_crash"]) == 6
+    assert max(json.loads(line)["step"] for line in runs["lines_at_crash"]) == 6
 
 
 def test_resume_is_exact(runs):
     ma = open(os.path.join(runs["a"], "metrics.jsonl")).read()
     mb = open(os.path.join(runs["b"], "metrics.jsonl")).read()
     assert ma == mb
-    steps = [json.loads(l)["step"] for l in ma.splitlines()]
+    steps = [json.loads(line)["step"] for line in ma.splitlines()]
     assert steps == list(range(1, 11))
     sa = restore_last(runs["config"], runs["a"])
     sb = restore_last(runs["config"], runs["b"])
@@ -126,7 +131,7 @@ def test_outputs_written(runs):
                  "samples_T0.7.png"):
         assert os.path.getsize(os.path.join(a, name)) > 0, name
     assert json.load(open(os.path.join(a, "config.json")))["model"]["hidden_channels"] == 8
-    recs = [json.loads(l) for l in open(os.path.join(a, "metrics.jsonl"))]
+    recs = [json.loads(line) for line in open(os.path.join(a, "metrics.jsonl"))]
     evals = [r for r in recs if "val_bpd" in r]
     assert [r["step"] for r in evals] == [4, 8, 10]
     # the best checkpoint is the evaluation with the lowest validation bits/dim
@@ -206,7 +211,9 @@ def _snapshot(d):
 @pytest.mark.parametrize("overrides, match", [
     ({"dataset.name": "no_such_dataset"}, "no_such_dataset"),
     ({"model.name": "no_such_model"}, "no_such_model"),
-    ({"model.hidden_chanels": 8}, "hidden_chanels"),
+    ({"model.hidden_chanels": 8}, r"config\.model\.hidden_chanels"),   # TypeError of glow()
+    ({"model.levels": 0}, r"config\.model\.levels"),                   # ValueError of glow()
+    ({"model.num_bins": 4}, r"config\.model\.num_bins"),               # from the dataset
     ({"optim.name": "sgd"}, "optim.name"),
     ({"batch_size": 0}, "batch_size"),
 ])
@@ -248,7 +255,7 @@ def test_workdir_of_other_model_is_refused(runs):
 
 
 def test_fixed_point_summary_of_sampling_diagnostics():
-    from jaxflows.train.loop import fixed_point_summary
+    fixed_point_summary = jt.fixed_point_summary
     sown = {"intermediates": {"block_0": {"fixed_point": (
         {"iterations": np.array([3, 50]), "residual": np.array([1e-6, 0.2]),
          "not_converged": np.array([False, True])},)}}}
@@ -256,3 +263,146 @@ def test_fixed_point_summary_of_sampling_diagnostics():
     assert rep["num_solves"] == 1 and rep["num_not_converged"] == 1
     assert rep["max_iterations"] == 50 and rep["max_residual"] == pytest.approx(0.2)
     assert fixed_point_summary({})["num_solves"] == 0   # closed-form inverses sow nothing
+
+
+# ------------------------------------------------------------------ run settings
+
+
+def test_settings_are_typed_frozen_and_complete():
+    c = tiny_config(**{"optim.schedule": "cosine"})
+    s = jt.read_settings(c)
+    assert isinstance(s, jt.RunSettings) and isinstance(s.optim, jt.OptimSettings)
+    assert isinstance(s.dataset, jt.DatasetSettings) and isinstance(s.model, jt.ModelSettings)
+    assert (s.batch_size, s.optim.schedule, s.dataset.val_split) == (16, "cosine",
+                                                                     "train[1200:1300]")
+    assert s.model.name == "glow" and s.model.kwargs["hidden_channels"] == 8
+    assert s.sample_temperatures == (0.7,) and s.use_ema
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.batch_size = 32
+    # every field of the schema, and nothing else, is a settings field
+    def fields(cls):
+        return {f.name for f in dataclasses.fields(cls)}
+
+    ref = jt.default_config()
+    assert fields(jt.RunSettings) == set(ref.keys())
+    assert fields(jt.DatasetSettings) == set(ref.dataset.keys())
+    assert fields(jt.OptimSettings) == set(ref.optim.keys())
+    # the boundaries of the loop: logging, evaluation (+ the last step), checkpoints
+    assert [t for t in range(1, 11) if s.evaluates_at(t)] == [4, 8, 10]
+    assert [t for t in range(1, 11) if s.checkpoints_at(t)] == [4, 8, 10]
+
+
+def test_settings_of_an_older_config_take_defaults():
+    """A run's config.json written before a field existed (e.g. dataset.pad) still reads."""
+    c = jt.config_to_dict(tiny_config())
+    del c["dataset"]["pad"], c["optim"]["max_consecutive_nonfinite"], c["progress_bar"]
+    s = jt.read_settings(ml_collections.ConfigDict(c))
+    assert s.dataset.pad == 0 and s.optim.max_consecutive_nonfinite == 100
+    assert s.progress_bar is True
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("optim.learning_rate", 0.0, r"config\.optim\.learning_rate must be a number > 0"),
+    ("optim.b2", 1.0, r"config\.optim\.b2"),
+    ("ema_decay", 1.0, r"config\.ema_decay"),
+    ("eval_use_ema", 1, r"config\.eval_use_ema must be True or False"),
+    ("num_train_steps", 2.5, r"config\.num_train_steps must be an int"),
+    ("optim.schedule", "linear", r"config\.optim\.schedule must be one of"),
+    ("dataset.train_split", "", r"config\.dataset\.train_split"),
+    ("sample_temperatures", (0.5, -1.0), r"config\.sample_temperatures"),
+])
+def test_bad_setting_values_name_the_field(key, value, match):
+    c = tiny_config()
+    with c.ignore_type():
+        section = c
+        *path, last = key.split(".")
+        for p in path:
+            section = section[p]
+        section[last] = value
+    with pytest.raises(ValueError, match=match):
+        jt.read_settings(c)
+
+
+def test_misplaced_key_suggests_its_section():
+    c = tiny_config()
+    c.optim.unlock()
+    c.optim.ema_decay = 0.9
+    hint = r"config\.optim\.ema_decay.*did you mean config\.ema_decay"
+    with pytest.raises(ValueError, match=hint):
+        jt.read_settings(c)
+
+
+def test_model_kwargs_pass_through_unchanged(monkeypatch):
+    """Settings written as dicts (e.g. a residual flow's estimator) reach the factory as dicts."""
+    from jaxflows import models
+    seen = {}
+
+    def factory(image_shape, *, num_bins, **kwargs):
+        seen.update(kwargs, image_shape=image_shape, num_bins=num_bins)
+        return models.glow(image_shape, num_bins=num_bins, levels=1, steps_per_level=1,
+                           hidden_channels=4)
+
+    monkeypatch.setitem(models.MODELS, "recording", factory)
+    c = tiny_config(**{"model.name": "recording"})
+    c.model.unlock()
+    c.model = {"name": "recording", "estimator": {"kind": "roulette", "n_terms": 3},
+               "kernels": (3, 1, 3)}
+    info = jt.validate_config(c)
+    assert seen["estimator"] == {"kind": "roulette", "n_terms": 3}
+    assert isinstance(seen["estimator"], dict) and seen["kernels"] == (3, 1, 3)
+    assert (seen["image_shape"], seen["num_bins"]) == ((8, 8, 1), 17) == (
+        info.image_shape, info.num_bins)
+
+
+def test_model_validation_builds_the_flow(monkeypatch):
+    """Errors of the factory and of the flow's (abstract) initialisation name config.model.<key>."""
+    import flax.linen as nn
+    from jaxflows import models
+
+    class Picky(nn.Module):
+        width: int
+
+        @nn.compact
+        def __call__(self, x, train=False):
+            if self.width % 2:
+                raise ValueError(f"Picky: width={self.width} must be even")
+            return nn.Dense(self.width)(x.reshape(x.shape[0], -1)).sum(-1)
+
+    monkeypatch.setitem(models.MODELS, "picky",
+                        lambda image_shape, *, num_bins, width=2: Picky(width))
+    c = tiny_config()
+    c.model.unlock()
+    c.model = {"name": "picky", "width": 3}
+    with pytest.raises(ValueError, match=r"^config\.model\.width: Picky: width=3 must be even"):
+        jt.validate_config(c)         # raised at init time (under jax.eval_shape)
+    c.model = {"name": "picky", "width": 4}
+    jt.validate_config(c)
+    c.model = {"name": "picky", "depth": 4}
+    with pytest.raises(ValueError, match=r"^config\.model\.depth: .*unexpected keyword"):
+        jt.validate_config(c)
+    # no reflection over signatures: a factory's accepted_kwargs attribute is not needed
+    monkeypatch.delattr(models.MODELS["acf"], "accepted_kwargs", raising=False)
+    c = tiny_config()
+    c.model.unlock()
+    c.model = {"name": "acf", "levels": 2, "blocks_per_level": 1, "hidden_channels": 8,
+               "fc_blocks": 1, "fc_hidden": 8, "hiden": 3}
+    with pytest.raises(ValueError, match=r"^config\.model\.hiden: "):
+        jt.validate_config(c)
+    c.model = {"name": "acf", "levels": 2, "blocks_per_level": 1, "hidden_channels": 8,
+               "fc_blocks": 1, "fc_hidden": 8, "heads": 3}
+    with pytest.raises(ValueError, match=r"^config\.model\.heads: "):
+        jt.validate_config(c)
+
+
+def test_run_and_progress_are_immutable():
+    run = jt.prepare_run(tiny_config(), None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        run.flow = None
+    progress = jt.Progress()
+    assert progress.step == 0 and progress.running.count == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        progress.step = 1
+    m = jt.RunningMean().add({"train_bpd": 2.0})
+    assert m.add({"train_bpd": float("nan")}) == m and m.add({"train_bpd": 4.0}).result() == {
+        "train_bpd": 3.0}
+    assert jt.RunningMean.from_state(m.add({"train_bpd": 4.0}).state()).count == 2

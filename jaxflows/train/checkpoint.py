@@ -37,6 +37,7 @@ def encode_loader_state(state: Any) -> Any:
 
 
 def decode_loader_state(state: Any) -> Any:
+    """The loader state encoded by :func:`encode_loader_state`."""
     if isinstance(state, dict) and set(state) == {"__bytes_b64__"}:
         return base64.b64decode(state["__bytes_b64__"])
     return state
@@ -78,6 +79,7 @@ class Checkpoints:
     """The two checkpoint managers of a run (regular and best)."""
 
     def __init__(self, workdir: str, keep: int):
+        """Managers of ``workdir/checkpoints`` (the last ``keep``) and ``workdir/best``."""
         opts = dict(create=True, enable_async_checkpointing=False,
                     cleanup_tmp_directories=True)
         self.regular = ocp.CheckpointManager(
@@ -89,9 +91,11 @@ class Checkpoints:
             options=ocp.CheckpointManagerOptions(max_to_keep=1, **opts))
 
     def latest_step(self) -> Optional[int]:
+        """The latest regular checkpoint's step, or None."""
         return self.regular.latest_step()
 
     def save(self, state, loader_state, meta: dict):
+        """A regular checkpoint at ``state.step`` (nothing if there is one already)."""
         step = int(jax.device_get(state.step))
         if step in self.regular.all_steps():
             return
@@ -102,6 +106,7 @@ class Checkpoints:
         self.regular.wait_until_finished()
 
     def save_best(self, state, meta: dict):
+        """The best checkpoint, replacing any at this or a later step."""
         step = int(jax.device_get(state.step))
         for old in self.best.all_steps():
             if old >= step:
@@ -134,6 +139,7 @@ class Checkpoints:
                 self.best.delete(s)
 
     def close(self):
+        """Close both managers."""
         self.regular.close()
         self.best.close()
 

@@ -2,273 +2,362 @@
 
 What a run does, in order:
 
-1. Checks everything that can be checked before any compute (config schema, dataset
-   name, model kwargs, batch sizes against the device count, the fingerprint of a
+1. :func:`~jaxflows.train.run.prepare_run` checks everything that can be checked
+   before any compute (config schema and values, dataset name, the model built and
+   initialised abstractly, batch sizes against the device count, the fingerprint of a
    checkpoint already in ``workdir``) and raises ``ValueError`` without touching the
-   work directory.
-2. Opens the train / validation / test splits, builds the flow from
-   ``jaxflows.models.MODELS[config.model.name]``, writes ``config.json``.
-3. Restores the latest checkpoint of ``workdir`` (state, data-loader position,
-   best-so-far, partial metric sums) or initialises (ActNorm on a global batch).
-4. Trains ``config.num_train_steps`` steps with a tqdm progress bar; every
-   ``log_every`` steps appends the mean train bits/dim to ``metrics.jsonl``; every
-   ``eval_every`` steps evaluates validation (and test) bits/dim over the whole
-   splits, redraws ``curves.png``, saves a checkpoint and, when validation improved,
-   the best checkpoint.
-5. On SIGTERM: saves a checkpoint at the current step and returns
-   (``{"interrupted": True}``); rerunning the same command resumes exactly.
-6. At the end: test bits/dim of the best-on-validation EMA parameters over the whole
-   test split, sample grids at ``config.sample_temperatures`` (``samples_T*.png``),
-   ``results.json``.
+   work directory. It returns the immutable :class:`~jaxflows.train.run.Run`.
+2. ``config.json`` is written; :func:`restore_or_init` restores the latest checkpoint
+   of ``workdir`` (state, data-loader position, best-so-far, partial metric sums) or
+   initialises (ActNorm on a global batch).
+3. :func:`train_steps` trains up to the next step that logs, evaluates or
+   checkpoints; :func:`evaluate_and_checkpoint` then appends the mean train bits/dim to
+   ``metrics.jsonl`` (every ``log_every`` steps), evaluates validation (and test)
+   bits/dim over the whole splits (every ``eval_every`` steps), redraws
+   ``curves.png``, saves a checkpoint and, when validation improved, the best
+   checkpoint. The two alternate until ``config.num_train_steps``.
+4. On SIGTERM: a checkpoint at the current step, and ``{"interrupted": True}`` is
+   returned; rerunning the same command resumes exactly.
+5. :func:`finish`: test bits/dim of the best-on-validation EMA parameters over the
+   whole test split, sample grids at ``config.sample_temperatures``
+   (``samples_T*.png``), ``results.json``.
+
+The host side of the loop's state is an immutable :class:`Progress`, passed to and
+returned by each function; the device side is the :class:`TrainState`.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import signal
 import threading
-import time
-from typing import Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from jaxflows.train import checkpoint as ckpt_lib
-from jaxflows.train.config import (config_to_dict, dataset_pad, describe_fingerprint,
-                                   model_fingerprint, model_kwargs, validate_config)
-from jaxflows.train.mesh import global_batch, make_mesh, replicated
+from jaxflows.train.config import config_to_dict
+from jaxflows.train.evaluation import evaluate_split, save_samples
+from jaxflows.train.mesh import global_batch
 from jaxflows.train.metrics import MetricsLog, RunningMean
-from jaxflows.train.optim import make_optimizer, make_schedule
-from jaxflows.train.plots import plot_curves, save_image_grid, to_pixels
-from jaxflows.train.step import Steps, make_steps
+from jaxflows.train.plots import plot_curves
+from jaxflows.train.run import Run, abstract_state, describe_model, init_state, prepare_run
+from jaxflows.train.state import TrainState
 
-__all__ = ["train_and_evaluate", "prepare_run", "Run", "evaluate_split", "save_samples",
-           "build_flow", "abstract_state", "get_split_source"]
+__all__ = ["train_and_evaluate", "RunFiles", "Progress", "restore_or_init", "train_steps",
+           "evaluate_and_checkpoint", "finish"]
 
 log = logging.getLogger("jaxflows.train")
 
-Hook = Callable[[int, object], None]
+Hook = Callable[[int, TrainState], None]
 
-# Compiled functions shared by runs of the same model/optimiser in one process
-# (tests, notebooks re-running a cell): jax.jit caches per function object.
-_STEPS_CACHE: Dict[str, Steps] = {}
-
-
-class Run:
-    """What :func:`prepare_run` sets up: data sources, flow, optimiser, compiled steps."""
-
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
+# Split ids of evaluate_split: they fix each split's dequantisation noise.
+VAL_SPLIT_ID, TEST_SPLIT_ID = 1, 2
 
 
-def build_flow(config, info):
-    """The flow of ``config.model`` for images of the dataset ``info``."""
-    from jaxflows import models  # pylint: disable=import-outside-toplevel
-    return models.MODELS[config.model.name](
-        tuple(info.image_shape), num_bins=info.num_bins, **model_kwargs(config))
+@dataclasses.dataclass(frozen=True)
+class RunFiles:
+    """Where a run writes (fixed during the run).
 
-
-def get_split_source(config, split: str):
-    """The source of ``split`` of ``config.dataset`` as the model sees it.
-
-    ``jaxflows.data.get_source`` with the config's data directory, download flag and
-    ``pad`` (images zero-padded by ``config.dataset.pad`` pixels on each side).
+    Attributes:
+      workdir: the work directory.
+      metrics: ``metrics.jsonl`` (written by process 0 only).
+      checkpoints: the regular and best checkpoint managers.
+      is_main: whether this is process 0 (which writes metrics, curves, samples).
+      meta: what every checkpoint's metadata holds besides the progress (the model
+        fingerprint and its description).
     """
-    from jaxflows import data as jdata  # pylint: disable=import-outside-toplevel
-    ds = config.dataset
-    return jdata.get_source(ds.name, split, data_dir=ds.get("data_dir"),
-                            download=ds.get("download", False), pad=dataset_pad(config))
+
+    workdir: str
+    metrics: MetricsLog
+    checkpoints: ckpt_lib.Checkpoints
+    is_main: bool
+    meta: Dict[str, Any]
 
 
-def _get_sources(config):
-    ds = config.dataset
-    train = get_split_source(config, ds.train_split)
-    val = get_split_source(config, ds.val_split) if ds.val_split else None
-    test = get_split_source(config, ds.test_split) if ds.test_split else None
-    return train, val, test
+@dataclasses.dataclass(frozen=True)
+class Progress:
+    """The host-side state of the loop after ``step`` steps.
 
-
-def prepare_run(config, workdir: Optional[str] = None, *, check_workdir: bool = True) -> Run:
-    """Validate ``config`` and build the run's pieces; nothing is written.
-
-    Raises ``ValueError`` (before any compute) for a bad config, a batch size the
-    devices cannot split, or a ``workdir`` holding a checkpoint of another model.
+    Attributes:
+      step: optimiser steps taken (skipped ones included).
+      running: train metrics since the last log line (saved in checkpoints).
+      best_val, best_step: the best validation bits/dim so far and its step (saved).
+      nonfinite_streak: consecutive steps with a non-finite loss or gradient.
+      lr: the learning rate of the last step whose metrics were read.
     """
-    mesh = make_mesh()
-    info = validate_config(config, num_devices=mesh.devices.size)
-    fingerprint = model_fingerprint(config, info)
-    if workdir is not None and check_workdir:
-        found = ckpt_lib.read_fingerprint(workdir)
-        if found is not None and found[0] != fingerprint:
-            raise ValueError(
-                f"workdir {workdir!r} holds a checkpoint of a different model "
-                f"(stored model: {json.dumps(found[1], sort_keys=True)}; this config: "
-                f"{json.dumps(describe_fingerprint(config, info), sort_keys=True)}). "
-                "Use another --workdir, or the config it was trained with.")
-    train_src, val_src, test_src = _get_sources(config)
-    if len(train_src) < config.batch_size:
-        raise ValueError(f"config.batch_size={config.batch_size} is larger than the train "
-                         f"split {config.dataset.train_split!r} ({len(train_src)} examples).")
-    flow = build_flow(config, info)
-    tx = make_optimizer(config.optim, config.num_train_steps)
-    num_dims = int(np.prod(info.image_shape))
-    key = json.dumps({
-        "fp": fingerprint, "optim": config_to_dict(config.optim),
-        "steps": config.num_train_steps, "ema": config.ema_decay, "use_ema": config.eval_use_ema,
-        "n": config.num_samples, "devices": [d.id for d in mesh.devices.flat]}, sort_keys=True)
-    steps = _STEPS_CACHE.get(key)
-    if steps is None:
-        steps = make_steps(flow, tx, mesh, num_dims=num_dims, ema_decay=config.ema_decay,
-                           use_ema=config.eval_use_ema, num_samples=config.num_samples,
-                           schedule=make_schedule(config.optim, config.num_train_steps))
-        if len(_STEPS_CACHE) > 8:
-            _STEPS_CACHE.pop(next(iter(_STEPS_CACHE)))
-        _STEPS_CACHE[key] = steps
-    return Run(config=config, mesh=mesh, info=info, fingerprint=fingerprint, flow=flow, tx=tx,
-               steps=steps, train_src=train_src, val_src=val_src, test_src=test_src,
-               num_dims=num_dims, schedule=make_schedule(config.optim, config.num_train_steps))
 
+    step: int = 0
+    running: RunningMean = dataclasses.field(default_factory=RunningMean)
+    best_val: Optional[float] = None
+    best_step: Optional[int] = None
+    nonfinite_streak: int = 0
+    lr: float = math.nan
 
-def _init_batch_size(config, n_train: int, mesh) -> int:
-    ndev = mesh.devices.size
-    return max(ndev, min(config.init_batch_size, (n_train // ndev) * ndev))
-
-
-def abstract_state(run: Run):
-    """Shapes/dtypes/shardings of the run's TrainState, without computing it."""
-    bs = _init_batch_size(run.config, len(run.train_src), run.mesh)
-    images = jax.ShapeDtypeStruct((bs,) + tuple(run.info.image_shape), jnp.uint8)
-    shapes = jax.eval_shape(run.steps.init, images, jax.ShapeDtypeStruct((), jnp.int32))
-    rep = replicated(run.mesh)
-    return jax.tree_util.tree_map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
-
-
-def _init_state(run: Run):
-    from jaxflows import data as jdata  # pylint: disable=import-outside-toplevel
-    bs = _init_batch_size(run.config, len(run.train_src), run.mesh)
-    loader = jdata.make_loader(run.train_src, global_batch_size=bs, seed=run.config.seed + 1,
-                               shuffle=True)
-    images = next(iter(loader))["image"]
-    return run.steps.init(global_batch(images, run.mesh), np.int32(run.config.seed))
-
-
-_EVAL_CACHE_BYTES = 1 << 28
-
-
-def _local_rows(start: int, global_bs: int):
-    """Indices of this process's share of the global batch starting at ``start``."""
-    per = global_bs // jax.process_count()
-    lo = start + jax.process_index() * per
-    return [i for i in range(lo, lo + per)], per
-
-
-def evaluate_split(run: Run, state, source, split_id: int, cache: Optional[dict] = None) -> float:
-    """Mean bits/dim over the WHOLE ``source``: the last batch is padded and masked.
-
-    Dequantisation noise comes from a key fixed per split, so successive evaluations
-    differ only through the parameters.
-    """
-    n = len(source)
-    bs = run.config.eval_batch_size
-    shape = tuple(run.info.image_shape)
-    if cache is not None and n * int(np.prod(shape)) > _EVAL_CACHE_BYTES:
-        cache = None     # large splits are streamed, not kept in host memory
-    total, count = 0.0, 0.0
-    sums = []
-    for b, start in enumerate(range(0, n, bs)):
-        rows, per = _local_rows(start, bs)
-        ck = (split_id, b)
-        if cache is not None and ck in cache:
-            images, mask = cache[ck]
-        else:
-            images = np.zeros((per,) + shape, np.uint8)
-            mask = np.zeros((per,), np.float32)
-            valid = [i for i in rows if i < n]
-            if valid:
-                if hasattr(source, "get_batch"):
-                    got = np.asarray(source.get_batch(np.asarray(valid))["image"])
-                else:
-                    got = np.stack([np.asarray(source[i]["image"]) for i in valid])
-                images[:len(valid)] = got.reshape((len(valid),) + shape)
-                mask[:len(valid)] = 1.0
-            if cache is not None:
-                cache[ck] = (images, mask)
-        sums.append(run.steps.evaluate(state, global_batch(images, run.mesh),
-                                       global_batch(mask, run.mesh),
-                                       np.array([run.config.seed, 7919, split_id, b], np.int32)))
-    for s, c in jax.device_get(sums):
-        total += float(s)
-        count += float(c)
-    return total / max(count, 1.0)
-
-
-def fixed_point_summary(intermediates) -> Dict[str, float]:
-    """Fixed-point diagnostics sown by residual blocks' inverses while sampling.
-
-    Residual flows invert by fixed-point iteration and sow, per solve, ``iterations``,
-    ``residual`` and ``not_converged`` under ``"fixed_point"`` in the
-    ``"intermediates"`` collection; this reduces them with
-    ``jaxflows.bijectors.residual.fixed_point_report`` (``num_solves == 0`` for flows
-    with closed-form inverses).
-    """
-    try:
-        from jaxflows.bijectors.residual import fixed_point_report  # pylint: disable=import-outside-toplevel
-    except ImportError:  # pragma: no cover - residual flows not installed
-        return {"num_solves": 0}
-    return fixed_point_report(intermediates)
-
-
-def save_samples(run: Run, state, workdir: str, temperatures: Sequence[float], *,
-                 use_ema: bool = True, seed_offset: int = 0,
-                 filename: str = "samples_T{t:g}.png") -> Dict[str, str]:
-    """Sample grids ``filename.format(t=T)`` in ``workdir``; logs fixed-point reports."""
-    variables = state.variables(use_ema and run.config.ema_decay > 0)
-    paths = {}
-    for i, t in enumerate(temperatures):
-        ids = np.array([run.config.seed, 104729, seed_offset, i], np.int32)
-        samples, inter = run.steps.sample(variables, ids, np.float32(t))
-        samples = np.asarray(jax.device_get(samples))
-        report = fixed_point_summary(jax.device_get(inter))
-        if report.get("num_solves"):
-            log.log(logging.WARNING if report["num_not_converged"] else logging.INFO,
-                    "sampling at T=%s: fixed-point inverse: %d not converged, max residual "
-                    "%.3g, max iterations %d (%d solves)", t, report["num_not_converged"],
-                    report["max_residual"], report["max_iterations"], report["num_solves"])
-        nonfinite = int(np.sum(~np.isfinite(samples)))
-        if nonfinite:
-            log.warning("sampling at T=%s: %d non-finite values (shown as 0)", t, nonfinite)
-        path = os.path.join(workdir, filename.format(t=t))
-        if jax.process_index() == 0:
-            save_image_grid(path, to_pixels(samples, run.info.num_bins))
-        paths[f"{t:g}"] = path
-    return paths
+    def checkpoint_meta(self, files: RunFiles) -> Dict[str, Any]:
+        """The metadata stored with a checkpoint at this point."""
+        return dict(files.meta, best_val=self.best_val, best_step=self.best_step,
+                    running=self.running.state())
 
 
 class _StopFlag:
-    """Set by SIGTERM (and SIGINT): the loop checkpoints and returns at the next step."""
+    """Set by SIGTERM: the loop checkpoints and returns after the current step."""
 
     def __init__(self):
         self.stop = False
         self._old = {}
 
-    def _handler(self, signum, frame):  # pylint: disable=unused-argument
+    def _handler(self, signum, _frame):
         log.warning("signal %d received: checkpointing and stopping", signum)
         self.stop = True
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM,):
-                self._old[sig] = signal.signal(sig, self._handler)
+            self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handler)
         return self
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
             signal.signal(sig, old)
         return False
+
+
+def restore_or_init(run: Run, files: RunFiles) -> Tuple[TrainState, Any, Progress]:
+    """``(state, loader, progress)``: resumed from the latest checkpoint, or fresh.
+
+    On resume the loader continues from its saved position, metric lines newer than
+    the checkpoint are dropped, best checkpoints newer than it are forgotten (and the
+    best one re-saved if it was this very step and is missing).
+    """
+    from jaxflows import data as jdata
+    settings = run.settings
+    loader = jdata.make_loader(run.train_src, global_batch_size=settings.batch_size,
+                               seed=settings.seed, shuffle=True)
+    ckpts = files.checkpoints
+    if ckpts.latest_step() is None:
+        return init_state(run), loader, Progress()
+    state, loader_state, meta = ckpts.restore(abstract_state(run))
+    loader.set_state(loader_state)
+    step = int(jax.device_get(state.step))
+    progress = Progress(step=step, running=RunningMean.from_state(meta.get("running")),
+                        best_val=meta.get("best_val"), best_step=meta.get("best_step"))
+    files.metrics.truncate(step)
+    ckpts.drop_best_after(step)
+    if progress.best_step == step and ckpts.best.latest_step() != step:
+        ckpts.save_best(state, dict(files.meta, best_val=progress.best_val,
+                                    best_step=progress.best_step))
+    log.info("resumed from step %d of %s", step, files.workdir)
+    return state, loader, progress
+
+
+def _account(progress: Progress, step: int, metrics, max_nonfinite: int) -> Progress:
+    """``progress`` with the metrics of train step ``step`` read from the device.
+
+    Raises ``FloatingPointError`` after more than ``max_nonfinite`` non-finite steps in a
+    row.
+    """
+    m = jax.device_get(metrics)
+    lr = float(m.get("lr", math.nan))
+    if bool(m["finite"]):
+        running = progress.running.add({"train_bpd": float(m["loss"]),
+                                        "grad_norm": float(m["grad_norm"])})
+        return dataclasses.replace(progress, running=running, nonfinite_streak=0, lr=lr)
+    streak = progress.nonfinite_streak + 1
+    log.warning("step %d: non-finite loss or gradient; update skipped", step)
+    if streak > max_nonfinite:
+        raise FloatingPointError(
+            f"{streak} consecutive non-finite steps (limit "
+            f"config.optim.max_consecutive_nonfinite={max_nonfinite}); stopping at step "
+            f"{step}.")
+    return dataclasses.replace(progress, nonfinite_streak=streak, lr=lr)
+
+
+def train_steps(run: Run, state: TrainState, batches: Iterator, progress: Progress, *,
+                stop: Callable[[], bool] = lambda: False, hooks: Sequence[Hook] = (),
+                on_step: Optional[Callable[[], None]] = None) -> Tuple[TrainState, Progress]:
+    """Train from ``progress.step`` through the next step that logs, evaluates or checkpoints.
+
+    Also returns after the step during which ``stop()`` became true. The metrics of a
+    step are read from the device one step later (the host never waits for the device
+    between steps), and all of them before returning.
+
+    Args:
+      run: the run.
+      state: the TrainState after ``progress.step`` steps (donated to the train step).
+      batches: the train loader's iterator (positioned at step ``progress.step``).
+      progress: the host-side progress so far.
+      stop: whether a stop was requested (checked after every step).
+      hooks: ``hook(step, state)`` after every step.
+      on_step: called after every step (e.g. a progress bar's update).
+
+    Returns:
+      ``(state, progress)`` after the last step taken (unchanged when ``progress.step``
+      is already ``num_train_steps``).
+    """
+    settings = run.settings
+    if progress.step >= settings.num_train_steps:
+        return state, progress
+    limit = settings.optim.max_consecutive_nonfinite
+    step = progress.step
+    pending = None
+    while True:
+        batch = next(batches)
+        state, metrics = run.steps.train(state, global_batch(batch["image"], run.mesh))
+        step += 1
+        if pending is not None:
+            progress = _account(progress, *pending, limit)
+        pending = (step, metrics)
+        for hook in hooks:
+            hook(step, state)
+        if on_step is not None:
+            on_step()
+        if settings.logs_at(step) or settings.checkpoints_at(step) or stop():
+            break
+    progress = _account(progress, *pending, limit)
+    return state, dataclasses.replace(progress, step=step)
+
+
+def evaluate_and_checkpoint(run: Run, files: RunFiles, state: TrainState, loader,
+                            progress: Progress, *, stopping: bool = False,
+                            eval_cache: Optional[dict] = None) -> Tuple[Progress, dict]:
+    """What happens after step ``progress.step``: log, evaluate, plot, checkpoint.
+
+    * a logging step writes the mean train metrics since the last one (``train_bpd``,
+      ``grad_norm``, ``lr``, ``num_skipped``) and resets them;
+    * an evaluation step adds ``val_bpd`` (and ``test_bpd`` if
+      ``eval_test_during_training``), selects the best on validation (the last one
+      when there is no validation split) and redraws ``curves.png``;
+    * a checkpoint step (every evaluation, every ``checkpoint_every``, and when
+      ``stopping``) saves the state, the ``loader``'s position and the progress, and
+      the best checkpoint when this evaluation improved.
+
+    Returns the new progress and the ``metrics.jsonl`` record written (``{}`` if none).
+    """
+    settings = run.settings
+    step = progress.step
+    record: Dict[str, Any] = {}
+    running = progress.running
+    if settings.logs_at(step) and running.count:
+        record.update(running.result())
+        record["lr"] = progress.lr
+        record["num_skipped"] = int(jax.device_get(state.num_skipped))
+        running = RunningMean()
+    best_val, best_step, improved = progress.best_val, progress.best_step, False
+    evaluates = settings.evaluates_at(step)
+    if evaluates:
+        if run.val_src is not None:
+            record["val_bpd"] = evaluate_split(run, state, run.val_src, VAL_SPLIT_ID, eval_cache)
+        if run.test_src is not None and settings.eval_test_during_training:
+            record["test_bpd"] = evaluate_split(run, state, run.test_src, TEST_SPLIT_ID,
+                                                eval_cache)
+        score = record.get("val_bpd")
+        # no validation split: the last evaluation is the "best"
+        improved = run.val_src is None or (
+            score is not None and math.isfinite(score) and (best_val is None or score < best_val))
+        if improved:
+            best_val, best_step = score, step
+    progress = dataclasses.replace(progress, running=running, best_val=best_val,
+                                   best_step=best_step)
+    if record:
+        record["step"] = step
+        files.metrics.write(record)
+    if evaluates and files.is_main:
+        plot_curves(os.path.join(files.workdir, "curves.png"), files.metrics.read(),
+                    title=f"{settings.model.name} on {settings.dataset.name}")
+    if settings.checkpoints_at(step) or stopping:
+        meta = progress.checkpoint_meta(files)
+        files.checkpoints.save(state, loader.get_state(), meta)
+        if improved:
+            files.checkpoints.save_best(state, meta)
+    return progress, record
+
+
+def _progress_bar(run: Run, files: RunFiles, step: int):
+    """A tqdm bar from ``step`` (None when disabled, not process 0, or nothing to do)."""
+    settings = run.settings
+    if not (settings.progress_bar and files.is_main and step < settings.num_train_steps):
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=settings.num_train_steps, initial=step, unit="step", dynamic_ncols=True,
+                mininterval=1.0,
+                desc=os.path.basename(os.path.normpath(files.workdir)) or "train")
+
+
+def _train(run: Run, files: RunFiles, state: TrainState, loader, progress: Progress, *,
+           hooks: Sequence[Hook], eval_cache: dict) -> Tuple[TrainState, Progress, bool]:
+    """Alternate :func:`train_steps` and :func:`evaluate_and_checkpoint` to the last step.
+
+    Returns ``(state, progress, interrupted)``; ``interrupted`` after a SIGTERM (a
+    checkpoint of the current step is saved first).
+    """
+    num_steps = run.settings.num_train_steps
+    pbar = _progress_bar(run, files, progress.step)
+    shown: Dict[str, float] = {}
+    try:
+        with _StopFlag() as flag:
+            batches = iter(loader)
+            while progress.step < num_steps:
+                state, progress = train_steps(
+                    run, state, batches, progress, stop=lambda: flag.stop, hooks=hooks,
+                    on_step=None if pbar is None else lambda: pbar.update(1))
+                stopping = flag.stop
+                progress, record = evaluate_and_checkpoint(
+                    run, files, state, loader, progress, stopping=stopping,
+                    eval_cache=eval_cache)
+                if pbar is not None and record:
+                    shown.update({k: v for k, v in record.items()
+                                  if k in ("train_bpd", "val_bpd", "test_bpd")})
+                    pbar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
+                if stopping and progress.step < num_steps:
+                    return state, progress, True
+    finally:
+        if pbar is not None:
+            pbar.close()
+    return state, progress, False
+
+
+def finish(run: Run, files: RunFiles, state: TrainState, progress: Progress, *,
+           eval_cache: Optional[dict] = None) -> dict:
+    """Final figures of a completed run; writes samples and ``results.json``.
+
+    Test (and validation) bits/dim over the whole splits of the best-on-validation
+    checkpoint (the last state when there is no validation split), and sample grids at
+    ``sample_temperatures`` from it.
+    """
+    settings = run.settings
+    best = (files.checkpoints.restore_best(abstract_state(run))
+            if run.val_src is not None else None)
+    final_state = best[0] if best is not None else state
+    results = {
+        "step": progress.step, "best_step": int(jax.device_get(final_state.step)),
+        "best_val_bpd": progress.best_val,
+        "num_skipped": int(jax.device_get(state.num_skipped)),
+        "dataset": settings.dataset.name, "model": settings.model.name,
+        "use_ema": settings.use_ema,
+    }
+    if run.test_src is not None:
+        results["test_bpd"] = evaluate_split(run, final_state, run.test_src, TEST_SPLIT_ID,
+                                             eval_cache)
+    if run.val_src is not None:
+        results["val_bpd"] = evaluate_split(run, final_state, run.val_src, VAL_SPLIT_ID,
+                                            eval_cache)
+    results["samples"] = save_samples(run, final_state, files.workdir,
+                                      settings.sample_temperatures,
+                                      use_ema=settings.eval_use_ema)
+    if files.is_main:
+        with open(os.path.join(files.workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2, sort_keys=True)
+    return results
+
+
+def _write_config(config, workdir: str):
+    tmp = os.path.join(workdir, "config.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
+    os.replace(tmp, os.path.join(workdir, "config.json"))
 
 
 def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Hook] = ()) -> dict:
@@ -285,154 +374,32 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Hook] = ()) -> d
       ``results.json``'s dict (``test_bpd`` of the best-on-validation EMA parameters,
       ``best_step``, ``best_val_bpd``, ``num_skipped``, ...), or
       ``{"interrupted": True, "step": s}`` after a SIGTERM.
+
+    Raises:
+      ValueError: a bad config or work directory, before anything is written.
+      FloatingPointError: too many non-finite steps in a row.
     """
     run = prepare_run(config, workdir)       # every ValueError happens here
     is_main = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
     if is_main:
-        tmp = os.path.join(workdir, "config.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump(config_to_dict(config), f, indent=2, sort_keys=True)
-        os.replace(tmp, os.path.join(workdir, "config.json"))
-
-    from jaxflows import data as jdata  # pylint: disable=import-outside-toplevel
-    metrics_log = MetricsLog(os.path.join(workdir, "metrics.jsonl"), enabled=is_main)
-    ckpts = ckpt_lib.Checkpoints(workdir, config.keep_checkpoints)
-    loader = jdata.make_loader(run.train_src, global_batch_size=config.batch_size,
-                               seed=config.seed, shuffle=True)
-    has_val = run.val_src is not None
-    meta_base = {"fingerprint": run.fingerprint, "model": describe_fingerprint(config, run.info)}
-
-    if ckpts.latest_step() is not None:
-        abstract = abstract_state(run)
-        state, loader_state, meta = ckpts.restore(abstract)
-        loader.set_state(loader_state)
-        step = int(jax.device_get(state.step))
-        running = RunningMean(meta.get("running"))
-        best_val, best_step = meta.get("best_val"), meta.get("best_step")
-        metrics_log.truncate(step)
-        ckpts.drop_best_after(step)
-        if best_step == step and ckpts.best.latest_step() != step:
-            ckpts.save_best(state, dict(meta_base, best_val=best_val, best_step=best_step))
-        log.info("resumed from step %d of %s", step, workdir)
-    else:
-        state = _init_state(run)
-        step, running, best_val, best_step = 0, RunningMean(), None, None
-
+        _write_config(config, workdir)
+    files = RunFiles(
+        workdir=workdir,
+        metrics=MetricsLog(os.path.join(workdir, "metrics.jsonl"), enabled=is_main),
+        checkpoints=ckpt_lib.Checkpoints(workdir, run.settings.keep_checkpoints),
+        is_main=is_main,
+        meta={"fingerprint": run.fingerprint, "model": describe_model(run.settings, run.info)})
     eval_cache: dict = {}
-    last: Dict[str, float] = {}
-    num_steps = config.num_train_steps
-    pending = []
-
-    def drain(keep_last: bool):
-        nonlocal pending, last_lr
-        todo, pending = (pending[:-1], pending[-1:]) if keep_last else (pending, [])
-        for s, m in todo:
-            m = jax.device_get(m)
-            last_lr = float(m.get("lr", float("nan")))
-            if bool(m["finite"]):
-                run.consecutive_nonfinite = 0
-                running.add({"train_bpd": float(m["loss"]), "grad_norm": float(m["grad_norm"])})
-            else:
-                run.consecutive_nonfinite += 1
-                log.warning("step %d: non-finite loss or gradient; update skipped", s)
-                if run.consecutive_nonfinite > config.optim.max_consecutive_nonfinite:
-                    raise FloatingPointError(
-                        f"{run.consecutive_nonfinite} consecutive non-finite steps (limit "
-                        f"config.optim.max_consecutive_nonfinite="
-                        f"{config.optim.max_consecutive_nonfinite}); stopping at step {s}.")
-
-    run.consecutive_nonfinite = 0
-    last_lr = float("nan")
-    pbar = None
-    if config.progress_bar and is_main and step < num_steps:
-        from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-        pbar = tqdm(total=num_steps, initial=step, unit="step", dynamic_ncols=True,
-                    mininterval=1.0, desc=os.path.basename(os.path.normpath(workdir)) or "train")
-    interrupted = False
-    with _StopFlag() as flag:
-        it = iter(loader)
-        while step < num_steps:
-            batch = next(it)
-            state, m = run.steps.train(state, global_batch(batch["image"], run.mesh))
-            step += 1
-            pending.append((step, m))
-            drain(keep_last=True)
-            for hook in hooks:
-                hook(step, state)
-            if pbar is not None:
-                pbar.update(1)
-            is_log = step % config.log_every == 0 or step == num_steps
-            is_eval = step % config.eval_every == 0 or step == num_steps
-            is_ckpt = is_eval or step % config.checkpoint_every == 0 or flag.stop
-            if is_log or is_eval or is_ckpt:
-                drain(keep_last=False)
-            record = {}
-            if is_log and running.count:
-                record.update(running.result())
-                record["lr"] = last_lr
-                record["num_skipped"] = int(jax.device_get(state.num_skipped))
-                running.reset()
-            if is_eval:
-                if has_val:
-                    record["val_bpd"] = evaluate_split(run, state, run.val_src, 1, eval_cache)
-                if run.test_src is not None and config.eval_test_during_training:
-                    record["test_bpd"] = evaluate_split(run, state, run.test_src, 2, eval_cache)
-            improved = False
-            if is_eval:
-                score = record.get("val_bpd")
-                if not has_val:
-                    improved = True      # no validation split: the last one is "best"
-                elif score is not None and math.isfinite(score) and (
-                        best_val is None or score < best_val):
-                    improved = True
-                if improved:
-                    best_val, best_step = score, step
-            if record:
-                record["step"] = step
-                metrics_log.write(record)
-                last.update(record)
-                if pbar is not None:
-                    pbar.set_postfix({k: f"{v:.3f}" for k, v in last.items()
-                                      if k in ("train_bpd", "val_bpd", "test_bpd")}, refresh=False)
-            if is_eval and is_main:
-                plot_curves(os.path.join(workdir, "curves.png"), metrics_log.read(),
-                            title=f"{config.model.name} on {config.dataset.name}")
-            if is_ckpt:
-                meta = dict(meta_base, best_val=best_val, best_step=best_step,
-                            running=running.state())
-                ckpts.save(state, loader.get_state(), meta)
-                if improved:
-                    ckpts.save_best(state, meta)
-            if flag.stop and step < num_steps:
-                interrupted = True
-                break
-    if pbar is not None:
-        pbar.close()
-    if interrupted:
-        ckpts.close()
-        log.warning("interrupted at step %d; checkpoint saved in %s", step, workdir)
-        return {"interrupted": True, "step": step}
-
-    # Final evaluation: the best-on-validation checkpoint, whole test split.
-    best = ckpts.restore_best(abstract_state(run)) if has_val else None
-    final_state = best[0] if best is not None else state
-    final_step = int(jax.device_get(final_state.step))
-    results = {
-        "step": step, "best_step": final_step, "best_val_bpd": best_val,
-        "num_skipped": int(jax.device_get(state.num_skipped)),
-        "dataset": config.dataset.name, "model": config.model.name,
-        "use_ema": bool(config.eval_use_ema and config.ema_decay > 0),
-    }
-    if run.test_src is not None:
-        results["test_bpd"] = evaluate_split(run, final_state, run.test_src, 2, eval_cache)
-    if has_val:
-        results["val_bpd"] = evaluate_split(run, final_state, run.val_src, 1, eval_cache)
-    results["samples"] = save_samples(run, final_state, workdir, config.sample_temperatures,
-                                      use_ema=config.eval_use_ema)
-    if is_main:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
-    ckpts.close()
+    try:
+        state, loader, progress = restore_or_init(run, files)
+        state, progress, interrupted = _train(run, files, state, loader, progress,
+                                              hooks=hooks, eval_cache=eval_cache)
+        if interrupted:
+            log.warning("interrupted at step %d; checkpoint saved in %s", progress.step, workdir)
+            return {"interrupted": True, "step": progress.step}
+        results = finish(run, files, state, progress, eval_cache=eval_cache)
+    finally:
+        files.checkpoints.close()
     log.info("done: %s", json.dumps({k: v for k, v in results.items() if k != "samples"}))
     return results

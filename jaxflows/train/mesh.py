@@ -13,7 +13,8 @@ from typing import Any, Optional, Sequence
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 __all__ = ["BATCH_AXIS", "make_mesh", "batch_sharding", "replicated", "global_batch",
            "check_batch_size"]

@@ -1,6 +1,7 @@
 """Metrics written by a run: JSON lines, and the running mean of train metrics."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -9,32 +10,39 @@ from typing import Dict, List, Optional
 __all__ = ["MetricsLog", "RunningMean"]
 
 
+@dataclasses.dataclass(frozen=True)
 class RunningMean:
-    """Mean of per-step scalars over a logging interval (skipped steps excluded).
+    """Mean of per-step scalars over a logging interval (skipped steps excluded); immutable.
 
-    Its sums are plain Python floats, saved in the checkpoint, so a resumed run
-    reports exactly the same interval means as an uninterrupted one.
+    Its sums are plain Python floats, saved in the checkpoint (:meth:`state`,
+    :meth:`from_state`), so a resumed run reports exactly the same interval means as an
+    uninterrupted one.
     """
 
-    def __init__(self, state: Optional[dict] = None):
-        state = state or {}
-        self.sums: Dict[str, float] = dict(state.get("sums", {}))
-        self.count: int = int(state.get("count", 0))
+    sums: Dict[str, float] = dataclasses.field(default_factory=dict)
+    count: int = 0
 
-    def add(self, values: Dict[str, float]):
+    @classmethod
+    def from_state(cls, state: Optional[dict]) -> "RunningMean":
+        """The running mean saved as ``state`` (``None``: an empty one)."""
+        state = state or {}
+        return cls(dict(state.get("sums", {})), int(state.get("count", 0)))
+
+    def add(self, values: Dict[str, float]) -> "RunningMean":
+        """The running mean with ``values`` added (unchanged if one is not finite)."""
         if not all(math.isfinite(v) for v in values.values()):
-            return
+            return self
+        sums = dict(self.sums)
         for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + float(v)
-        self.count += 1
+            sums[k] = sums.get(k, 0.0) + float(v)
+        return RunningMean(sums, self.count + 1)
 
     def result(self) -> Dict[str, float]:
+        """The means (empty if nothing was added)."""
         return {k: v / self.count for k, v in self.sums.items()} if self.count else {}
 
-    def reset(self):
-        self.sums, self.count = {}, 0
-
     def state(self) -> dict:
+        """JSON-able state for the checkpoint."""
         return {"sums": dict(self.sums), "count": self.count}
 
 
@@ -46,16 +54,19 @@ class MetricsLog:
     """
 
     def __init__(self, path: str, enabled: bool = True):
+        """The log at ``path``; with ``enabled=False`` (processes other than 0) writes nothing."""
         self.path = path
         self.enabled = enabled
 
     def read(self) -> List[dict]:
+        """Every record of the file (``[]`` if there is none)."""
         if not os.path.exists(self.path):
             return []
         with open(self.path) as f:
             return [json.loads(line) for line in f if line.strip()]
 
     def truncate(self, step: int):
+        """Drop the records of steps after ``step``."""
         if not self.enabled:
             return
         records = [r for r in self.read() if r.get("step", 0) <= step]
@@ -66,6 +77,7 @@ class MetricsLog:
         os.replace(tmp, self.path)
 
     def write(self, record: dict):
+        """Append ``record`` as one JSON line."""
         if not self.enabled:
             return
         with open(self.path, "a") as f:

@@ -7,9 +7,13 @@ __all__ = ["make_schedule", "make_optimizer"]
 
 
 def make_schedule(optim, num_train_steps: int) -> optax.Schedule:
-    """Learning rate ``eta(t)``: linear warm-up ``eta * t / W`` for ``t < W``, then
-    constant ``eta`` or a cosine decay from ``eta`` to ``final_lr_fraction * eta`` at
-    ``num_train_steps`` (Loshchilov & Hutter, 2017, eq. 5)."""
+    """Learning rate ``eta(t)``: linear warm-up, then constant or cosine decay.
+
+    Linear warm-up ``eta * t / W`` for ``t < W``, then constant ``eta`` or a cosine
+    decay from ``eta`` to ``final_lr_fraction * eta`` at ``num_train_steps``
+    (Loshchilov & Hutter, 2017, eq. 5). ``optim`` is an
+    :class:`~jaxflows.train.settings.OptimSettings` or ``config.optim``.
+    """
     lr = float(optim.learning_rate)
     warmup = int(optim.warmup_steps)
     if warmup < 0:

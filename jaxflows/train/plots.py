@@ -35,7 +35,7 @@ def image_grid(images: np.ndarray, ncols: int = 0, pad: int = 1) -> np.ndarray:
 
 def save_image_grid(path: str, pixels: np.ndarray, upscale: int = 0):
     """Save uint8 ``[n, H, W, C]`` as a PNG grid (small images are upscaled for viewing)."""
-    from PIL import Image  # pylint: disable=import-outside-toplevel
+    from PIL import Image
     grid = image_grid(pixels)
     if upscale == 0:
         upscale = max(1, 256 // max(grid.shape[:2]))
@@ -52,9 +52,9 @@ def save_image_grid(path: str, pixels: np.ndarray, upscale: int = 0):
 
 def plot_curves(path: str, records: Iterable[dict], title: str = ""):
     """Train / val / test bits/dim against step, from metrics.jsonl records."""
-    import matplotlib  # pylint: disable=import-outside-toplevel
+    import matplotlib
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+    import matplotlib.pyplot as plt
     series = {"train": ([], []), "val": ([], []), "test": ([], [])}
     for r in records:
         for name in series:

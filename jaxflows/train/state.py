@@ -53,6 +53,8 @@ def ema_update(ema: PyTree, params: PyTree, decay: float, step: jax.Array) -> Py
     """
     s = step.astype(jnp.float32)
     d = jnp.minimum(jnp.float32(decay), (1.0 + s) / (10.0 + s))
-    return jax.tree_util.tree_map(
-        lambda e, p: (d * e.astype(jnp.float32) + (1.0 - d) * p.astype(jnp.float32)).astype(e.dtype),
-        ema, params)
+
+    def update(e, p):
+        return (d * e.astype(jnp.float32) + (1.0 - d) * p.astype(jnp.float32)).astype(e.dtype)
+
+    return jax.tree_util.tree_map(update, ema, params)

@@ -127,8 +127,11 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, param_updates)
-        keep = lambda new, old: jax.tree_util.tree_map(
-            lambda n, o: jnp.where(finite, n, o), new, old)
+
+        def keep(new, old):
+            """``new`` where the step was finite, else ``old`` (leaf by leaf)."""
+            return jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+
         model_state = dict(state.model_state)
         for name, value in updates.items():
             model_state[name] = keep(value, state.model_state[name])

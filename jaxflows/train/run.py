@@ -1,0 +1,275 @@
+"""What a run is made of, checked before any compute: settings, data, flow, compiled steps.
+
+:func:`prepare_run` reads the config once (:func:`~jaxflows.train.settings.read_settings`),
+opens the dataset, builds the flow and checks it by an abstract initialisation
+(:func:`build_flow`), refuses a work directory holding another model's checkpoint, and
+returns the immutable :class:`Run` that the training loop, ``experiments/evaluate.py``
+and ``experiments/sample.py`` share. Nothing is written and nothing is computed on the
+devices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from typing import Any, Dict, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from jaxflows import models
+from jaxflows.train import checkpoint as ckpt_lib
+from jaxflows.train.mesh import global_batch, make_mesh, replicated
+from jaxflows.train.optim import make_optimizer, make_schedule
+from jaxflows.train.settings import (DatasetSettings, RunSettings, as_settings,
+                                     check_batch_sizes, read_settings)
+from jaxflows.train.state import TrainState
+from jaxflows.train.step import Steps, make_steps
+
+__all__ = ["Run", "prepare_run", "build_flow", "validate_config", "dataset_info",
+           "get_split_source", "model_fingerprint", "describe_model", "abstract_state",
+           "init_state"]
+
+# Compiled functions shared by runs of the same model/optimiser in one process
+# (tests, notebooks re-running a cell): jax.jit caches per function object.
+_STEPS_CACHE: Dict[str, Steps] = {}
+_STEPS_CACHE_SIZE = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What does not change during a run (made by :func:`prepare_run`).
+
+    Attributes:
+      settings: the run's typed settings.
+      mesh: the data-parallel device mesh.
+      info: the dataset's ``DatasetInfo`` as the model sees it (padded image shape).
+      fingerprint: :func:`model_fingerprint` of the model and image shape.
+      flow: the ``jaxflows`` flow of ``settings.model``.
+      tx: the optax optimiser; schedule: its learning-rate schedule.
+      steps: the jitted ``init``, ``train``, ``evaluate`` and ``sample`` functions.
+      train_src, val_src, test_src: the splits' sources (``None`` for a disabled split).
+      num_dims: pixels per image (``D`` of bits/dim).
+    """
+
+    settings: RunSettings
+    mesh: Mesh
+    info: Any
+    fingerprint: str
+    flow: Any
+    tx: optax.GradientTransformation
+    schedule: optax.Schedule
+    steps: Steps
+    train_src: Any
+    val_src: Any
+    test_src: Any
+    num_dims: int
+
+
+def dataset_info(dataset: DatasetSettings):
+    """``jaxflows.data.get_info`` of ``dataset`` (image shape padded by ``dataset.pad``).
+
+    Raises ``ValueError`` for an unknown dataset name.
+    """
+    from jaxflows import data as jdata
+    return jdata.get_info(dataset.name, data_dir=dataset.data_dir, pad=dataset.pad)
+
+
+def get_split_source(dataset: DatasetSettings, split: str):
+    """The source of ``split`` of ``dataset`` as the model sees it.
+
+    ``jaxflows.data.get_source`` with the data directory, download flag and ``pad``
+    (images zero-padded by ``dataset.pad`` pixels on each side) of ``dataset``
+    (a :class:`~jaxflows.train.settings.DatasetSettings`, e.g. ``run.settings.dataset``).
+    """
+    from jaxflows import data as jdata
+    return jdata.get_source(dataset.name, split, data_dir=dataset.data_dir,
+                            download=dataset.download, pad=dataset.pad)
+
+
+_UNKNOWN_ARG = re.compile(r"unexpected keyword argument '(\w+)'|unknown argument '(\w+)'")
+
+
+def _model_error(model, info, error: Exception) -> str:
+    """The message of a factory's (or its initialisation's) error, naming the config key."""
+    message = str(error)
+    match = _UNKNOWN_ARG.search(message)
+    if match and (match.group(1) or match.group(2)) in model.kwargs:
+        keys = [match.group(1) or match.group(2)]
+    else:
+        keys = [k for k in model.kwargs if re.search(rf"\b{re.escape(k)}\b", message)]
+    where = " or ".join(f"config.model.{k}" for k in keys) if keys else "config.model"
+    return (f"{where}: {message.rstrip('. ')} (model {model.name!r} for images of shape "
+            f"{tuple(info.image_shape)} with {info.num_bins} bins, from the dataset; the "
+            f"other config.model fields are keyword arguments of "
+            f"jaxflows.models.{model.name}).")
+
+
+def build_flow(config, info, *, check: bool = True):
+    """The flow of ``config.model`` for images of the dataset ``info``.
+
+    ``MODELS[name](info.image_shape, num_bins=info.num_bins, **model_kwargs)``; with
+    ``check`` the flow is also initialised abstractly (``jax.eval_shape`` of its ``init``
+    on a one-example batch: shapes only, nothing computed), so that errors raised when
+    its modules are set up surface here too.
+
+    Args:
+      config: a :class:`~jaxflows.train.settings.RunSettings`, or a ConfigDict (read
+        with :func:`~jaxflows.train.settings.read_settings`).
+      info: the dataset's ``DatasetInfo`` (``image_shape``, ``num_bins``).
+      check: initialise abstractly as well.
+
+    Raises:
+      ValueError: any ``TypeError`` (e.g. an unknown keyword argument) or
+        ``ValueError`` (a bad value) of the factory or of the initialisation, as one
+        message naming ``config.model.<key>`` where the key can be told from it.
+    """
+    model = as_settings(config).model
+    shape = tuple(info.image_shape)
+    try:
+        flow = models.MODELS[model.name](shape, num_bins=info.num_bins,
+                                         **model.factory_kwargs())
+        if check:
+            def init(x):
+                key = jax.random.PRNGKey(0)
+                return flow.init({"params": key, "dropout": key, "logdet": key}, x,
+                                 train=False)
+            jax.eval_shape(init, jax.ShapeDtypeStruct((1,) + shape, jnp.float32))
+    except (TypeError, ValueError) as e:
+        raise ValueError(_model_error(model, info, e)) from e
+    return flow
+
+
+def validate_config(config, *, num_devices: Optional[int] = None):
+    """Check ``config`` completely before any compute; raise ``ValueError`` naming the field.
+
+    :func:`~jaxflows.train.settings.read_settings` (schema, types, values, batch sizes
+    against ``num_devices`` when given), the dataset name, and the model: the flow is
+    built and initialised abstractly (:func:`build_flow`).
+
+    Returns the dataset's ``DatasetInfo`` as the model sees it: with
+    ``config.dataset.pad = p`` its ``image_shape`` is the padded ``(H + 2p, W + 2p, C)``.
+    """
+    settings = read_settings(config, num_devices=num_devices)
+    info = dataset_info(settings.dataset)
+    build_flow(settings, info)
+    return info
+
+
+def describe_model(config, info=None) -> Dict[str, Any]:
+    """The human-readable payload hashed by :func:`model_fingerprint`."""
+    payload: Dict[str, Any] = {"model": as_settings(config).model.to_dict()}
+    if info is not None:
+        payload["image_shape"] = list(info.image_shape)
+        payload["num_bins"] = info.num_bins
+    return payload
+
+
+def model_fingerprint(config, info=None) -> str:
+    """A short hash of what determines the parameters' shapes and meaning.
+
+    The model config (name and factory kwargs) plus the dataset's image shape (padded
+    by ``config.dataset.pad``, so another pad is another fingerprint) and number of
+    bins. Stored with every checkpoint: a work directory whose checkpoint has another
+    fingerprint is refused instead of silently mixed. ``config`` is a ConfigDict or a
+    :class:`~jaxflows.train.settings.RunSettings`.
+    """
+    text = json.dumps(describe_model(config, info), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _steps_for(settings: RunSettings, fingerprint: str, flow, tx, mesh, num_dims: int,
+               schedule) -> Steps:
+    """The compiled steps of this model and optimiser (cached across runs in a process)."""
+    key = json.dumps({
+        "fp": fingerprint, "optim": dataclasses.asdict(settings.optim),
+        "steps": settings.num_train_steps, "ema": settings.ema_decay,
+        "use_ema": settings.eval_use_ema, "n": settings.num_samples,
+        "devices": [d.id for d in mesh.devices.flat]}, sort_keys=True)
+    steps = _STEPS_CACHE.get(key)
+    if steps is None:
+        steps = make_steps(flow, tx, mesh, num_dims=num_dims, ema_decay=settings.ema_decay,
+                           use_ema=settings.eval_use_ema, num_samples=settings.num_samples,
+                           schedule=schedule)
+        if len(_STEPS_CACHE) > _STEPS_CACHE_SIZE:
+            _STEPS_CACHE.pop(next(iter(_STEPS_CACHE)))
+        _STEPS_CACHE[key] = steps
+    return steps
+
+
+def prepare_run(config, workdir: Optional[str] = None, *, check_workdir: bool = True) -> Run:
+    """Check ``config`` and build the run's pieces; nothing is written or computed.
+
+    Args:
+      config: a ConfigDict following ``default_config()``, or its
+        :class:`~jaxflows.train.settings.RunSettings`.
+      workdir: the run's work directory (``None``: none yet).
+      check_workdir: refuse a ``workdir`` holding a checkpoint of another model.
+
+    Raises:
+      ValueError: (before any compute) a bad config (see :func:`validate_config`), a
+        batch size the devices cannot split or larger than the train split, or a
+        ``workdir`` holding a checkpoint of another model.
+    """
+    mesh = make_mesh()
+    if isinstance(config, RunSettings):
+        settings = check_batch_sizes(config, mesh.devices.size)
+    else:
+        settings = read_settings(config, num_devices=mesh.devices.size)
+    info = dataset_info(settings.dataset)
+    flow = build_flow(settings, info)
+    fingerprint = model_fingerprint(settings, info)
+    if workdir is not None and check_workdir:
+        found = ckpt_lib.read_fingerprint(workdir)
+        if found is not None and found[0] != fingerprint:
+            raise ValueError(
+                f"workdir {workdir!r} holds a checkpoint of a different model "
+                f"(stored model: {json.dumps(found[1], sort_keys=True)}; this config: "
+                f"{json.dumps(describe_model(settings, info), sort_keys=True)}). "
+                "Use another --workdir, or the config it was trained with.")
+    ds = settings.dataset
+    train_src = get_split_source(ds, ds.train_split)
+    val_src = get_split_source(ds, ds.val_split) if ds.val_split else None
+    test_src = get_split_source(ds, ds.test_split) if ds.test_split else None
+    if len(train_src) < settings.batch_size:
+        raise ValueError(f"config.batch_size={settings.batch_size} is larger than the train "
+                         f"split {ds.train_split!r} ({len(train_src)} examples).")
+    tx = make_optimizer(settings.optim, settings.num_train_steps)
+    schedule = make_schedule(settings.optim, settings.num_train_steps)
+    num_dims = int(np.prod(info.image_shape))
+    steps = _steps_for(settings, fingerprint, flow, tx, mesh, num_dims, schedule)
+    return Run(settings=settings, mesh=mesh, info=info, fingerprint=fingerprint, flow=flow,
+               tx=tx, schedule=schedule, steps=steps, train_src=train_src, val_src=val_src,
+               test_src=test_src, num_dims=num_dims)
+
+
+def _init_batch_size(run: Run) -> int:
+    ndev = run.mesh.devices.size
+    return max(ndev, min(run.settings.init_batch_size, (len(run.train_src) // ndev) * ndev))
+
+
+def abstract_state(run: Run) -> TrainState:
+    """Shapes/dtypes/shardings of the run's TrainState, without computing it."""
+    images = jax.ShapeDtypeStruct((_init_batch_size(run),) + tuple(run.info.image_shape),
+                                  jnp.uint8)
+    shapes = jax.eval_shape(run.steps.init, images, jax.ShapeDtypeStruct((), jnp.int32))
+    rep = replicated(run.mesh)
+    return jax.tree_util.tree_map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=rep), shapes)
+
+
+def init_state(run: Run) -> TrainState:
+    """A fresh TrainState: ``flow.init`` (ActNorm's data-dependent init) on one global batch.
+
+    The batch is the first of a loader over the train split shuffled with
+    ``seed + 1``; the parameters' key comes from ``seed``.
+    """
+    from jaxflows import data as jdata
+    loader = jdata.make_loader(run.train_src, global_batch_size=_init_batch_size(run),
+                               seed=run.settings.seed + 1, shuffle=True)
+    images = next(iter(loader))["image"]
+    return run.steps.init(global_batch(images, run.mesh), np.int32(run.settings.seed))
