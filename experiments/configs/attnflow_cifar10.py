@@ -5,25 +5,27 @@ r"""AttnFlow on CIFAR-10 (Sukthanker et al., CVPR 2022, Sec. 4.1); small variant
     python experiments/train.py --config=experiments/configs/attnflow_cifar10.py:small \
         --workdir=runs/attnflow_cifar10_small
 
-The paper's CIFAR-10 model: Glow backbone with L=3 levels, K=4 steps per level
-(as in the paper's comparison with Glow at equal depth), invertible attention in every
-step, Adam at learning rate 8e-4. Here with iTrans (2 summed heads, 2x2 patch tokens)
-at pos-1; the 32x32 images give 16x16, 8x8, 4x4 levels, all even. Full config: TFDS
+Sukthanker, Huang, Kumar, Timofte, Van Gool, *Generative Flows with Invertible
+Attentions*, CVPR 2022. The paper's CIFAR-10 model: Glow backbone with L=3 levels, K=4
+steps per level (as in the paper's comparison with Glow at equal depth), invertible
+attention in every step, Adam at learning rate 8e-4. Here with iTrans (2 summed heads,
+2x2 patch tokens) at pos-1; the 32x32 images give 16x16, 8x8, 4x4 levels, all even.
+Hidden width 512, affine coupling and shift preprocessing are
+``jaxflows.models.attnflow``'s defaults. Full config: TFDS
 ``cifar10`` (prepare it once with ``tfds build cifar10 --file_format=array_record``).
 See glow_digits.py for the config schema. ``small`` is the digits variant of
-attnflow_mnist.py.
+attnflow_mnist.py (:func:`experiments.configs.common.attnflow_digits_small`).
 """
-import os
-import sys
-
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from attnflow_mnist import digits_small  # noqa: E402  (shared small variant)
-from jaxflows.train import default_config  # noqa: E402
+from experiments.configs import common
+from jaxflows.train import default_config
+
+VARIANTS = ("", "small")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
+    common.check_variant("attnflow_cifar10", arg, VARIANTS)
     c = default_config()
     c.seed = 0
     c.dataset.name = "cifar10"
@@ -33,14 +35,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     c.model.name = "attnflow"
     c.model.attention = "itrans"
-    c.model.position = 1
     c.model.heads = 2
-    c.model.levels = 3
     c.model.steps_per_level = 4
-    c.model.hidden_channels = 512
-    c.model.coupling = "affine"
-    c.model.preprocessing = "shift"
-    c.model.dropout = 0.0
 
     c.batch_size = 64
     c.eval_batch_size = 500
@@ -55,7 +51,5 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.checkpoint_every = 5000
 
     if arg == "small":
-        digits_small(c)
-    elif arg:
-        raise ValueError(f"attnflow_cifar10: unknown config variant {arg!r}; use '' or 'small'.")
+        common.attnflow_digits_small(c)
     return c

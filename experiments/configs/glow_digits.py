@@ -15,13 +15,15 @@ Config schema (shared by every ``experiments/configs/*.py``)
 ============================================================
 Each config module defines ``get_config(arg="")`` returning an
 ``ml_collections.ConfigDict`` built from ``jaxflows.train.default_config()`` (which
-holds every field and its default); ``arg == "small"`` selects a variant that runs
-on a laptop CPU in minutes. Unknown keys are errors (in files and in command-line
-overrides such as ``--config.batch_size=32``), checked before any compute by
+holds every field and its default), and lists the variants it accepts in ``VARIANTS``
+(``"small"``: a variant that runs on a laptop CPU in minutes); see
+``experiments/configs/common.py`` for the conventions and the shared pieces. Unknown
+keys are errors (in files and in command-line overrides such as
+``--config.batch_size=32``), checked before any compute by
 ``jaxflows.train.validate_config``.
 
 ``seed``                 int: parameters, data order, dropout, dequantisation noise.
-``dataset.name``         a ``jaxflows.data`` name: ``digits``, ``mnist``,
+``dataset.name``         a ``jaxflows.data`` name: ``digits``, ``mnist_8k``, ``mnist``,
                          ``fashion_mnist``, ``cifar10``, ``celeb_a``,
                          ``downsampled_imagenet/32x32`` (``/64x64``), ``npz:/path.npz``.
 ``dataset.data_dir``     TFDS data directory (default ``$TFDS_DATA_DIR`` or ~/tensorflow_datasets).
@@ -46,7 +48,12 @@ overrides such as ``--config.batch_size=32``), checked before any compute by
                          (``image_shape`` and ``num_bins`` come from the dataset),
                          e.g. for glow: levels, steps_per_level, hidden_channels,
                          coupling ("affine"/"additive"), dropout, preprocessing
-                         ("shift"/"logit"), alpha, lu, permutation, remat.
+                         ("shift"/"logit"), alpha, lu, permutation, remat. Configs set
+                         only what differs from the factory's defaults. Residual flows'
+                         settings are dicts: ``model.estimator``, ``model.eval_estimator``,
+                         ``model.solver``, ``model.spectral_norm`` (fields of
+                         ``jaxflows.bijectors.residual_settings``, overriding the
+                         factory's defaults), e.g. ``--config.model.spectral_norm.coeff=0.9``.
 ``batch_size``           global train batch (over all devices and hosts; must divide
                          evenly over ``jax.device_count()``).
 ``eval_batch_size``      global evaluation batch (last batch padded and masked).
@@ -70,24 +77,22 @@ overrides such as ``--config.batch_size=32``), checked before any compute by
 """
 import ml_collections
 
+from experiments.configs import common
 from jaxflows.train import default_config
+
+VARIANTS = ("", "small")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    c = default_config()
+    common.check_variant("glow_digits", arg, VARIANTS)
+    c = common.digits_splits(default_config())
     c.seed = 0
-    c.dataset.name = "digits"
-    c.dataset.train_split = "train[:90%]"   # 1,350 images
-    c.dataset.val_split = "train[90%:]"     # 150 images, best-checkpoint selection
-    c.dataset.test_split = "test"           # 297 images
 
     c.model.name = "glow"
     c.model.levels = 2
     c.model.steps_per_level = 4
     c.model.hidden_channels = 64
-    c.model.coupling = "affine"
-    c.model.preprocessing = "logit"
-    c.model.alpha = 0.05
+    c.model.preprocessing = "logit"         # margin alpha = 0.05 (the factory's default)
     c.model.dropout = 0.2
 
     c.batch_size = 64
@@ -114,6 +119,4 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.num_train_steps = 300
         c.eval_every = 100
         c.checkpoint_every = 100
-    elif arg:
-        raise ValueError(f"glow_digits: unknown config variant {arg!r}; use '' or 'small'.")
     return c

@@ -1,78 +1,35 @@
-r"""Residual Flow on ``digits`` (8x8, 17 levels), and the shared CPU-minutes variant.
+r"""Residual Flow on ``digits`` (8x8, 17 levels): a CPU-sized model of the paper's design.
 
-    python experiments/train.py --config=experiments/configs/resflow_digits.py:small --workdir=runs/resflow_small
-    python experiments/train.py --config=experiments/configs/resflow_digits.py --workdir=runs/resflow_digits
+    python experiments/train.py --config=experiments/configs/resflow_digits.py:small \
+        --workdir=runs/resflow_small
+    python experiments/train.py --config=experiments/configs/resflow_digits.py \
+        --workdir=runs/resflow_digits
 
-:func:`apply_small` shrinks a residual-flow config (Residual Flows, i-ResNet,
-i-DenseNet) to train on ``digits`` on a CPU in minutes; ``resflow_*.py``,
-``iresnet_*.py`` and ``idensenet_*.py`` use it for their ``:small`` variants, and
-``resflow_digits.py:small`` is the Residual Flows one (same as
-``resflow_mnist.py:small``). The default variant is a somewhat larger digits model
-(4 blocks per level, 64 channels, 2,000 steps). Config schema: ``glow_digits.py``.
+Residual Flows (Chen et al., *Residual Flows for Invertible Generative Modeling*,
+NeurIPS 2019) as built by ``jaxflows.models.resflow`` (LipSwish, kernels 3-1-3,
+coefficient 0.98, ActNorm after every block, no factor-out, logit preprocessing, Russian
+roulette with 2 exact terms + Poisson(2) and the Neumann gradient; evaluation by the
+deterministic 20-term estimator with 8 probes: the factory's defaults) on ``digits``.
+
+``small`` is :func:`experiments.configs.common.residual_small` (the ``:small`` variant
+of every residual-flow config; same as ``resflow_mnist.py:small``): 2 levels of 2
+blocks, hidden width 32, one fully connected end block of width 64, 1,200 steps. The
+default variant is a somewhat larger model: 4 blocks per level, 64 channels, 2 fully
+connected end blocks of width 128, 2,000 steps. Config schema: ``glow_digits.py``.
 """
 import ml_collections
 
+from experiments.configs import common
 from jaxflows.train import default_config
 
-
-def apply_small(c, model_name: str):
-    """Turns config ``c`` into the small digits variant of ``model_name``'s architecture."""
-    c.dataset.name = "digits"
-    c.dataset.train_split = "train[:90%]"   # 1,350 images
-    c.dataset.val_split = "train[90%:]"     # 150 images, best-checkpoint selection
-    c.dataset.test_split = "test"           # 297 images
-    m = c.model
-    m.levels = 2                            # 8x8 -> 4x4
-    m.blocks_per_level = 2
-    m.fc_blocks = 1
-    m.alpha = 0.05
-    m.init_power_iterations = 100
-    if model_name == "idensenet":
-        m.depth = 2
-        m.growth = 32
-        m.fc_growth = 16
-        m.fc_first_features = 32
-    else:
-        m.hidden_channels = 32
-        m.fc_hidden = 64
-    c.batch_size = 64
-    c.eval_batch_size = 300
-    c.init_batch_size = 256
-    c.num_train_steps = 1200
-    c.optim.name = "adam"
-    c.optim.learning_rate = 2e-3
-    c.optim.b2 = 0.99
-    c.optim.warmup_steps = 50
-    c.optim.schedule = "cosine"
-    c.optim.final_lr_fraction = 0.05
-    c.optim.grad_clip_norm = 5.0
-    c.ema_decay = 0.99
-    c.log_every = 25
-    c.eval_every = 200
-    c.checkpoint_every = 400
-    c.keep_checkpoints = 1
-    c.sample_temperatures = (0.7, 1.0)
-    c.num_samples = 36
-    return c
+VARIANTS = ("", "small")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-    c = default_config()
-    c.model.name = "resflow"
-    c.model.kernels = (3, 1, 3)
-    c.model.activation = "lipswish"
-    c.model.coeff = 0.98
-    c.model.factor_out = False
-    c.model.estimator = "roulette"
-    c.model.n_exact_terms = 2
-    c.model.distribution = "poisson"
-    c.model.lam = 2.0
-    c.model.neumann_grad = True
-    apply_small(c, "resflow")
+    common.check_variant("resflow_digits", arg, VARIANTS)
+    c = common.residual_small(default_config(), "resflow")
     if arg == "small":
         return c
-    if arg:
-        raise ValueError(f"resflow_digits: unknown config variant {arg!r}; use '' or 'small'.")
     c.model.blocks_per_level = 4
     c.model.hidden_channels = 64
     c.model.fc_blocks = 2

@@ -15,27 +15,35 @@ the contraction ``x <- y - g(x)`` (:func:`jaxflows.ops.fixed_point_inverse`, a
 
     \log|\det(I + J_g(x))| = \sum_{k\ge 1} \frac{(-1)^{k+1}}{k}\operatorname{tr}(J_g^k)
 
-is computed by :func:`jaxflows.ops.log_det`, chosen by ``estimator``:
+is computed by :func:`jaxflows.ops.log_det`, chosen by ``estimator`` (a
+:class:`~jaxflows.bijectors.residual_settings.LogDetEstimator`):
 
-================  ===========================================  ===========================
-``estimator``     ``train=True`` (stream ``"logdet"``)          ``train=False`` (evaluation)
-================  ===========================================  ===========================
-``"exact"``       ``jacfwd`` + ``slogdet`` (small inputs)       same
-``"series"``      ``n_terms``-term series, Hutchinson (biased,  ``eval_estimator``
-                  i-ResNet, Behrmann et al. 2019 eq. 6)
-``"roulette"``    Russian roulette, unbiased (Chen et al.       ``eval_estimator``
-                  2019 eq. 7), Neumann-series gradient (Thm 2,
-                  ``neumann_grad=True``: memory independent of
-                  the number of terms)
-================  ===========================================  ===========================
+==================  ===========================================  ===========================
+``estimator.kind``  ``train=True`` (stream ``"logdet"``)          ``train=False`` (evaluation)
+==================  ===========================================  ===========================
+``"exact"``         ``jacfwd`` + ``slogdet`` (small inputs)       same
+``"series"``        ``n_terms``-term series, Hutchinson (biased,  ``eval_estimator``
+                    i-ResNet, Behrmann et al. 2019 eq. 6)
+``"roulette"``      Russian roulette, unbiased (Chen et al.       ``eval_estimator``
+                    2019 eq. 7), Neumann-series gradient (Thm 2,
+                    ``neumann_grad=True``: memory independent of
+                    the number of terms)
+==================  ===========================================  ===========================
 
-``eval_estimator`` is ``"eval"`` (deterministic: ``eval_terms`` series terms with a fixed
-set of ``eval_samples`` Gaussian probes, high accuracy), ``"exact"``, or ``"series"``
-(the training series with a fixed probe).
+``eval_estimator`` (an :class:`~jaxflows.bijectors.residual_settings.EvalEstimator`) has
+``kind="eval"`` (default, deterministic: ``n_terms=20`` series terms with a fixed set of
+``n_samples=8`` Gaussian probes per example), ``"exact"``, or ``"series"`` (the training
+series with a fixed probe). The inverse's fixed-point iteration follows ``solver`` (a
+:class:`~jaxflows.bijectors.residual_settings.FixedPointSolver`) and the layers' spectral
+normalisation ``spectral_norm`` (a
+:class:`~jaxflows.bijectors.residual_settings.SpectralNorm`: coefficient ``coeff`` and
+power iterations). Each of the four fields takes the settings object or a ``dict`` of
+its fields (``estimator=dict(kind="series", n_terms=5)``: the given fields replace the
+defaults).
 
-``Lip(g) < c`` is guaranteed by construction: every linear map is spectrally
-normalised by its **operator** norm (:mod:`jaxflows.nn.lipschitz`), activations are
-1-Lipschitz (LipSwish, CLipSwish, ELU), so ``Lip(g) <= c^{#layers} < c``.
+``Lip(g) < c`` (``c = spectral_norm.coeff``) is guaranteed by construction: every linear
+map is spectrally normalised by its **operator** norm (:mod:`jaxflows.nn.lipschitz`),
+activations are 1-Lipschitz (LipSwish, CLipSwish, ELU), so ``Lip(g) <= c^{#layers} < c``.
 
 Branches
 --------
@@ -88,7 +96,8 @@ Variables: ``"params"`` (weights, LipSwish betas, concatenation weights) and
 
 References:
   Behrmann, Grathwohl, Chen, Duvenaud, Jacobsen. Invertible Residual Networks. ICML 2019.
-  Chen, Behrmann, Duvenaud, Jacobsen. Residual Flows for Invertible Generative Modeling. NeurIPS 2019.
+  Chen, Behrmann, Duvenaud, Jacobsen. Residual Flows for Invertible Generative Modeling.
+    NeurIPS 2019.
   Perugachi-Diaz, Tomczak, Bhulai. Invertible DenseNets with Concatenated LipSwish. NeurIPS 2021.
   Mukherjee, Patro, Namboodiri. Attentive Contractive Flow with Lipschitz Constrained
     Self-Attention. arXiv:2109.12135 (the ``attention`` field).
@@ -104,15 +113,23 @@ import jax
 import jax.numpy as jnp
 
 from jaxflows.bijectors.base import Bijector
-from jaxflows.nn.lipschitz import (CLipSwish, LipSwish, SpectralConv, SpectralDense,
-                                   check_coefficient)
+from jaxflows.bijectors.residual_settings import (
+    EvalEstimator,
+    FixedPointSolver,
+    LogDetEstimator,
+    SpectralNorm,
+    as_settings,
+)
+from jaxflows.nn.lipschitz import CLipSwish, LipSwish, SpectralConv, SpectralDense
 from jaxflows.ops import fixed_point_inverse, log_det
 
-__all__ = ["ResidualBlock", "DenseResidualBlock", "fixed_point_report"]
+__all__ = ["ResidualBlock", "DenseResidualBlock", "fixed_point_report", "LogDetEstimator",
+           "EvalEstimator", "FixedPointSolver", "SpectralNorm"]
 
 Array = jax.Array
-_ESTIMATORS = ("exact", "series", "roulette")
-_EVAL_ESTIMATORS = ("eval", "exact", "series")
+# The settings fields of every residual block and their classes.
+_SETTINGS = (("estimator", LogDetEstimator), ("eval_estimator", EvalEstimator),
+             ("solver", FixedPointSolver), ("spectral_norm", SpectralNorm))
 _ACTIVATIONS = ("lipswish", "clipswish", "elu")
 _STATE = ("params", "lipschitz")
 
@@ -127,10 +144,9 @@ def _activation(name: str, who: str):
     raise ValueError(f"{who}: activation must be one of {_ACTIVATIONS}, got {name!r}.")
 
 
-def _spectral(conv: bool, features: int, kernel: int, coeff: float, n_iterations: int,
-              init_iterations: int) -> nn.Module:
+def _spectral(conv: bool, features: int, kernel: int, spectral_norm: SpectralNorm) -> nn.Module:
     """A spectrally normalised ``kernel x kernel`` convolution (images) or dense layer."""
-    sn = dict(coeff=coeff, n_iterations=n_iterations, init_iterations=init_iterations)
+    sn = spectral_norm.layer_kwargs()
     return SpectralConv(features, (kernel, kernel), **sn) if conv else SpectralDense(features, **sn)
 
 
@@ -138,11 +154,9 @@ class _Branch(nn.Module, kw_only=True):
     """Fields and input handling shared by the branches ``g`` of the residual blocks."""
 
     out_features: int
-    coeff: float
+    spectral_norm: SpectralNorm
     activation: str
     conv: bool
-    n_iterations: int
-    init_iterations: int
     attention: Optional[Callable[..., nn.Module]] = None
 
     def _input(self, x):
@@ -153,8 +167,7 @@ class _Branch(nn.Module, kw_only=True):
         return h
 
     def _layer(self, features: int, kernel: int) -> nn.Module:
-        return _spectral(self.conv, features, kernel, self.coeff, self.n_iterations,
-                         self.init_iterations)
+        return _spectral(self.conv, features, kernel, self.spectral_norm)
 
 
 class _ResNetBranch(_Branch):
@@ -186,27 +199,24 @@ class _DenseLayer(nn.Module):
     """``h -> [eta1 h, eta2 CLipSwish(W h)]`` with ``sqrt(eta1^2 + eta2^2) = coeff``."""
 
     growth: int
-    coeff: float
+    spectral_norm: SpectralNorm
     activation: str
     conv: bool
     kernel_size: int
     learnable_concat: bool
-    n_iterations: int
-    init_iterations: int
 
     @nn.compact
     def __call__(self, h, train=False):
         act, mult = _activation(self.activation, "DenseResidualBlock")
         feats = max(self.growth // mult, 1)
-        z = _spectral(self.conv, feats, self.kernel_size, self.coeff, self.n_iterations,
-                      self.init_iterations)(h, train=train)
+        z = _spectral(self.conv, feats, self.kernel_size, self.spectral_norm)(h, train=train)
         z = act(z)
         if self.learnable_concat:
             k = self.param("concat_weights", nn.initializers.ones, (2,), jnp.float32)
         else:
             k = jnp.ones((2,), jnp.float32)
         eta = jax.nn.softplus(k) + 0.1
-        eta = (self.coeff * eta / jnp.sqrt(jnp.sum(jnp.square(eta)))).astype(h.dtype)
+        eta = (self.spectral_norm.coeff * eta / jnp.sqrt(jnp.sum(jnp.square(eta)))).astype(h.dtype)
         return jnp.concatenate([eta[0] * h, eta[1] * z], axis=-1)
 
 
@@ -226,8 +236,8 @@ class _DenseBranch(_Branch):
             # The reference's fully connected i-DenseNet first maps D -> 64 features.
             h = self._layer(self.first_features, 1)(h, train=train)
         for _ in range(self.depth):
-            h = _DenseLayer(self.growth, self.coeff, self.activation, self.conv, self.kernel_size,
-                            self.learnable_concat, self.n_iterations, self.init_iterations)(h, train=train)
+            h = _DenseLayer(self.growth, self.spectral_norm, self.activation, self.conv,
+                            self.kernel_size, self.learnable_concat)(h, train=train)
         h = self._layer(self.out_features, 1)(h, train=train)
         return h.reshape(x.shape)
 
@@ -237,29 +247,24 @@ class _ResidualBase(Bijector, kw_only=True):
 
     Holds the fields common to every residual block (keyword-only, so that the
     subclasses' own fields keep their positional order); see :class:`ResidualBlock`
-    for their meaning.
+    for their meaning. The four settings fields accept a ``dict`` of fields too,
+    converted when the block is constructed
+    (:func:`~jaxflows.bijectors.residual_settings.as_settings`).
     """
 
-    coeff: float = 0.98
     fully_connected: bool = False
     attention: Optional[Callable[..., nn.Module]] = None
-    estimator: str = "roulette"
-    n_terms: int = 5
-    n_exact_terms: int = 2
-    distribution: str = "poisson"
-    p: float = 0.5
-    lam: float = 2.0
-    neumann_grad: bool = True
-    n_samples: int = 1
-    probe: str = "gaussian"
-    eval_estimator: str = "eval"
-    eval_terms: int = 20
-    eval_samples: int = 8
-    rtol: Optional[float] = None
-    atol: Optional[float] = None
-    max_iter: int = 1000
-    n_power_iterations: int = 2
-    init_power_iterations: int = 200
+    estimator: LogDetEstimator = LogDetEstimator()
+    eval_estimator: EvalEstimator = EvalEstimator()
+    solver: FixedPointSolver = FixedPointSolver()
+    spectral_norm: SpectralNorm = SpectralNorm()
+
+    def __post_init__(self):
+        who = type(self).__name__
+        for name, cls in _SETTINGS:
+            object.__setattr__(self, name, as_settings(cls, getattr(self, name), name=name,
+                                                       who=who))
+        super().__post_init__()
 
     def _branch(self, conv: bool, out_features: int) -> nn.Module:
         """The branch ``g`` (a fresh submodule named ``"g"``) for this input kind."""
@@ -267,34 +272,11 @@ class _ResidualBase(Bijector, kw_only=True):
 
     def _branch_fields(self, conv: bool, out_features: int) -> Dict[str, Any]:
         """The :class:`_Branch` fields every branch takes from its block."""
-        return dict(out_features=out_features, coeff=self.coeff, activation=self.activation,
-                    conv=conv, n_iterations=self.n_power_iterations,
-                    init_iterations=self.init_power_iterations, attention=self.attention)
+        return dict(out_features=out_features, spectral_norm=self.spectral_norm,
+                    activation=self.activation, conv=conv, attention=self.attention)
 
     def _check(self, x: Array) -> bool:
         who = type(self).__name__
-        check_coefficient(self.coeff, who)
-        if self.estimator not in _ESTIMATORS:
-            raise ValueError(f"{who}: estimator must be one of {_ESTIMATORS}, got {self.estimator!r}.")
-        if self.eval_estimator not in _EVAL_ESTIMATORS:
-            raise ValueError(f"{who}: eval_estimator must be one of {_EVAL_ESTIMATORS}, "
-                             f"got {self.eval_estimator!r}.")
-        if self.distribution not in ("geometric", "poisson"):
-            raise ValueError(f"{who}: distribution must be 'geometric' or 'poisson', "
-                             f"got {self.distribution!r}.")
-        if self.distribution == "geometric" and not 0.0 < self.p < 1.0:
-            raise ValueError(f"{who}: p (geometric roulette probability) must lie strictly in "
-                             f"(0, 1), got {self.p!r}.")
-        if self.distribution == "poisson" and not self.lam > 0.0:
-            raise ValueError(f"{who}: lam (Poisson rate) must be > 0, got {self.lam!r}.")
-        for name in ("n_terms", "n_samples", "eval_terms", "eval_samples", "max_iter"):
-            val = getattr(self, name)
-            if not (isinstance(val, int) and val >= 1):
-                raise ValueError(f"{who}: {name} must be an integer >= 1, got {val!r}.")
-        for name in ("rtol", "atol"):
-            val = getattr(self, name)
-            if val is not None and not val > 0:
-                raise ValueError(f"{who}: {name} must be positive (or None for the default), got {val!r}.")
         if x.ndim == 4:
             conv = not self.fully_connected
         elif x.ndim == 2:
@@ -314,7 +296,8 @@ class _ResidualBase(Bijector, kw_only=True):
 
     def _branch_state(self, x: Array, train: bool):
         """Builds the branch ``g``, creates/updates its state, and returns the unbound
-        branch module with its variables, so ``g`` runs as a pure function."""
+        branch module with its variables, so ``g`` runs as a pure function.
+        """
         conv = self._check(x)
         out = x.shape[-1] if conv else math.prod(x.shape[1:])
         branch = self._branch(conv, out)
@@ -327,18 +310,13 @@ class _ResidualBase(Bijector, kw_only=True):
 
     def _estimator_config(self, train: bool) -> Tuple[Tuple[str, Any], ...]:
         """The ``log_det`` keywords for this mode, as a hashable tuple."""
-        est = self.estimator
-        common = (("n_samples", self.n_samples), ("probe", self.probe))
-        if est == "exact" or (not train and self.eval_estimator == "exact"):
-            return (("estimator", "exact"),)
-        if not train and self.eval_estimator == "eval":
-            return (("estimator", "eval"), ("n_terms", self.eval_terms),
-                    ("n_samples", self.eval_samples), ("probe", self.probe))
-        if est == "series" or not train:
-            return (("estimator", "series"), ("n_terms", self.n_terms)) + common
-        return (("estimator", "neumann" if self.neumann_grad else "roulette"),
-                ("n_exact_terms", self.n_exact_terms), ("distribution", self.distribution),
-                ("p", float(self.p)), ("lam", float(self.lam))) + common
+        if train:
+            return self.estimator.log_det_kwargs()
+        return self.eval_estimator.log_det_kwargs(self.estimator)
+
+    def _solver_config(self) -> Tuple[Tuple[str, Any], ...]:
+        """The ``fixed_point_inverse`` keywords, as a hashable tuple."""
+        return tuple(self.solver.kwargs().items())
 
     @nn.compact
     def transform(self, x, inverse, context, train):
@@ -350,8 +328,7 @@ class _ResidualBase(Bijector, kw_only=True):
         if not inverse:
             gx, ld = _forward(module, config, state, x, key)
             return x + gx, ld
-        solver = (("rtol", self.rtol), ("atol", self.atol), ("max_iter", self.max_iter))
-        xr, ld, info = _inverse(module, config, solver, state, x, key)
+        xr, ld, info = _inverse(module, config, self._solver_config(), state, x, key)
         self.sow("intermediates", "fixed_point",
                  {"iterations": info.iterations, "residual": info.residual,
                   "not_converged": jnp.logical_not(info.converged)})
@@ -365,7 +342,8 @@ def _pure(module: nn.Module) -> Callable[[Any, Array], Array]:
 @partial(jax.jit, static_argnums=(0, 1))
 def _forward(module, config, state, x, key):
     """``(g(x), log det(I + J_g(x)))``. Jitted with the (hashable) unbound branch and
-    estimator settings static: one compiled computation, also in eager use."""
+    estimator settings static: one compiled computation, also in eager use.
+    """
     return log_det(_pure(module), state, x, key=key, **dict(config))
 
 
@@ -385,7 +363,6 @@ class ResidualBlock(_ResidualBase):
       hidden_channels: width of the hidden layers of ``g``.
       kernels: kernel sizes of the convolutions of ``g`` (Residual Flows: ``(3, 1, 3)``);
         for vectors, an MLP with ``len(kernels)`` layers.
-      coeff: Lipschitz coefficient of every layer, in ``(0, 1)``; ``Lip(g) < coeff``.
       activation: "lipswish" (Residual Flows), "clipswish" or "elu" (i-ResNet).
       preact: apply the activation to the block input first (pre-activation).
       fully_connected: on images, use an MLP on the flattened event (Residual Flows'
@@ -394,20 +371,30 @@ class ResidualBlock(_ResidualBase):
         (convolutional) branch, ``g(x) = g_base(a(x))``, e.g. ACF's Lipschitz
         self-attention ``functools.partial(L2MultiHeadAttention, heads=2)``; called as
         ``attention(name="attention")`` (see "Attention in the branch" above).
-      estimator: "exact", "series" or "roulette" (see the module docstring).
-      n_terms: series terms for "series" (i-ResNet: 5).
-      n_exact_terms, distribution ("geometric"/"poisson"), p, lam: roulette settings
-        (Residual Flows: 2 exact terms, Poisson(2)).
-      neumann_grad: Neumann-series gradient for the roulette (memory-efficient).
-      n_samples, probe: Hutchinson probes per example and their law.
-      eval_estimator, eval_terms, eval_samples: deterministic evaluation estimator.
-      rtol, atol, max_iter: fixed-point inverse settings (``None``: 8 eps of the dtype).
-      n_power_iterations, init_power_iterations: spectral norm power iterations per
-        training call / at init.
+      estimator: the training log-det estimator,
+        :class:`~jaxflows.bijectors.residual_settings.LogDetEstimator` or a dict of its
+        fields; default: Residual Flows' roulette (2 exact terms + Poisson(2), one
+        Gaussian probe, Neumann gradient); i-ResNet: ``dict(kind="series", n_terms=5)``.
+      eval_estimator: the log-det estimator of ``train=False``,
+        :class:`~jaxflows.bijectors.residual_settings.EvalEstimator` or a dict; default:
+        deterministic 20-term series with 8 fixed Gaussian probes per example.
+      solver: the fixed-point inverse,
+        :class:`~jaxflows.bijectors.residual_settings.FixedPointSolver` or a dict
+        (tolerances ``rtol``/``atol``, default 4 eps of the dtype; ``max_iter`` 1000).
+      spectral_norm: :class:`~jaxflows.bijectors.residual_settings.SpectralNorm` or a
+        dict: Lipschitz coefficient ``coeff`` of every layer, in ``(0, 1)``, so
+        ``Lip(g) < coeff`` (default 0.98; i-ResNet 0.9), and power iterations per
+        training call (2) and at init (200).
 
     ``hidden_channels``, ``kernels``, ``activation`` and ``preact`` may be given
     positionally; every other field is keyword-only (shared with
     :class:`DenseResidualBlock`).
+
+    Example::
+
+        block = ResidualBlock(hidden_channels=64,
+                              estimator=dict(kind="series", n_terms=5),
+                              spectral_norm=SpectralNorm(coeff=0.9, n_iterations=5))
     """
 
     hidden_channels: int = 128
@@ -437,8 +424,9 @@ class DenseResidualBlock(_ResidualBase):
       kernel_size: kernel of the dense layers' convolutions (3).
       learnable_concat: learn the concatenation weights ``eta`` (else fixed, equal).
       activation: "clipswish" (paper) or "lipswish"/"elu".
-      Others (``coeff``, ``fully_connected``, ``attention``, the estimator, solver and
-      power-iteration settings: keyword-only) as :class:`ResidualBlock`.
+      Others (``fully_connected``, ``attention``, ``estimator``, ``eval_estimator``,
+      ``solver``, ``spectral_norm``: keyword-only) as :class:`ResidualBlock`; the
+      concatenation weights are normalised to ``spectral_norm.coeff``.
     """
 
     depth: int = 3
@@ -452,7 +440,8 @@ class DenseResidualBlock(_ResidualBase):
         for name in ("depth", "growth"):
             val = getattr(self, name)
             if not (isinstance(val, int) and val >= 1):
-                raise ValueError(f"DenseResidualBlock: {name} must be an integer >= 1, got {val!r}.")
+                raise ValueError(f"DenseResidualBlock: {name} must be an integer >= 1, "
+                                 f"got {val!r}.")
         if not (isinstance(self.kernel_size, int) and self.kernel_size % 2 == 1):
             raise ValueError(f"DenseResidualBlock: kernel_size must be an odd integer, "
                              f"got {self.kernel_size!r}.")

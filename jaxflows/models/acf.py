@@ -37,6 +37,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from jaxflows.bijectors.residual_settings import check_moved
 from jaxflows.distributions.flow import Flow
 from jaxflows.models.resflow import idensenet, iresnet, level_channels, resflow
 from jaxflows.nn.attention import L2MultiHeadAttention, LipNormAttention
@@ -54,7 +55,8 @@ _NOT_FORWARDED = ("image_shape", "attention")
 @dataclasses.dataclass(frozen=True)
 class _AttentionFactory:
     """``cls(heads=heads, **kwargs)``; compared and hashed by value (unlike a partial),
-    so equal configurations give equal (jit-cache-sharing) residual branches."""
+    so equal configurations give equal (jit-cache-sharing) residual branches.
+    """
 
     cls: type
     heads: int
@@ -115,8 +117,10 @@ def acf(image_shape, *, base: str = "resflow", attention: str = "l2", heads: int
         (:func:`~jaxflows.models.resflow.level_channels`).
       **base_kwargs: any other argument of the base factory (``levels``,
         ``blocks_per_level``, ``hidden_channels`` or ``growth``, ``fc_blocks``,
-        ``factor_out``, ``squeeze_first``, ``num_bins``, ``alpha``, ``coeff``,
-        ``estimator``, ...).
+        ``factor_out``, ``squeeze_first``, ``num_bins``, ``alpha``, and the settings
+        ``estimator``, ``eval_estimator``, ``solver``, ``spectral_norm``: objects of
+        :mod:`jaxflows.bijectors.residual_settings` or dicts of their fields, which
+        override the base factory's defaults).
 
     Returns:
       ``Flow`` whose ``log_prob`` is the density (nats) of the pixel values.
@@ -125,7 +129,10 @@ def acf(image_shape, *, base: str = "resflow", attention: str = "l2", heads: int
       ValueError: unknown ``base`` or ``attention``, ``heads`` not dividing the channels
         of some level, an argument the base factory does not take, or any error of the
         base factory.
+      TypeError: a keyword of the base factories that moved into a settings object
+        (``coeff=0.9``: pass ``spectral_norm=dict(coeff=0.9)``).
     """
+    check_moved(base_kwargs, "acf")
     if base not in BASES:
         raise ValueError(f"acf: base must be one of {BASES}, got {base!r}.")
     if attention not in ATTENTION_KINDS + ("none",):

@@ -23,11 +23,28 @@ image's shape); with ``factor_out=False`` (the Residual Flows default for MNIST 
 CIFAR-10) every coordinate goes through every level and the latent has shape
 ``(H / 2^(L-1), W / 2^(L-1), C 4^(L-1))``.
 
-Log-det estimators (``estimator``): ``"series"`` (i-ResNet, ``n_terms`` power-series
-terms, biased), ``"roulette"`` (Residual Flows: Russian roulette with
-``n_exact_terms`` exact terms and Poisson(``lam``) extra terms, unbiased, with the
-Neumann-series gradient), ``"exact"`` (tiny images, tests). ``train=False`` uses the
-deterministic evaluation estimator of the blocks (``eval_terms`` terms, fixed probes).
+Numerical settings of every block, one argument each (the settings objects of
+:mod:`jaxflows.bijectors.residual_settings`, or a ``dict`` of their fields, which then
+replace the fields of the factory's default):
+
+* ``estimator`` (:class:`~jaxflows.bijectors.residual_settings.LogDetEstimator`): the
+  training log-det, ``kind="series"`` (i-ResNet: ``n_terms=5`` power-series terms,
+  biased), ``"roulette"`` (Residual Flows: Russian roulette with ``n_exact_terms=2``
+  exact terms and Poisson(``lam=2``) extra terms, unbiased, with the Neumann-series
+  gradient) or ``"exact"`` (tiny images, tests);
+* ``eval_estimator`` (:class:`~jaxflows.bijectors.residual_settings.EvalEstimator`):
+  the log-det of ``train=False``, by default deterministic (20 series terms, 8 fixed
+  Gaussian probes per example);
+* ``solver`` (:class:`~jaxflows.bijectors.residual_settings.FixedPointSolver`): the
+  fixed-point inverse (tolerances, iteration cap 1000);
+* ``spectral_norm`` (:class:`~jaxflows.bijectors.residual_settings.SpectralNorm`): the
+  Lipschitz coefficient ``coeff`` of every layer (Residual Flows 0.98, i-ResNet 0.9)
+  and the power iterations per training step (2; i-ResNet 5) and at init (200).
+
+For example ``iresnet(shape, spectral_norm=dict(n_iterations=2))`` keeps i-ResNet's
+coefficient 0.9, and a config writes ``c.model.estimator = dict(kind="roulette",
+distribution="geometric", p=0.5)``. The old loose keywords (``coeff``, ``n_terms``,
+``eval_terms``, ``max_iter``, ...) raise a ``TypeError`` saying where they went.
 
 Attention (ACF): every factory takes ``attention``, a factory of a 1-Lipschitz module
 put at the start of the branch of every **convolutional** block (not of the fully
@@ -41,7 +58,7 @@ the density of pixel values (the ``-D log num_bins`` of the rescaling included).
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -50,14 +67,40 @@ from jaxflows.bijectors.base import Bijector, Chain, Identity, Repeat, check_unr
 from jaxflows.bijectors.normalization import ActNorm
 from jaxflows.bijectors.reshape import FlattenEvent, Squeeze
 from jaxflows.bijectors.residual import DenseResidualBlock, ResidualBlock
+from jaxflows.bijectors.residual_settings import (
+    EvalEstimator,
+    FixedPointSolver,
+    LogDetEstimator,
+    SpectralNorm,
+    as_settings,
+    moved_arguments,
+)
 from jaxflows.distributions.flow import Flow
-from jaxflows.models.common import (RENAMED, check_image_shape, identity_split, learned_split,
-                                     preprocessing_bijectors, renamed_arguments)
+from jaxflows.models.common import (
+    RENAMED,
+    check_image_shape,
+    identity_split,
+    learned_split,
+    preprocessing_bijectors,
+    renamed_arguments,
+)
 from jaxflows.models.multiscale import MultiScale
 
 __all__ = ["resflow", "iresnet", "idensenet", "residual_flow", "level_channels"]
 
 AttentionFactory = Optional[Callable[..., nn.Module]]
+EstimatorArg = Union[LogDetEstimator, Mapping[str, Any]]
+EvalEstimatorArg = Union[EvalEstimator, Mapping[str, Any]]
+SolverArg = Union[FixedPointSolver, Mapping[str, Any]]
+SpectralNormArg = Union[SpectralNorm, Mapping[str, Any]]
+
+# The factories' defaults (a dict argument overrides their fields).
+_RESFLOW_ESTIMATOR = LogDetEstimator()              # roulette: 2 exact + Poisson(2), Neumann
+_IRESNET_ESTIMATOR = LogDetEstimator(kind="series", n_terms=5)
+_EVAL_ESTIMATOR = EvalEstimator()                   # 20 terms, 8 fixed Gaussian probes
+_SOLVER = FixedPointSolver()                        # 4 eps tolerances, at most 1000 steps
+_RESFLOW_SPECTRAL_NORM = SpectralNorm()             # coeff 0.98, 2 power iterations per step
+_IRESNET_SPECTRAL_NORM = SpectralNorm(coeff=0.9, n_iterations=5)
 
 Array = jax.Array
 
@@ -177,65 +220,85 @@ def _layout(factory_args) -> dict:
     return {k: factory_args[k] for k in _LAYOUT}
 
 
-def _resnet_blocks(hidden_channels, fc_hidden, kernels, activation, attention, est):
+def _settings(who: str, estimator, eval_estimator, solver, spectral_norm, *,
+              default_estimator: LogDetEstimator = _RESFLOW_ESTIMATOR,
+              default_spectral_norm: SpectralNorm = _RESFLOW_SPECTRAL_NORM) -> Dict[str, Any]:
+    """The blocks' settings objects (dicts override the factory's defaults)."""
+    return dict(
+        estimator=as_settings(LogDetEstimator, estimator, default_estimator,
+                              name="estimator", who=who),
+        eval_estimator=as_settings(EvalEstimator, eval_estimator, _EVAL_ESTIMATOR,
+                                   name="eval_estimator", who=who),
+        solver=as_settings(FixedPointSolver, solver, _SOLVER, name="solver", who=who),
+        spectral_norm=as_settings(SpectralNorm, spectral_norm, default_spectral_norm,
+                                  name="spectral_norm", who=who))
+
+
+def _resnet_blocks(hidden_channels, fc_hidden, kernels, activation, attention, settings):
     """``(make_block, make_fc_block)`` of ResNet-branch blocks; attention in conv blocks only."""
-    common = dict(kernels=tuple(kernels), activation=activation, **est)
+    common = dict(kernels=tuple(kernels), activation=activation, **settings)
     return (functools.partial(ResidualBlock, hidden_channels=hidden_channels,
                               attention=attention, **common),
             functools.partial(ResidualBlock, hidden_channels=fc_hidden, fully_connected=True,
                               **common))
 
 
-def _estimator_kwargs(estimator, n_terms, n_exact_terms, distribution, lam, p, n_samples,
-                      neumann_grad, eval_terms, eval_samples, coeff, n_power_iterations,
-                      init_power_iterations, eval_estimator):
-    return dict(estimator=estimator, n_terms=n_terms, n_exact_terms=n_exact_terms,
-                distribution=distribution, lam=lam, p=p, n_samples=n_samples,
-                neumann_grad=neumann_grad, eval_terms=eval_terms, eval_samples=eval_samples,
-                coeff=coeff, n_power_iterations=n_power_iterations,
-                init_power_iterations=init_power_iterations, eval_estimator=eval_estimator)
-
-
 @renamed_arguments(RENAMED)
+@moved_arguments
 def resflow(image_shape: Sequence[int], *, num_bins: float = 256, levels: int = 3,
             blocks_per_level: Union[int, Sequence[int]] = 16, hidden_channels: int = 512,
             kernels: Sequence[int] = (3, 1, 3), activation: str = "lipswish",
-            coeff: float = 0.98, fc_blocks: int = 4, fc_hidden: int = 128,
-            factor_out: bool = False, actnorm: bool = True, alpha: float = 0.05,
-            estimator: str = "roulette", n_terms: int = 5, n_exact_terms: int = 2,
-            distribution: str = "poisson", lam: float = 2.0, p: float = 0.5,
-            n_samples: int = 1, neumann_grad: bool = True, eval_terms: int = 20,
-            eval_samples: int = 8, eval_estimator: str = "eval", n_power_iterations: int = 2,
-            init_power_iterations: int = 200, preprocessing: str = "logit",
-            squeeze_first: bool = False, learn_split_prior: bool = False,
-            remat: bool = False, unroll: Union[int, bool] = 1,
-            attention: AttentionFactory = None) -> Flow:
+            fc_blocks: int = 4, fc_hidden: int = 128, factor_out: bool = False,
+            actnorm: bool = True, alpha: float = 0.05,
+            estimator: EstimatorArg = _RESFLOW_ESTIMATOR,
+            eval_estimator: EvalEstimatorArg = _EVAL_ESTIMATOR, solver: SolverArg = _SOLVER,
+            spectral_norm: SpectralNormArg = _RESFLOW_SPECTRAL_NORM,
+            preprocessing: str = "logit", squeeze_first: bool = False,
+            learn_split_prior: bool = False, remat: bool = False,
+            unroll: Union[int, bool] = 1, attention: AttentionFactory = None) -> Flow:
     """Residual Flow (Chen et al. 2019) on images of shape ``image_shape = (H, W, C)``.
 
     Defaults are the reference CIFAR-10 model (``train_img.py``): 3 levels of 16 blocks,
     512 hidden channels, kernels 3-1-3, LipSwish, coefficient 0.98, ActNorm after every
     block, no factor-out, 4 fully connected end blocks of width 128, Russian roulette
     with 2 exact terms + Poisson(2) terms, one Gaussian probe and the Neumann gradient;
-    logit preprocessing with ``alpha = 0.05`` (MNIST: ``1e-6``).
+    evaluation by the deterministic 20-term series with 8 probes; logit preprocessing
+    with ``alpha = 0.05`` (MNIST: ``1e-6``).
 
     Args:
       image_shape: ``(H, W, C)``, ``H`` and ``W`` divisible by ``2 ** (levels - 1)``.
       num_bins: number of pixel values (inputs are dequantised values in ``[0, num_bins)``).
-      levels, blocks_per_level: number of scales and residual blocks per scale.
-      hidden_channels, kernels, activation, coeff: the residual branches (see
+      levels: number of scales.
+      blocks_per_level: residual blocks per scale (an int, or one per scale).
+      hidden_channels: width of the convolutional branches (see
         :class:`~jaxflows.bijectors.residual.ResidualBlock`).
-      fc_blocks, fc_hidden: fully connected end blocks (0 for none) and their width.
+      kernels: kernel sizes of the branch convolutions.
+      activation: ``"lipswish"``, ``"clipswish"`` or ``"elu"``.
+      fc_blocks: fully connected end blocks (0 for none).
+      fc_hidden: width of the fully connected end blocks.
       factor_out: factor out half of the channels at each squeeze (multi-scale).
       actnorm: ActNorm after every block.
       alpha: the logit transform's margin.
-      estimator, n_terms, n_exact_terms, distribution, lam, p, n_samples, neumann_grad,
-        eval_terms, eval_samples: log-det estimator settings of every block.
-      eval_estimator: the blocks' estimator for ``train=False``: ``"eval"``
-        (deterministic ``eval_terms``-term series), ``"exact"`` (tiny images) or
-        ``"series"`` (see :class:`~jaxflows.bijectors.residual.ResidualBlock`).
-      n_power_iterations, init_power_iterations: spectral-norm power iterations per
-        training step / at init.
-      preprocessing, squeeze_first, learn_split_prior: see :func:`residual_flow`.
+      estimator: training log-det estimator of every block
+        (:class:`~jaxflows.bijectors.residual_settings.LogDetEstimator` or a dict of
+        fields overriding the default: roulette, 2 exact terms + Poisson(2), one Gaussian
+        probe, Neumann gradient).
+      eval_estimator: the blocks' estimator for ``train=False``
+        (:class:`~jaxflows.bijectors.residual_settings.EvalEstimator` or a dict; default
+        deterministic 20-term series with 8 fixed probes; ``dict(kind="exact")`` for tiny
+        images).
+      solver: fixed-point inverse settings
+        (:class:`~jaxflows.bijectors.residual_settings.FixedPointSolver` or a dict:
+        ``rtol``, ``atol``, ``max_iter``, ``stall_patience``).
+      spectral_norm: :class:`~jaxflows.bijectors.residual_settings.SpectralNorm` or a
+        dict: Lipschitz coefficient (0.98) and power iterations per training step (2) /
+        at init (200).
+      preprocessing: ``"logit"`` (``LogitTransform(alpha)``) or ``"shift"``
+        (``x / num_bins - 0.5``).
+      squeeze_first: every level starts with a squeeze (i-ResNet) instead of ending
+        with one.
+      learn_split_prior: factored-out halves get Glow's learned prior instead of
+        ``N(0, I)``.
       remat: rematerialise each block in the backward pass.
       unroll: blocks per compiled loop iteration (``True``: each run of blocks fully
         unrolled; see :class:`~jaxflows.bijectors.Repeat`). Unrolling made the CPU
@@ -244,24 +307,23 @@ def resflow(image_shape: Sequence[int], *, num_bins: float = 256, levels: int = 
       attention: ``None``, or a factory of a 1-Lipschitz module applied first in the branch
         of every convolutional block (ACF; see :func:`jaxflows.models.acf`).
     """
-    est = _estimator_kwargs(estimator, n_terms, n_exact_terms, distribution, lam, p, n_samples,
-                            neumann_grad, eval_terms, eval_samples, coeff, n_power_iterations,
-                            init_power_iterations, eval_estimator)
+    settings = _settings("resflow", estimator, eval_estimator, solver, spectral_norm)
     make_block, make_fc = _resnet_blocks(hidden_channels, fc_hidden, kernels, activation,
-                                         attention, est)
+                                         attention, settings)
     return residual_flow(image_shape, make_block=make_block, make_fc_block=make_fc,
                          who="resflow", **_layout(locals()))
 
 
 @renamed_arguments(RENAMED)
+@moved_arguments
 def iresnet(image_shape: Sequence[int], *, num_bins: float = 256, levels: int = 3,
             blocks_per_level: Union[int, Sequence[int]] = 16, hidden_channels: int = 512,
-            kernels: Sequence[int] = (3, 1, 3), activation: str = "elu", coeff: float = 0.9,
-            n_terms: int = 5, n_samples: int = 1, factor_out: bool = True,
-            fc_blocks: int = 0, fc_hidden: int = 128, actnorm: bool = True,
-            alpha: float = 0.05, eval_terms: int = 20, eval_samples: int = 8,
-            eval_estimator: str = "eval",
-            n_power_iterations: int = 5, init_power_iterations: int = 200,
+            kernels: Sequence[int] = (3, 1, 3), activation: str = "elu",
+            factor_out: bool = True, fc_blocks: int = 0, fc_hidden: int = 128,
+            actnorm: bool = True, alpha: float = 0.05,
+            estimator: EstimatorArg = _IRESNET_ESTIMATOR,
+            eval_estimator: EvalEstimatorArg = _EVAL_ESTIMATOR, solver: SolverArg = _SOLVER,
+            spectral_norm: SpectralNormArg = _IRESNET_SPECTRAL_NORM,
             preprocessing: str = "shift", squeeze_first: bool = True,
             learn_split_prior: bool = True, remat: bool = False, unroll: Union[int, bool] = 1,
             attention: AttentionFactory = None) -> Flow:
@@ -275,53 +337,54 @@ def iresnet(image_shape: Sequence[int], *, num_bins: float = 256, levels: int = 
     **truncated** power series with 5 terms and one Hutchinson probe in training
     (biased; evaluation uses the deterministic 20-term estimator). No fully connected
     end blocks (``fc_blocks=0``). ``preprocessing="logit"`` uses ``alpha``. Other
-    arguments (``attention`` included) as :func:`resflow`.
+    arguments (``attention`` included) as :func:`resflow`; the defaults of ``estimator``
+    (``LogDetEstimator(kind="series", n_terms=5)``) and ``spectral_norm``
+    (``SpectralNorm(coeff=0.9, n_iterations=5)``) are i-ResNet's, and a dict overrides
+    their fields.
     """
-    est = _estimator_kwargs("series", n_terms, 2, "poisson", 2.0, 0.5, n_samples, False,
-                            eval_terms, eval_samples, coeff, n_power_iterations,
-                            init_power_iterations, eval_estimator)
+    settings = _settings("iresnet", estimator, eval_estimator, solver, spectral_norm,
+                         default_estimator=_IRESNET_ESTIMATOR,
+                         default_spectral_norm=_IRESNET_SPECTRAL_NORM)
     make_block, make_fc = _resnet_blocks(hidden_channels, fc_hidden, kernels, activation,
-                                         attention, est)
+                                         attention, settings)
     return residual_flow(image_shape, make_block=make_block, make_fc_block=make_fc,
                          who="iresnet", **_layout(locals()))
 
 
 @renamed_arguments(RENAMED)
+@moved_arguments
 def idensenet(image_shape: Sequence[int], *, num_bins: float = 256, levels: int = 3,
               blocks_per_level: Union[int, Sequence[int]] = 16, depth: int = 3,
               growth: int = 172, fc_blocks: int = 4, fc_growth: int = 32,
               fc_first_features: int = 64, activation: str = "clipswish",
-              learnable_concat: bool = True, coeff: float = 0.98, factor_out: bool = False,
-              actnorm: bool = True, alpha: float = 0.05, estimator: str = "roulette",
-              n_terms: int = 5, n_exact_terms: int = 2, distribution: str = "poisson",
-              lam: float = 2.0, p: float = 0.5, n_samples: int = 1, neumann_grad: bool = True,
-              eval_terms: int = 20, eval_samples: int = 8, eval_estimator: str = "eval",
-              n_power_iterations: int = 2,
-              init_power_iterations: int = 200, preprocessing: str = "logit",
-              squeeze_first: bool = False, learn_split_prior: bool = False,
-              remat: bool = False, unroll: Union[int, bool] = 1,
-            attention: AttentionFactory = None) -> Flow:
+              learnable_concat: bool = True, factor_out: bool = False, actnorm: bool = True,
+              alpha: float = 0.05, estimator: EstimatorArg = _RESFLOW_ESTIMATOR,
+              eval_estimator: EvalEstimatorArg = _EVAL_ESTIMATOR, solver: SolverArg = _SOLVER,
+              spectral_norm: SpectralNormArg = _RESFLOW_SPECTRAL_NORM,
+              preprocessing: str = "logit", squeeze_first: bool = False,
+              learn_split_prior: bool = False, remat: bool = False,
+              unroll: Union[int, bool] = 1, attention: AttentionFactory = None) -> Flow:
     """Invertible DenseNet (Perugachi-Diaz et al. 2021) on images.
 
     Defaults are the paper's CIFAR-10 model (reference README): the Residual Flows
     layout (3 levels x 16 blocks, ActNorm, no factor-out, 4 fully connected end blocks)
     with DenseNet blocks of depth 3 and growth 172, CLipSwish, learnable concatenation,
     coefficient 0.98; the fully connected blocks map ``D -> 64`` then grow by 32 per
-    dense layer. Roulette + Neumann estimator as Residual Flows. ``attention``: as
-    :func:`resflow` (convolutional blocks only).
+    dense layer. Roulette + Neumann estimator, evaluation estimator, solver and spectral
+    normalisation as Residual Flows (:func:`resflow`). ``attention``: as :func:`resflow`
+    (convolutional blocks only).
     """
-    est = _estimator_kwargs(estimator, n_terms, n_exact_terms, distribution, lam, p, n_samples,
-                            neumann_grad, eval_terms, eval_samples, coeff, n_power_iterations,
-                            init_power_iterations, eval_estimator)
+    settings = _settings("idensenet", estimator, eval_estimator, solver, spectral_norm)
     # The DenseNet block has no pre-activation; ``preact`` (first block) is ignored.
     def make_block(preact: bool = True):
         return DenseResidualBlock(depth=depth, growth=growth, activation=activation,
-                                  learnable_concat=learnable_concat, attention=attention, **est)
+                                  learnable_concat=learnable_concat, attention=attention,
+                                  **settings)
 
     def make_fc(preact: bool = True):
         return DenseResidualBlock(depth=depth, growth=fc_growth, first_features=fc_first_features,
                                   activation=activation, learnable_concat=learnable_concat,
-                                  fully_connected=True, **est)
+                                  fully_connected=True, **settings)
 
     return residual_flow(image_shape, make_block=make_block, make_fc_block=make_fc,
                          who="idensenet", **_layout(locals()))

@@ -1,15 +1,17 @@
 """Registry entries for the residual-flow bijectors (i-ResNet / Residual Flows / i-DenseNet).
 
-They use ``estimator="exact"`` so that the log-det is the exact Jacobian log-det, and
-``prepare_variables`` re-runs the power iterations after the random perturbation of
-the weights, so the spectral normalisation is accurate for the perturbed weights
-(without it the stored singular vectors belong to the initial weights).
+They use ``estimator=LogDetEstimator(kind="exact")`` (or the same as a dict) so that the
+log-det is the exact Jacobian log-det, and ``prepare_variables`` re-runs the power
+iterations after the random perturbation of the weights, so the spectral normalisation
+is accurate for the perturbed weights (without it the stored singular vectors belong to
+the initial weights).
 """
 import functools
 
 import jax
 
 from jaxflows.bijectors.residual import DenseResidualBlock, ResidualBlock
+from jaxflows.bijectors.residual_settings import LogDetEstimator
 from jaxflows.nn.attention import L2MultiHeadAttention
 from jaxflows.nn.lipschitz import update_lipschitz_state
 from jaxflows.testing import BijectorCase
@@ -28,20 +30,22 @@ def _case(name, make, shape, **kw):
                         recon_atol=1e-9, **kw)
 
 
+EXACT = LogDetEstimator(kind="exact")
+
 CASES = [
     _case("residual_block_conv",
-          lambda: ResidualBlock(hidden_channels=8, estimator="exact"), (2, 4, 4, 2)),
+          lambda: ResidualBlock(hidden_channels=8, estimator=EXACT), (2, 4, 4, 2)),
     # ACF: L2 self-attention first in the branch (gamma perturbed away from 0).
     _case("residual_block_conv_attention",
           lambda: ResidualBlock(hidden_channels=4, kernels=(3, 1),
-                                estimator="exact",
+                                estimator=dict(kind="exact"),
                                 attention=functools.partial(L2MultiHeadAttention, heads=2)),
           (2, 2, 2, 2)),
     _case("residual_block_mlp",
-          lambda: ResidualBlock(hidden_channels=8, estimator="exact"), (3, 5)),
+          lambda: ResidualBlock(hidden_channels=8, estimator=EXACT), (3, 5)),
     _case("dense_residual_block_conv",
-          lambda: DenseResidualBlock(depth=2, growth=4, estimator="exact"), (2, 4, 4, 2)),
+          lambda: DenseResidualBlock(depth=2, growth=4, estimator=EXACT), (2, 4, 4, 2)),
     _case("dense_residual_block_mlp",
-          lambda: DenseResidualBlock(depth=2, growth=4, first_features=8, estimator="exact"),
+          lambda: DenseResidualBlock(depth=2, growth=4, first_features=8, estimator=EXACT),
           (3, 6)),
 ]
