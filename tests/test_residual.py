@@ -313,14 +313,6 @@ def test_factory_solver_reaches_the_inverse():
     assert report["max_iterations"] == 1 and report["num_not_converged"] > 0
 
 
-def test_acf_accepted_kwargs_lists_the_settings():
-    from jaxflows.models.acf import accepted_kwargs
-    for base in ("resflow", "iresnet", "idensenet"):
-        names = accepted_kwargs({"base": base})
-        assert {"estimator", "eval_estimator", "solver", "spectral_norm"} <= set(names)
-        assert not {"coeff", "n_terms", "eval_terms", "max_iter"} & set(names)
-
-
 # --------------------------------------------------------------------------------------
 # Settings objects (jaxflows.bijectors.residual_settings)
 # --------------------------------------------------------------------------------------

@@ -86,20 +86,6 @@ def _base_params(base: str) -> Mapping[str, inspect.Parameter]:
     return {k: p for k, p in params.items() if k not in _NOT_FORWARDED}
 
 
-def accepted_kwargs(model_kwargs: Mapping[str, Any]) -> Tuple[str, ...]:
-    """Keyword arguments :func:`acf` accepts given ``model_kwargs`` (which pick the base).
-
-    ``base``, ``attention``, ``heads`` and every argument of the base factory
-    (:func:`~jaxflows.models.resflow.resflow`, ``iresnet`` or ``idensenet``) but
-    ``image_shape``. ``jaxflows.train.validate_config`` uses it to check
-    ``config.model`` before any compute.
-    """
-    base = model_kwargs.get("base", "resflow")
-    if base not in BASES:
-        raise ValueError(f"acf: base must be one of {BASES}, got {base!r}.")
-    return ("base", "attention", "heads") + tuple(_base_params(base))
-
-
 def acf(image_shape, *, base: str = "resflow", attention: str = "l2", heads: int = 1,
         **base_kwargs) -> Flow:
     """An ACF flow on images: the ``base`` residual flow with attention in its branches.
@@ -159,8 +145,6 @@ def acf(image_shape, *, base: str = "resflow", attention: str = "l2", heads: int
                         f"({c} at level {level}; channels per level {channels}).")
     return _FACTORIES[base](image_shape, attention=factory, **base_kwargs)
 
-
-acf.accepted_kwargs = accepted_kwargs
 
 
 def attention_gains(params: Any) -> Dict[str, float]:
