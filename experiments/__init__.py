@@ -1,1 +1,4 @@
-"""Experiment launchers, configs and benchmarks of jaxflows (importable once jaxflows is installed)."""
+"""Experiment launchers, configs and benchmarks of jaxflows.
+
+Importable once jaxflows is installed.
+"""

@@ -38,8 +38,14 @@ def main(argv):
     # After configure_cpu(): jaxflows.train and jaxflows.data import jax and TFDS.
     import jax
 
-    from jaxflows.train import (abstract_state, evaluate_split, get_split_source,
-                                load_run_config, prepare_run, restore_for_eval)
+    from jaxflows.train import (
+        abstract_state,
+        evaluate_split,
+        get_split_source,
+        load_run_config,
+        prepare_run,
+        restore_for_eval,
+    )
     try:
         config = load_run_config(FLAGS.workdir)
         config.eval_use_ema = bool(FLAGS.use_ema)

@@ -45,8 +45,13 @@ def main(argv):
         print(f"error: --num_samples must be >= 1, got {FLAGS.num_samples}", file=sys.stderr)
         sys.exit(2)
     # After configure_cpu(): jaxflows.train imports jax.
-    from jaxflows.train import (abstract_state, load_run_config, prepare_run,
-                                restore_for_eval, save_samples)
+    from jaxflows.train import (
+        abstract_state,
+        load_run_config,
+        prepare_run,
+        restore_for_eval,
+        save_samples,
+    )
     try:
         config = load_run_config(FLAGS.workdir)
         config.num_samples = FLAGS.num_samples

@@ -44,6 +44,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # After configure_cpu(): jaxflows.train imports jax.
     import jax
+
     from jaxflows.train import train_and_evaluate
     if FLAGS.distributed:
         jax.distributed.initialize()

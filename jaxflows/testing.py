@@ -181,7 +181,8 @@ def check_bijector(case: BijectorCase, seed: int = 0) -> Dict[str, float]:
     # --- 1. shapes -----------------------------------------------------------------
     expected = tuple(case.output_shape or shape)
     assert y_jit.shape == expected, f"{case.name}: output shape {y_jit.shape}, expected {expected}"
-    assert ld_jit.shape == shape[:1], f"{case.name}: log-det shape {ld_jit.shape}, expected {shape[:1]}"
+    assert ld_jit.shape == shape[:1], (
+        f"{case.name}: log-det shape {ld_jit.shape}, expected {shape[:1]}")
     assert y_jit.dtype == jnp.float32, f"{case.name}: float32 in gave {y_jit.dtype} out"
 
     # --- 2-4. round trip, log-det consistency, exact Jacobian, in float64 ------------

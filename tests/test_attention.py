@@ -74,7 +74,8 @@ def test_itrans_matrix_is_diagonally_dominant_for_huge_random_params():
     np.testing.assert_allclose(jnp.sum(t, axis=-1), 1.0, atol=1e-5)
     # ... and the bijector still inverts with a finite log-det.
     y, ld = jax.jit(module.apply)(variables, x)
-    xr, ild = jax.jit(lambda v, y: module.apply(v, y, method=module.inverse_and_log_det))(variables, y)
+    inverse = jax.jit(lambda v, y: module.apply(v, y, method=module.inverse_and_log_det))
+    xr, ild = inverse(variables, y)
     assert bool(jnp.all(jnp.isfinite(ld)))
     np.testing.assert_allclose(xr, x, atol=1e-3)
     np.testing.assert_allclose(ild, -ld, rtol=1e-5, atol=1e-4)

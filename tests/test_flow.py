@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from jaxflows import Flow, bits_per_dim
-from jaxflows.bijectors.base import Bijector, sum_except_batch
+from jaxflows.bijectors.base import Bijector
 from jaxflows.bijectors.preprocessing import ScaleToUnit
 from jaxflows.bijectors.reshape import Squeeze
 from jaxflows.models.multiscale import MultiScale
-from jaxflows.testing import exact_log_det, perturb_params, enable_x64, cast_floats
+from jaxflows.testing import cast_floats, enable_x64, exact_log_det, perturb_params
 
 
 class _ElementwiseAffine(Bijector):

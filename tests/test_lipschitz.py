@@ -5,8 +5,14 @@ import numpy as np
 import pytest
 
 from jaxflows.bijectors.residual import DenseResidualBlock, ResidualBlock
-from jaxflows.nn.lipschitz import (CLIPSWISH_LIPSCHITZ, CLipSwish, LipSwish, SpectralConv,
-                                   SpectralDense, update_lipschitz_state)
+from jaxflows.nn.lipschitz import (
+    CLIPSWISH_LIPSCHITZ,
+    CLipSwish,
+    LipSwish,
+    SpectralConv,
+    SpectralDense,
+    update_lipschitz_state,
+)
 
 SHAPE = (1, 5, 5, 3)  # tiny image: the explicit convolution matrix is 100 x 75
 
@@ -100,9 +106,11 @@ def test_bad_coefficient(coeff):
     with pytest.raises(ValueError, match="coeff"):
         SpectralConv(3, coeff=coeff).init(jax.random.PRNGKey(0), x)
     with pytest.raises(ValueError, match="coeff"):
-        ResidualBlock(hidden_channels=4, coeff=coeff).init(jax.random.PRNGKey(0), x)
+        ResidualBlock(hidden_channels=4,
+                      spectral_norm=dict(coeff=coeff)).init(jax.random.PRNGKey(0), x)
     with pytest.raises(ValueError, match="coeff"):
-        DenseResidualBlock(growth=4, coeff=coeff).init(jax.random.PRNGKey(0), x)
+        DenseResidualBlock(growth=4,
+                           spectral_norm=dict(coeff=coeff)).init(jax.random.PRNGKey(0), x)
 
 
 def test_input_shape_is_tied_to_the_state(conv):
@@ -116,12 +124,12 @@ def test_activations_are_1_lipschitz():
         # A grid in units of 1/beta covers where the derivatives peak (|beta t| ~ 2.4).
         t = jnp.linspace(-30.0, 30.0, 30_001) / jax.nn.softplus(b)
         # LipSwish: |f'| <= 1 on a dense grid, and close to 1 somewhere (not over-damped).
-        d = jax.vmap(jax.grad(lambda s: LipSwish(beta_init=b).apply(
+        d = jax.vmap(jax.grad(lambda s, b=b: LipSwish(beta_init=b).apply(
             {"params": {"beta": jnp.float32(b)}}, s)))(t)
         assert float(jnp.max(jnp.abs(d))) <= 1.0
         assert float(jnp.max(jnp.abs(d))) > 0.99
         # CLipSwish: per coordinate the Jacobian column (f1'(t), f2'(t)) has norm <= 1.
-        jac = jax.vmap(jax.jacfwd(lambda s: CLipSwish().apply(
+        jac = jax.vmap(jax.jacfwd(lambda s, b=b: CLipSwish().apply(
             {"params": {"beta": jnp.float32(b)}}, s[None])))(t)
         col = jnp.sqrt(jnp.sum(jnp.square(jac), axis=-1))
         assert float(jnp.max(col)) <= 1.0

@@ -115,5 +115,7 @@ def test_factories_reject_bad_arguments():
         glow((28, 28), levels=2)
     with pytest.raises(ValueError, match="coupling must be one of"):
         glow((8, 8, 1), levels=2, coupling="spline")
+    with pytest.raises(ValueError, match="attnflow: coupling must be one of"):
+        get_model("attnflow", image_shape=(8, 8, 1), levels=2, coupling="afine")
     with pytest.raises(ValueError, match="preprocessing must be one of"):
         get_model("realnvp", image_shape=(8, 8, 1), preprocessing="none")

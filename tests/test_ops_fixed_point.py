@@ -96,7 +96,8 @@ def test_implicit_gradient_equals_unrolled(problem):
 
     @jax.jit
     def all_grads(p, y):
-        return (jax.grad(loss_implicit, argnums=(0, 1))(p, y), jax.grad(loss_unrolled, argnums=(0, 1))(p, y),
+        return (jax.grad(loss_implicit, argnums=(0, 1))(p, y),
+                jax.grad(loss_unrolled, argnums=(0, 1))(p, y),
                 jax.grad(closed)(0.8), jax.grad(closed_unrolled)(0.8))
 
     gi, gu, gc, gcu = all_grads(params, y)
@@ -108,7 +109,8 @@ def test_implicit_gradient_equals_unrolled(problem):
 
 def test_float32_near_lipschitz_one_reaches_float32_precision():
     """Worst case for the 1/(1 - Lip) error amplification: g = -0.98 tanh(S x), S symmetric
-    orthogonal (Jacobian eigenvalues -0.98 and +0.98 at the origin)."""
+    orthogonal (Jacobian eigenvalues -0.98 and +0.98 at the origin).
+    """
     d = 16
     q, _ = np.linalg.qr(np.random.default_rng(3).normal(size=(d, d)))
     s = jnp.asarray(q @ np.diag(np.where(np.arange(d) % 2 == 0, 1.0, -1.0)) @ q.T, jnp.float32)
@@ -117,7 +119,8 @@ def test_float32_near_lipschitz_one_reaches_float32_precision():
         return -0.98 * jnp.tanh(x @ p)
 
     x = jnp.asarray(np.random.default_rng(4).normal(size=(32, d)), jnp.float32)
-    y, (xr, info) = jax.jit(lambda p, x: (x + g(p, x), fixed_point_inverse(g, p, x + g(p, x))))(s, x)
+    y, (xr, info) = jax.jit(
+        lambda p, x: (x + g(p, x), fixed_point_inverse(g, p, x + g(p, x))))(s, x)
     assert xr.dtype == jnp.float32
     assert bool(jnp.all(info.converged))
     assert default_tolerance(jnp.float32) < 1e-6
@@ -127,8 +130,9 @@ def test_float32_near_lipschitz_one_reaches_float32_precision():
 
 def test_bad_arguments(problem):
     params, x, y = problem
-    for kw, word in [({"rtol": 0.0}, "rtol"), ({"atol": -1e-3}, "atol"), ({"max_iter": 0}, "max_iter"),
-                     ({"batch_axes": 5}, "batch_axes"), ({"stall_patience": 0}, "stall_patience")]:
+    for kw, word in [({"rtol": 0.0}, "rtol"), ({"atol": -1e-3}, "atol"),
+                     ({"max_iter": 0}, "max_iter"), ({"batch_axes": 5}, "batch_axes"),
+                     ({"stall_patience": 0}, "stall_patience")]:
         with pytest.raises(ValueError, match=word):
             fixed_point_inverse(g_mlp, params, y, **kw)
     with pytest.raises(ValueError, match="shape and dtype"):

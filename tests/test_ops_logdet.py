@@ -11,8 +11,15 @@ import pytest
 
 from jaxflows import testing
 from jaxflows.ops import (
-    log_det, logdet_exact, logdet_neumann, logdet_neumann_naive, logdet_roulette, logdet_series,
-    sample_num_terms, series_tail_bound, tail_probability,
+    log_det,
+    logdet_exact,
+    logdet_neumann,
+    logdet_neumann_naive,
+    logdet_roulette,
+    logdet_series,
+    sample_num_terms,
+    series_tail_bound,
+    tail_probability,
 )
 
 D, H, B = 4, 8, 3
@@ -94,7 +101,8 @@ def test_series_converges_to_exact_within_tail_bound(problem):
     np.testing.assert_allclose(ev_exact, exact, atol=series_tail_bound(D, LIP, 20) + 1e-13)
 
 
-@pytest.mark.parametrize("distribution,probe", [("geometric", "gaussian"), ("poisson", "rademacher")])
+@pytest.mark.parametrize("distribution,probe",
+                         [("geometric", "gaussian"), ("poisson", "rademacher")])
 def test_roulette_value_and_gradient_unbiased(problem, distribution, probe):
     params, x = problem["params"], problem["x"]
     with testing.enable_x64():
@@ -133,7 +141,8 @@ def test_neumann_gradient_unbiased_and_value_is_roulette(problem):
 
 def test_neumann_fixed_terms_matches_series_gradient(problem):
     """With exact traces and no roulette, the Neumann gradient is deterministic and equals
-    the derivative of the n-term truncated series (tr(d J^k)/k = tr(J^(k-1) dJ))."""
+    the derivative of the n-term truncated series (tr(d J^k)/k = tr(J^(k-1) dJ)).
+    """
     params, x = problem["params"], problem["x"]
     with testing.enable_x64():
         @jax.jit
@@ -142,7 +151,8 @@ def test_neumann_fixed_terms_matches_series_gradient(problem):
             out = []
             for fn in (lambda p, xx: logdet_neumann(g_mlp, p, xx, **kw)[1].sum(),
                        lambda p, xx: logdet_neumann_naive(g_mlp, p, xx, **kw)[1].sum(),
-                       lambda p, xx: logdet_series(g_mlp, p, xx, n_terms=3, probe="exact")[1].sum()):
+                       lambda p, xx: logdet_series(g_mlp, p, xx, n_terms=3,
+                                                   probe="exact")[1].sum()):
                 out.append(jax.value_and_grad(fn, argnums=(0, 1))(params, x))
             # Hutchinson probes: both draw the same probes from the key -> same value.
             key = jax.random.PRNGKey(5)
@@ -160,7 +170,8 @@ def test_neumann_fixed_terms_matches_series_gradient(problem):
 
 def test_neumann_memory_does_not_grow_with_terms():
     """XLA's compiled temp memory: constant in the number of terms for the Neumann
-    estimator, growing for backprop through the series."""
+    estimator, growing for backprop through the series.
+    """
     rng = np.random.default_rng(0)
     d, h, b = 64, 64, 16
     params = {"w1": jnp.asarray(rng.normal(size=(d, h)), jnp.float32),
@@ -187,7 +198,8 @@ def test_neumann_memory_does_not_grow_with_terms():
 def test_sample_num_terms_matches_tail_probability():
     keys = jax.random.split(jax.random.PRNGKey(3), 20000)
     for dist, kw in (("geometric", {"p": 0.4}), ("poisson", {"lam": 1.5})):
-        n = np.asarray(jax.jit(jax.vmap(lambda k: sample_num_terms(k, dist, **kw)))(keys))
+        draw = lambda k, dist=dist, kw=kw: sample_num_terms(k, dist, **kw)
+        n = np.asarray(jax.jit(jax.vmap(draw))(keys))
         assert n.min() >= 0
         for j in range(5):
             emp = (n >= j).astype(np.float64)
@@ -207,12 +219,14 @@ def test_bad_arguments(problem):
             (lambda: log_det(g_mlp, params, x, key=key, estimator="neumann", p=1.0), "p "),
             (lambda: log_det(g_mlp, params, x, key=key, estimator="neumann", distribution="poisson",
                              lam=0.0), "lam"),
-            (lambda: log_det(g_mlp, params, x, key=key, estimator="neumann", distribution="uniform"),
-             "distribution"),
+            (lambda: log_det(g_mlp, params, x, key=key, estimator="neumann",
+                             distribution="uniform"), "distribution"),
             (lambda: log_det(g_mlp, params, x, key=key, estimator="magic"), "estimator"),
             (lambda: log_det(g_mlp, params, x, key=key, estimator="series", n_terms=0), "n_terms"),
-            (lambda: log_det(g_mlp, params, x, key=key, estimator="series", n_samples=0), "n_samples"),
-            (lambda: log_det(g_mlp, params, x, key=key, estimator="series", probe="normal"), "probe"),
+            (lambda: log_det(g_mlp, params, x, key=key, estimator="series", n_samples=0),
+             "n_samples"),
+            (lambda: log_det(g_mlp, params, x, key=key, estimator="series", probe="normal"),
+             "probe"),
             (lambda: log_det(g_mlp, params, x, estimator="roulette"), "key"),
             (lambda: log_det(g_mlp, params, x, key=key, estimator="roulette", n_exact_terms=4,
                              max_terms=2), "max_terms"),

@@ -1,4 +1,6 @@
-"""Tests of jaxflows.ops.monotone: accuracy, brackets, diagnostics, static count, implicit gradients."""
+"""Tests of jaxflows.ops.monotone: accuracy, brackets, diagnostics, static count,
+implicit gradients.
+"""
 import math
 
 import jax
@@ -6,7 +8,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxflows.ops import MonotoneInverseInfo, default_max_bisections, monotone_inverse, num_bisections
+from jaxflows.ops import (
+    MonotoneInverseInfo,
+    default_max_bisections,
+    monotone_inverse,
+    num_bisections,
+)
 from jaxflows.testing import enable_x64
 
 B, K = 12, 3
@@ -21,7 +28,7 @@ def sigmoid(p, x):
 
 
 def logit_mixture(p, x):
-    """logit of a mixture-of-logistics CDF, in log space; p leaves are [*x.shape, K]."""
+    """Logit of a mixture-of-logistics CDF, in log space; p leaves are [*x.shape, K]."""
     z = (x[..., None] - p["mu"]) * jnp.exp(-p["log_s"])
     logw = jax.nn.log_softmax(p["logits"], axis=-1)
     log_cdf = jax.nn.logsumexp(logw + jax.nn.log_sigmoid(z), axis=-1)
@@ -107,8 +114,9 @@ def test_mixture_by_expansion_round_trip_and_given_bracket(mixture):
     assert bool(jnp.all(info1.converged))
     np.testing.assert_allclose(x1, x0, rtol=1e-13, atol=1e-13)
     # A given (traced, per-element) bracket finds the same solution.
-    xb, infob = jax.jit(lambda p, y, lo, hi: monotone_inverse(logit_mixture, p, y, bracket=(lo, hi)))(
-        p, y, jnp.full(B, -200.0), jnp.full(B, 200.0))
+    solve_bracketed = jax.jit(
+        lambda p, y, lo, hi: monotone_inverse(logit_mixture, p, y, bracket=(lo, hi)))
+    xb, infob = solve_bracketed(p, y, jnp.full(B, -200.0), jnp.full(B, 200.0))
     assert bool(jnp.all(infob.converged))
     assert int(infob.num_bisections) == default_max_bisections(jnp.float64) == 106
     np.testing.assert_allclose(xb, x, atol=1e-12)

@@ -1,6 +1,7 @@
 """Correctness of the matmul-based convolutions of jaxflows.nn.conv (values, gradients,
 transposes) against lax.conv_general_dilated. No timing here: see
-experiments/benchmarks/ and docs/performance.md."""
+experiments/benchmarks/ and docs/performance.md.
+"""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,14 +48,14 @@ def test_linear_transpose_matches_lax_conv(cases):
     x, w, g = cases[1]
     spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
     for impl in ("im2col", "shift"):
-        got = jax.linear_transpose(lambda z: conv2d_same(z, w, impl), spec)(g)[0]
+        got = jax.linear_transpose(lambda z, impl=impl: conv2d_same(z, w, impl), spec)(g)[0]
         want = jax.linear_transpose(lambda z: _native(z, w), spec)(g)[0]
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5)
 
 
 def test_bfloat16_compute_dtype(cases):
     """bf16 operands with f32 accumulation: output in x's dtype, ~3 significant digits."""
-    for x, w, g in cases[:2]:
+    for x, w, _ in cases[:2]:
         ref = _native(x, w)
         for impl in ("im2col", "shift", "native"):
             out = conv2d_same(x, w, impl, jnp.bfloat16)
@@ -87,7 +88,8 @@ def test_bad_arguments():
 
 def test_actnorm_relu_derivatives_match_plain_composition():
     """ReLU(ActNorm) with its output-based custom JVP equals jax.nn.relu((x + b) e^s) in
-    value, reverse mode and forward mode, including exact ties z = 0 (relu'(0) = 0)."""
+    value, reverse mode and forward mode, including exact ties z = 0 (relu'(0) = 0).
+    """
     from jaxflows.nn.conditioners import actnorm_relu
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal((3, 4, 5, 6)), jnp.float32).at[0, 0, 0, :].set(0.0)
@@ -114,7 +116,8 @@ def test_conditioner_saves_only_relu_outputs(capsys):
     """Under the conditioners' checkpoint policy the backward pass keeps one activation per
     hidden layer: the residuals of a Glow conditioner's vjp are the two ReLU outputs, the
     output layer's small pre-scale value, the input and the parameters -- not the ActNorm
-    outputs, ReLU masks or reshaped copies."""
+    outputs, ReLU masks or reshaped copies.
+    """
     from jaxflows.nn.conditioners import GlowConditioner
     net = GlowConditioner(hidden_channels=16, out_channels=4)
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 4, 4, 2))
@@ -133,7 +136,8 @@ def test_conditioner_saves_only_relu_outputs(capsys):
 def test_conditioner_parameters_and_init_match_actnorm():
     """ActNormParams has ActNorm's names and data-dependent init; the Glow conditioner's
     hidden layers keep the parameter tree of ActNorm -> ReLU -> conv, and dropout
-    (unfused path) and no dropout (fused path) give the same function at rate 0+."""
+    (unfused path) and no dropout (fused path) give the same function at rate 0+.
+    """
     from jaxflows.bijectors import ActNorm
     from jaxflows.nn.conditioners import ActNormParams, GlowConditioner
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 3, 3, 5)) * 2.0 + 1.0

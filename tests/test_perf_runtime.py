@@ -1,12 +1,12 @@
 """jaxflows.perf.configure_cpu: its effect (no page faults from XLA's per-call scratch
 buffers once the heap has grown), its opt-out and its warning when called too late.
-The effect is checked in fresh processes, where the settings can still apply."""
+The effect is checked in fresh processes, where the settings can still apply.
+"""
 import os
 import subprocess
 import sys
 import textwrap
 
-import jax
 import jax.numpy as jnp
 import pytest
 

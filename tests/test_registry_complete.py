@@ -24,7 +24,9 @@ CASES = all_cases()
 
 
 def public_bijector_classes():
-    """Public ``Bijector`` subclasses defined in ``jaxflows.bijectors.*`` / ``jaxflows.models.*``."""
+    """Public ``Bijector`` subclasses defined in ``jaxflows.bijectors.*`` /
+    ``jaxflows.models.*``.
+    """
     found = {}
     for package in (jaxflows.bijectors, jaxflows.models):
         for info in pkgutil.iter_modules(package.__path__):
@@ -89,5 +91,6 @@ def test_completeness_check_fails_when_a_case_is_removed(used_classes):
         assert target in sorted(n for n, k in classes.items() if k not in used)
     # and the helper agrees on a small explicit example
     identity_cases = [c for c in CASES if c.name == "identity_vector"]
-    assert uncovered({"Identity": classes["jaxflows.bijectors.base.Identity"]}, identity_cases) == []
-    assert uncovered({"Identity": classes["jaxflows.bijectors.base.Identity"]}, []) == ["Identity"]
+    identity = {"Identity": classes["jaxflows.bijectors.base.Identity"]}
+    assert uncovered(identity, identity_cases) == []
+    assert uncovered(identity, []) == ["Identity"]

@@ -65,7 +65,7 @@ def restore_last(config, workdir):
     return jt.restore_for_eval(workdir, jt.abstract_state(run), "checkpoints")[0]
 
 
-class _Crash(Exception):
+class _CrashError(Exception):
     pass
 
 
@@ -93,9 +93,9 @@ def runs(tmp_path_factory):
 
     def crash_at_7(step, state):
         if step == 7:
-            raise _Crash()
+            raise _CrashError()
 
-    with pytest.raises(_Crash):
+    with pytest.raises(_CrashError):
         jt.train_and_evaluate(config, b, hooks=[crash_at_7])
     lines_at_crash = open(os.path.join(b, "metrics.jsonl")).read().splitlines()
     res_b = jt.train_and_evaluate(config, b)
@@ -357,6 +357,7 @@ def test_model_kwargs_pass_through_unchanged(monkeypatch):
 def test_model_validation_builds_the_flow(monkeypatch):
     """Errors of the factory and of the flow's (abstract) initialisation name config.model.<key>."""
     import flax.linen as nn
+
     from jaxflows import models
 
     class Picky(nn.Module):

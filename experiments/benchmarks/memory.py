@@ -28,8 +28,10 @@ machine load.
 
 Usage::
 
-    python experiments/benchmarks/memory.py          # table on stdout, JSON in runs/benchmarks/memory.json
-    python experiments/benchmarks/memory.py --terms=2,4,8 --run --out=/tmp/memory.json   # --run also times a step
+    # table on stdout, JSON in runs/benchmarks/memory.json
+    python experiments/benchmarks/memory.py
+    # --run also times a step
+    python experiments/benchmarks/memory.py --terms=2,4,8 --run --out=/tmp/memory.json
 """
 from __future__ import annotations
 
@@ -52,7 +54,9 @@ METHODS = ("neumann", "naive")
 
 
 def _conv(x, w):
-    return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return lax.conv_general_dilated(
+        x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
 def _lipswish(x, beta_raw):
@@ -82,7 +86,8 @@ def init_params(key, num_blocks: int, shape: Sequence[int], hidden: int):
         params[f"b{i}"] = jnp.zeros((num_blocks, k[3]))
         params[f"beta{i}"] = jnp.full((num_blocks,), 0.5)
         u = jax.random.normal(keys[2 * i + 1], (num_blocks, 1, h, w, k[2]))
-        state[f"u{i}"] = u / jnp.linalg.norm(u.reshape(num_blocks, -1), axis=1)[:, None, None, None, None]
+        norm = jnp.linalg.norm(u.reshape(num_blocks, -1), axis=1)
+        state[f"u{i}"] = u / norm[:, None, None, None, None]
     return params, state
 
 
@@ -102,7 +107,11 @@ def make_step(method: str, n_terms: int, coeff: float = 0.98, lr: float = 1e-3):
                 z = _conv(_lipswish(z, q["beta"][i]), q["w"][i]) + q["b"][i]
             return z
 
-        q = {"w": ws, "b": [p[f"b{i}"] for i in range(3)], "beta": [p[f"beta{i}"] for i in range(3)]}
+        q = {
+            "w": ws,
+            "b": [p[f"b{i}"] for i in range(3)],
+            "beta": [p[f"beta{i}"] for i in range(3)],
+        }
         if method == "neumann":
             gx, ld = logdet_neumann(g, q, x, key, n_exact_terms=n_terms, distribution=None)
         else:
@@ -119,7 +128,8 @@ def make_step(method: str, n_terms: int, coeff: float = 0.98, lr: float = 1e-3):
             return (z, total + ld), s_new
 
         keys = jax.random.split(key, num_blocks)
-        (z, total), new_state = lax.scan(body, (x, jnp.zeros(x.shape[0], x.dtype)), (params, state, keys))
+        init = (x, jnp.zeros(x.shape[0], x.dtype))
+        (z, total), new_state = lax.scan(body, init, (params, state, keys))
         d = math.prod(x.shape[1:])
         sq = jnp.sum(z.reshape(z.shape[0], -1) ** 2, -1)
         log_prob = -0.5 * sq - 0.5 * d * math.log(2 * math.pi) + total
@@ -152,7 +162,9 @@ def measure(method: str, n_terms: int, *, blocks: int, shape: Sequence[int], hid
         "alias_bytes": int(mem.alias_size_in_bytes),
         "compile_s": round(compile_s, 2),
     }
-    out["peak_bytes"] = out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] - out["alias_bytes"]
+    out["peak_bytes"] = (
+        out["argument_bytes"] + out["output_bytes"] + out["temp_bytes"] - out["alias_bytes"]
+    )
     if run:
         res = compiled(params, state, x, key)
         jax.block_until_ready(res)
@@ -168,14 +180,19 @@ def format_table(rows: List[Dict[str, float]]) -> str:
     mb = lambda b: f"{b / 2 ** 20:9.1f}"
     by = {(r["method"], r["n_terms"]): r for r in rows}
     terms = sorted({r["n_terms"] for r in rows})
-    head = (f"{'terms':>5} | {'neumann temp MB':>15} {'peak MB':>9} | {'naive temp MB':>13} {'peak MB':>9}"
+    head = (f"{'terms':>5} | {'neumann temp MB':>15} {'peak MB':>9}"
+            f" | {'naive temp MB':>13} {'peak MB':>9}"
             " | naive/neumann peak")
     lines = [head, "-" * len(head)]
     for n in terms:
         a, b = by.get(("neumann", n)), by.get(("naive", n))
         cells = [f"{n:>5}"]
-        cells.append(f"{mb(a['temp_bytes']):>15} {mb(a['peak_bytes'])}" if a else f"{'-':>15} {'-':>9}")
-        cells.append(f"{mb(b['temp_bytes']):>13} {mb(b['peak_bytes'])}" if b else f"{'-':>13} {'-':>9}")
+        cells.append(
+            f"{mb(a['temp_bytes']):>15} {mb(a['peak_bytes'])}" if a else f"{'-':>15} {'-':>9}"
+        )
+        cells.append(
+            f"{mb(b['temp_bytes']):>13} {mb(b['peak_bytes'])}" if b else f"{'-':>13} {'-':>9}"
+        )
         ratio = f"{b['peak_bytes'] / a['peak_bytes']:.2f}" if a and b else "-"
         lines.append(" | ".join(cells) + f" | {ratio:>6}")
     return "\n".join(lines)
@@ -184,7 +201,8 @@ def format_table(rows: List[Dict[str, float]]) -> str:
 def main(argv=None) -> Dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--terms", default="2,4,8,16,32", help="comma-separated numbers of series terms")
+    parser.add_argument("--terms", default="2,4,8,16,32",
+                        help="comma-separated numbers of series terms")
     parser.add_argument("--blocks", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--batch", type=int, default=64)
@@ -206,20 +224,21 @@ def main(argv=None) -> Dict:
     rows = []
     for n in terms:
         for m in methods:
-            row = measure(m, n, blocks=args.blocks, shape=shape, hidden=args.hidden, batch=args.batch,
-                          run=args.run)
+            row = measure(m, n, blocks=args.blocks, shape=shape, hidden=args.hidden,
+                          batch=args.batch, run=args.run)
             rows.append(row)
             print(f"  {m:8s} n={n:3d}: temp {row['temp_bytes'] / 2**20:8.1f} MB, "
                   f"peak {row['peak_bytes'] / 2**20:8.1f} MB (compile {row['compile_s']} s)",
                   file=sys.stderr, flush=True)
     result = {
-        "config": {"blocks": args.blocks, "hidden": args.hidden, "batch": args.batch, "shape": shape,
-                   "terms": terms, "dtype": "float32"},
+        "config": {"blocks": args.blocks, "hidden": args.hidden, "batch": args.batch,
+                   "shape": shape, "terms": terms, "dtype": "float32"},
         "environment": {"jax": jax.__version__, "backend": jax.default_backend(),
                         "device": str(jax.devices()[0]), "python": platform.python_version()},
         "rows": rows,
     }
-    print(f"Residual-flow training step, {args.blocks} blocks on {args.batch}x{'x'.join(map(str, shape))}, "
+    print(f"Residual-flow training step, {args.blocks} blocks on "
+          f"{args.batch}x{'x'.join(map(str, shape))}, "
           f"hidden {args.hidden} (XLA compiled memory analysis, {jax.default_backend()})")
     print(format_table(rows))
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

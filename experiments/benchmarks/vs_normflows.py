@@ -51,7 +51,8 @@ Usage (one command from a fresh environment, after ``bash experiments/benchmarks
 
     .venv-bench/bin/python experiments/benchmarks/vs_normflows.py
     .venv-bench/bin/python experiments/benchmarks/vs_normflows.py --configs=glow_k4 --repeats=5
-    .venv-bench/bin/python experiments/benchmarks/vs_normflows.py --table_from runs/benchmarks/vs_normflows.json
+    .venv-bench/bin/python experiments/benchmarks/vs_normflows.py \
+        --table_from runs/benchmarks/vs_normflows.json
 
 Writes ``runs/benchmarks/vs_normflows.json`` (``--out``).
 """
@@ -161,10 +162,12 @@ def jax_resflow_step(batches, warmup, repeats, unroll=1):
 
 def _jax_train(flow, batches, warmup, repeats, rngs):
     """The library's own train step (jaxflows.train.step.make_steps: jitted, donated state)
-    with plain Adam; returns timings, compile time and parameter count."""
+    with plain Adam; returns timings, compile time and parameter count.
+    """
     import jax
     import jax.numpy as jnp
     import optax
+
     from jaxflows.train.mesh import make_mesh
     from jaxflows.train.step import make_steps
 
@@ -197,6 +200,7 @@ def jax_resflow_inverse(batches, repeats):
     """Trains nothing: inverts ``f(x)`` for the initial (non-zero) residual flow."""
     import jax
     import jax.numpy as jnp
+
     from jaxflows.bijectors.residual import fixed_point_report
 
     flow = _resflow_flow()
@@ -231,7 +235,6 @@ def jax_resflow_inverse(batches, repeats):
 # ----------------------------------------------------------------------------- normflows
 def torch_glow(cfg):
     import normflows as nf
-    import torch
 
     levels, k, hidden = cfg["levels"], cfg["steps"], cfg["hidden"]
     c, h, w = 1, 28, 28
@@ -359,7 +362,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--data", default="mnist_8k", help=DATA_HELP)
-    ap.add_argument("--conv_impl", default="auto", help="convolution implementation of the Glow conditioners (jaxflows.nn.conv_impl)")
+    ap.add_argument("--conv_impl", default="auto",
+                    help="convolution implementation of the Glow conditioners "
+                         "(jaxflows.nn.conv_impl)")
     ap.add_argument("--torch_threads", type=int, default=0, help="0: torch's default")
     ap.add_argument("--unroll", default="glow_k4=1,glow_k16=1,resflow=all",
                     help="jaxflows loop unrolling per config (Repeat(unroll=...)): an int, "
@@ -385,8 +390,8 @@ def main(argv=None):
     from jaxflows.perf import configure_cpu
     tuning = {"disabled": True} if args.no_cpu_tuning else configure_cpu()
     import jax
-    import torch
     import normflows as nf
+    import torch
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     torch.manual_seed(0)
@@ -419,7 +424,8 @@ def main(argv=None):
                          "ratio_median": t["median_s"] / j["median_s"],
                          "ratio_min": t["min_s"] / j["min_s"]}
         print(f"    jaxflows {j['median_s']:.4f} s (min {j['min_s']:.4f}), normflows "
-              f"{t['median_s']:.4f} s (min {t['min_s']:.4f}): ratio {results[name]['ratio_median']:.2f}x",
+              f"{t['median_s']:.4f} s (min {t['min_s']:.4f}): "
+              f"ratio {results[name]['ratio_median']:.2f}x",
               flush=True)
     try:
         info["loadavg_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
@@ -441,8 +447,9 @@ def print_table(results, info):
     if "cpu_tuning" in info:
         print(f"cpu tuning (both libraries, same process): {info['cpu_tuning']}; jaxflows "
               f"unroll: {info.get('unroll')}")
-    head = (f"| {'config':<16} | {'params jaxflows/normflows':>25} | {'jaxflows s (min)':>17} | "
-            f"{'compile s':>9} | {'normflows s (min)':>18} | {'ratio':>6} | {'ratio of mins':>13} |")
+    head = (f"| {'config':<16} | {'params jaxflows/normflows':>25} | "
+            f"{'jaxflows s (min)':>17} | {'compile s':>9} | "
+            f"{'normflows s (min)':>18} | {'ratio':>6} | {'ratio of mins':>13} |")
     print(head)
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for name, r in results.items():

@@ -31,7 +31,9 @@ __all__ = ["IMap", "ITrans", "checkerboard_mask"]
 
 
 def checkerboard_mask(height: int, width: int, channels: int, parity: int = 0) -> np.ndarray:
-    """The 3-D checkerboard ``M[i, j, c] = ((i + j + c + parity) % 2 == 0)`` as float ``[H, W, C]``."""
+    """The 3-D checkerboard ``M[i, j, c] = ((i + j + c + parity) % 2 == 0)`` as float
+    ``[H, W, C]``.
+    """
     i = np.arange(height)[:, None, None]
     j = np.arange(width)[None, :, None]
     c = np.arange(channels)[None, None, :]
@@ -178,10 +180,11 @@ class ITrans(Bijector):
         qk = self.qk_channels or c
         if self.heads < 1 or qk % self.heads:
             raise ValueError(f"ITrans: heads={self.heads} must be >= 1 and divide the "
-                             f"query/key channels ({qk}; qk_channels defaults to the input channels).")
+                             f"query/key channels ({qk}; qk_channels defaults to the input "
+                             f"channels).")
         if p < 2 or p % 2:
-            raise ValueError(f"ITrans: patch_size must be an even number >= 2 (the 3-D checkerboard "
-                             f"must give every token the same mask), got {p}.")
+            raise ValueError(f"ITrans: patch_size must be an even number >= 2 (the 3-D "
+                             f"checkerboard must give every token the same mask), got {p}.")
         if h % 2 or w % 2:
             raise ValueError(f"ITrans: the checkerboard over patches needs an even spatial size, "
                              f"got an image of {h}x{w}.")
@@ -245,6 +248,7 @@ class ITrans(Bijector):
             mixed = jnp.einsum("bij,bjf->bif", t_mat, v)
         mixed = self._untokens(mixed.reshape(b, n, self.patch_size, self.patch_size, c), x.shape)
         out = x_m + (1 - mask) * mixed
-        n_cols = int(np.sum(1 - checkerboard_mask(self.patch_size, self.patch_size, c, self.parity)))
+        patch_mask = checkerboard_mask(self.patch_size, self.patch_size, c, self.parity)
+        n_cols = int(np.sum(1 - patch_mask))
         log_det = n_cols * jnp.linalg.slogdet(t_mat)[1]
         return out, (-log_det if inverse else log_det)

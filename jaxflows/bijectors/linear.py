@@ -63,7 +63,8 @@ def _lu_conv(x, perm, sign, lower, upper, log_s, inverse):
 @functools.partial(jax.jit, static_argnames=("n", "dtype"))
 def random_rotation(key: jax.Array, n: int, dtype=jnp.float32) -> jax.Array:
     """A random orthogonal ``n x n`` matrix: ``Q`` of the QR decomposition of a
-    standard normal matrix (Glow's initialisation of the 1x1 convolution)."""
+    standard normal matrix (Glow's initialisation of the 1x1 convolution).
+    """
     q, _ = jnp.linalg.qr(jax.random.normal(key, (n, n), dtype))
     return q
 
@@ -71,7 +72,8 @@ def random_rotation(key: jax.Array, n: int, dtype=jnp.float32) -> jax.Array:
 @functools.partial(jax.jit, static_argnames=("c", "dtype"))
 def _lu_init(key, c, dtype):
     """LU decomposition ``W0 = P L U`` of a random rotation ``W0``, split into
-    Conv1x1's buffers (``P``, ``sign``) and params (``lower``, ``upper``, ``log_s``)."""
+    Conv1x1's buffers (``P``, ``sign``) and params (``lower``, ``upper``, ``log_s``).
+    """
     p, l, u = jax.scipy.linalg.lu(random_rotation(key, c, dtype))
     diag = jnp.diagonal(u)
     return {"P": p, "sign": jnp.sign(diag), "lower": jnp.tril(l, -1),

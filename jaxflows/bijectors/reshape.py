@@ -174,7 +174,8 @@ class Split(Bijector):
 
 class FlattenEvent(Bijector):
     """Applies ``bijector`` to the flattened event ``[B, D]`` and restores the shape
-    (Residual Flows' ``FCWrapper``: ActNorm over all ``D`` coordinates). Log-det unchanged."""
+    (Residual Flows' ``FCWrapper``: ActNorm over all ``D`` coordinates). Log-det unchanged.
+    """
 
     bijector: Bijector
 

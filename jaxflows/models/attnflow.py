@@ -30,9 +30,13 @@ from typing import Sequence, Union
 from jaxflows.bijectors.attention import IMap, ITrans
 from jaxflows.bijectors.base import Bijector, Chain, Identity
 from jaxflows.distributions.flow import Flow
-from jaxflows.models.common import (RENAMED, check_image_shape, preprocessing_bijectors,
-                                     renamed_arguments)
-from jaxflows.models.glow import glow_step
+from jaxflows.models.common import (
+    RENAMED,
+    check_image_shape,
+    preprocessing_bijectors,
+    renamed_arguments,
+)
+from jaxflows.models.glow import COUPLINGS, glow_step
 from jaxflows.models.multiscale import multiscale
 
 __all__ = ["attnflow", "attnflow_step", "ATTENTIONS", "POSITIONS"]
@@ -49,9 +53,11 @@ def _attention(kind: str, level: int, heads: int, patch_size: int, kernel_size: 
 
 
 def attnflow_step(level: int, *, attention: str = "imap", position: int = 1, heads: int = 1,
-                  patch_size: int = 2, attention_kernel_size: int = 1, **glow_step_kwargs) -> Bijector:
+                  patch_size: int = 2, attention_kernel_size: int = 1,
+                  **glow_step_kwargs) -> Bijector:
     """One AttnFlow step: Glow's ``ActNorm -> 1x1 conv -> coupling`` with the attention
-    inserted at ``position`` (1: before ActNorm ... 4: after the coupling)."""
+    inserted at ``position`` (1: before ActNorm ... 4: after the coupling).
+    """
     if attention not in ATTENTIONS:
         raise ValueError(f"attnflow: attention must be one of {ATTENTIONS}, got {attention!r}.")
     if position not in POSITIONS:
@@ -83,8 +89,26 @@ def attnflow(image_shape: Sequence[int], *, attention: str = "imap", position: i
         (``4 C`` at the first level). Ignored by iMap (a single attention map).
       patch_size: iTrans token size (even).
       attention_kernel_size: iTrans query/key convolution size (the paper: 1).
-      levels, steps_per_level, hidden_channels, coupling, num_bins, dropout, lu,
-      permutation, scale_fn, clamp, preprocessing, alpha, learn_split_prior, remat,
+      levels: ``L``, number of levels (squeezes).
+      steps_per_level: ``K`` steps of flow per level (or one value per level).
+      hidden_channels: width of the coupling conditioners.
+      coupling: ``"affine"`` or ``"additive"`` coupling in every Glow step.
+      num_bins: number of pixel values (256 for 8-bit data); inputs are dequantised
+        values in ``[0, num_bins)``.
+      dropout: dropout rate in the conditioners (``train=True``, rng ``"dropout"``).
+      lu: LU-parameterised 1x1 convolutions (used with ``permutation="conv1x1"``).
+      permutation: ``"conv1x1"``, ``"shuffle"`` or ``"reverse"`` (see
+        :func:`~jaxflows.models.glow.glow_step`).
+      scale_fn: scale of the affine coupling: ``"sigmoid"`` (Glow's ``sigmoid(h + 2)``)
+        or ``"exp"`` (Real NVP's ``exp(s)``, soft-clamped by ``clamp``).
+      clamp: soft clamp ``c`` of the ``"exp"`` log-scale, ``s = c * tanh(h / c)``
+        (``None``: no clamp); ignored with ``scale_fn="sigmoid"``.
+      preprocessing: ``"shift"`` (Glow: ``x / num_bins - 0.5``) or ``"logit"``
+        (``logit(alpha + (1 - 2 alpha) x / num_bins)``).
+      alpha: the logit transform's margin (used with ``preprocessing="logit"``).
+      learn_split_prior: Glow's learned conditional prior on the factored-out halves
+        (``Split``); ``False`` gives them a fixed ``N(0, I)`` (Real NVP's factor-out).
+      remat: rematerialise each step in the backward pass (saves memory).
 
     Returns:
       ``Flow`` whose ``log_prob`` is the density (nats) of the pixel values.
@@ -92,6 +116,8 @@ def attnflow(image_shape: Sequence[int], *, attention: str = "imap", position: i
     if not isinstance(levels, int) or levels < 1:
         raise ValueError(f"attnflow: levels must be an int >= 1, got {levels!r}.")
     shape = check_image_shape(image_shape, 2 ** levels, "attnflow")
+    if coupling not in COUPLINGS:
+        raise ValueError(f"attnflow: coupling must be one of {COUPLINGS}, got {coupling!r}.")
     if attention == "itrans":
         for l in range(levels):
             channels = shape[2] * 4 * 2 ** l

@@ -55,7 +55,8 @@ def preprocessing_bijectors(num_bins: float, kind: str, alpha: float, who: str) 
 
 def identity_split(level: int) -> Bijector:
     """Plain factor-out (Real NVP, i-ResNet): the factored-out half keeps a fixed
-    ``N(0, I)`` prior. A ``make_split`` for :func:`~jaxflows.models.multiscale`."""
+    ``N(0, I)`` prior. A ``make_split`` for :func:`~jaxflows.models.multiscale`.
+    """
     del level
     return Identity()
 

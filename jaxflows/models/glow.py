@@ -29,13 +29,18 @@ from jaxflows.bijectors.coupling import AdditiveCoupling, AffineCoupling
 from jaxflows.bijectors.linear import Conv1x1, Permute, Reverse
 from jaxflows.bijectors.normalization import ActNorm
 from jaxflows.distributions.flow import Flow
-from jaxflows.models.common import (RENAMED, check_image_shape, identity_split,
-                                     preprocessing_bijectors, renamed_arguments)
+from jaxflows.models.common import (
+    RENAMED,
+    check_image_shape,
+    identity_split,
+    preprocessing_bijectors,
+    renamed_arguments,
+)
 from jaxflows.models.multiscale import multiscale
 
-__all__ = ["glow", "glow_step"]
+__all__ = ["glow", "glow_step", "COUPLINGS"]
 
-_COUPLINGS = ("affine", "additive")
+COUPLINGS = ("affine", "additive")
 _PERMUTATIONS = ("conv1x1", "shuffle", "reverse")
 
 
@@ -85,8 +90,10 @@ def glow(image_shape: Sequence[int], *, levels: int = 3,
       dropout: dropout rate in the conditioners (``train=True``, rng ``"dropout"``).
       lu: LU-parameterised 1x1 convolutions (Glow Sec. 3.2).
       permutation: ``"conv1x1"``, ``"shuffle"`` or ``"reverse"``.
-      scale_fn, clamp: affine coupling scale (``"sigmoid"``: Glow; ``"exp"`` with the
-        soft clamp ``clamp``).
+      scale_fn: scale of the affine coupling: ``"sigmoid"`` (Glow's ``sigmoid(h + 2)``)
+        or ``"exp"`` (Real NVP's ``exp(s)``, soft-clamped by ``clamp``).
+      clamp: soft clamp ``c`` of the ``"exp"`` log-scale, ``s = c * tanh(h / c)``
+        (``None``: no clamp); ignored with ``scale_fn="sigmoid"``.
       preprocessing: ``"shift"`` (Glow: ``x / num_bins - 0.5``) or ``"logit"``
         (``logit(alpha + (1 - 2 alpha) x / num_bins)``).
       alpha: the logit transform's margin (used with ``preprocessing="logit"``).
@@ -103,8 +110,8 @@ def glow(image_shape: Sequence[int], *, levels: int = 3,
     if not isinstance(levels, int) or levels < 1:
         raise ValueError(f"glow: levels must be an int >= 1, got {levels!r}.")
     shape = check_image_shape(image_shape, 2 ** levels, "glow")
-    if coupling not in _COUPLINGS:
-        raise ValueError(f"glow: coupling must be one of {_COUPLINGS}, got {coupling!r}.")
+    if coupling not in COUPLINGS:
+        raise ValueError(f"glow: coupling must be one of {COUPLINGS}, got {coupling!r}.")
     if permutation not in _PERMUTATIONS:
         raise ValueError(f"glow: permutation must be one of {_PERMUTATIONS}, got {permutation!r}.")
     if not isinstance(hidden_channels, int) or hidden_channels < 1:

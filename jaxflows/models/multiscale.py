@@ -192,7 +192,14 @@ def multiscale(levels: int, steps_per_level: Union[int, Sequence[int]],
       unroll: steps per compiled loop iteration of each level (``True``: all; see
         :class:`~jaxflows.bijectors.Repeat`): faster steps on CPU, compile time
         growing with ``K``.
-      make_pre, make_split, squeeze_last: as in :class:`MultiScale`.
+      make_pre: optional ``level -> Bijector`` (or ``None``) applied before each
+        level's squeeze, at the level's input resolution (Real NVP's checkerboard
+        couplings); see :class:`MultiScale`.
+      make_split: ``level -> Bijector`` for levels ``0 .. L-2``; ``None`` (default)
+        gives :class:`~jaxflows.bijectors.reshape.Split`, Glow's learned prior. See
+        :class:`MultiScale`.
+      squeeze_last: whether the last level starts with a squeeze (Glow: yes; Real NVP:
+        no).
     """
     if isinstance(steps_per_level, int):
         steps = (steps_per_level,) * levels

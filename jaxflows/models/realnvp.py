@@ -27,12 +27,17 @@ from __future__ import annotations
 import functools
 from typing import Optional, Sequence
 
-from jaxflows.bijectors.base import Bijector, Chain, Identity
+from jaxflows.bijectors.base import Bijector, Chain
 from jaxflows.bijectors.coupling import AffineCoupling
 from jaxflows.bijectors.normalization import ActNorm
 from jaxflows.distributions.flow import Flow
-from jaxflows.models.common import (RENAMED, check_image_shape, identity_split,
-                                     preprocessing_bijectors, renamed_arguments)
+from jaxflows.models.common import (
+    RENAMED,
+    check_image_shape,
+    identity_split,
+    preprocessing_bijectors,
+    renamed_arguments,
+)
 from jaxflows.models.multiscale import MultiScale
 
 __all__ = ["realnvp"]

@@ -1,11 +1,23 @@
 """Networks used inside bijectors: conditioners, Lipschitz layers, Lipschitz attention,
-and the convolution kernels they compute with."""
+and the convolution kernels they compute with.
+"""
 from jaxflows.nn.attention import L2MultiHeadAttention, LipNormAttention, lambert_w0
-from jaxflows.nn.conditioners import (Conv2D, GlowConditioner, MLPConditioner, ResNetConditioner,
-                                      ZeroConv2D)
+from jaxflows.nn.conditioners import (
+                                      Conv2D,
+                                      GlowConditioner,
+                                      MLPConditioner,
+                                      ResNetConditioner,
+                                      ZeroConv2D,
+)
 from jaxflows.nn.conv import conv2d_same, conv_impl
-from jaxflows.nn.lipschitz import (CLIPSWISH_LIPSCHITZ, CLipSwish, LipSwish, SpectralConv,
-                                   SpectralDense, update_lipschitz_state)
+from jaxflows.nn.lipschitz import (
+                                      CLIPSWISH_LIPSCHITZ,
+                                      CLipSwish,
+                                      LipSwish,
+                                      SpectralConv,
+                                      SpectralDense,
+                                      update_lipschitz_state,
+)
 
 __all__ = [
     "CLIPSWISH_LIPSCHITZ", "CLipSwish", "LipSwish", "SpectralConv", "SpectralDense",

@@ -72,7 +72,8 @@ class ZeroConv2D(nn.Module):
     """Zero-initialised convolution, Glow's ``conv2d_zeros``:
     ``y = (conv(x, W) + b) * exp(log_scale_factor * logs)``, with ``W``, ``b``,
     ``logs`` all zero at init (so ``y = 0``). ``log_scale_factor=None`` drops
-    the ``logs`` scaling (a plain zero-initialised convolution)."""
+    the ``logs`` scaling (a plain zero-initialised convolution).
+    """
 
     features: int
     kernel_size: int = 3
@@ -108,9 +109,9 @@ def actnorm_relu(x: jax.Array, loc: jax.Array, log_scale: jax.Array) -> jax.Arra
     ``jax.nn.relu``). Reverse mode then needs ``z`` and the mask, not the ActNorm output
     ``x`` (or its input): together with the conditioners' checkpoint policy, which keeps
     only these outputs (named :data:`ACT_NAME` under differentiation), a conditioner
-    saves one activation per hidden layer for its backward pass. Inside a scanned flow every saved activation is a
-    stacked buffer written and re-read once per step, which on CPU costs more than the
-    arithmetic (``docs/performance.md``).
+    saves one activation per hidden layer for its backward pass. Inside a scanned flow
+    every saved activation is a stacked buffer written and re-read once per step, which
+    on CPU costs more than the arithmetic (``docs/performance.md``).
     """
     return jnp.maximum((x + loc.astype(x.dtype)) * jnp.exp(log_scale.astype(x.dtype)), 0)
 
@@ -131,7 +132,8 @@ class ActNormParams(nn.Module):
     ActNorm's data-dependent initialisation (``loc = -mean``, ``log_scale = -log(std +
     eps)`` over every axis but the last, from the init batch); same names and values as
     :class:`jaxflows.bijectors.ActNorm`. Conditioners apply them together with the ReLU
-    (:func:`actnorm_relu`); their log-det is not needed."""
+    (:func:`actnorm_relu`); their log-det is not needed.
+    """
 
     eps: float = 1e-6
 
@@ -150,7 +152,8 @@ class ActNormParams(nn.Module):
 
 def _norm_relu(h: jax.Array, norm_name: str, dropout: float, train: bool) -> jax.Array:
     """``Dropout(ReLU(ActNorm(h)))`` inside a conditioner's compact ``__call__`` (the
-    submodules belong to the caller)."""
+    submodules belong to the caller).
+    """
     loc, log_scale = ActNormParams(name=norm_name)(h)
     return nn.Dropout(dropout, deterministic=not train)(actnorm_relu(h, loc, log_scale))
 
@@ -218,7 +221,8 @@ class ResNetConditioner(nn.Module):
     def _net(self, x: jax.Array, train: bool) -> jax.Array:
         _check_image("ResNetConditioner", x)
         if self.num_blocks < 0:
-            raise ValueError(f"ResNetConditioner: `num_blocks` must be >= 0, got {self.num_blocks}.")
+            raise ValueError(
+                f"ResNetConditioner: `num_blocks` must be >= 0, got {self.num_blocks}.")
         k = self.kernel_size
         h = Conv2D(self.hidden_channels, k, name="conv_in")(x)
         for i in range(self.num_blocks):
@@ -236,7 +240,8 @@ class MLPConditioner(nn.Module):
     ``num_layers`` hidden ``Dense(hidden) -> ReLU`` layers (residual,
     ``h + Dense(ReLU(h))``, after the first when ``residual=True``), dropout
     after each (``train=True``, rng ``"dropout"``), then a zero-initialised
-    ``Dense(out_features)``. Computes in the dtype of the input."""
+    ``Dense(out_features)``. Computes in the dtype of the input.
+    """
 
     hidden_features: int
     out_features: int

@@ -99,7 +99,8 @@ def conv_impl(impl: str) -> Iterator[None]:
 
 def current_impl() -> str:
     """The override in force: the :func:`conv_impl` block's, else ``$JAXFLOWS_CONV_IMPL``,
-    else ``"auto"``."""
+    else ``"auto"``.
+    """
     impl = getattr(_override, "impl", None)
     if impl is None:
         impl = os.environ.get(ENV_VAR, "") or "auto"

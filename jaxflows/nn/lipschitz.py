@@ -64,14 +64,16 @@ from ``C`` to ``2C`` channels.
 
 References:
   Behrmann, Grathwohl, Chen, Duvenaud, Jacobsen. Invertible Residual Networks. ICML 2019.
-  Chen, Behrmann, Duvenaud, Jacobsen. Residual Flows for Invertible Generative Modeling. NeurIPS 2019.
+  Chen, Behrmann, Duvenaud, Jacobsen. Residual Flows for Invertible Generative Modeling.
+  NeurIPS 2019.
   Perugachi-Diaz, Tomczak, Bhulai. Invertible DenseNets with Concatenated LipSwish. NeurIPS 2021.
-  Gouk, Frank, Pfahringer, Cree. Regularisation of Neural Networks by Enforcing Lipschitz Continuity. 2018.
+  Gouk, Frank, Pfahringer, Cree. Regularisation of Neural Networks by Enforcing Lipschitz
+  Continuity. 2018.
   Miyato, Kataoka, Koyama, Yoshida. Spectral Normalization for GANs. ICLR 2018.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Callable, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -164,7 +166,8 @@ _iterate_jit = jax.jit(_iterate, static_argnums=2)
 def conv_operator_norm(kernel: Array, spatial_shape: Sequence[int], *, padding="SAME",
                        num_iterations: int = 500, seed: int = 0) -> Array:
     """Operator 2-norm of the stride-1 convolution by ``kernel`` (HWIO) on images of
-    ``spatial_shape``, by power iteration from a random start (a helper for checks)."""
+    ``spatial_shape``, by power iteration from a random start (a helper for checks).
+    """
     shape = (1, *spatial_shape, kernel.shape[-2])
     u = jax.random.normal(jax.random.PRNGKey(seed), shape, kernel.dtype)
     op = lambda z: _conv(z, kernel, padding)
@@ -180,7 +183,8 @@ class _SpectralBase(nn.Module):
         for name in ("n_iterations", "init_iterations"):
             val = getattr(self, name)
             if not (isinstance(val, int) and val >= 0):
-                raise ValueError(f"{type(self).__name__}: `{name}` must be an integer >= 0, got {val!r}.")
+                raise ValueError(
+                    f"{type(self).__name__}: `{name}` must be an integer >= 0, got {val!r}.")
         k32 = lax.stop_gradient(kernel.astype(jnp.float32))
 
         def init_u():
@@ -239,7 +243,8 @@ class SpectralConv(_SpectralBase):
         k_hat = self._normalised(kernel, (1,) + tuple(x.shape[1:]), train)
         y = _conv(x, k_hat, "SAME")
         if self.use_bias:
-            y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(x.dtype)
+            bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+            y = y + bias.astype(x.dtype)
         return y
 
 
@@ -265,7 +270,8 @@ class SpectralDense(_SpectralBase):
         k_hat = self._normalised(kernel, (x.shape[-1],), train)
         y = x @ k_hat
         if self.use_bias:
-            y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(x.dtype)
+            bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
+            y = y + bias.astype(x.dtype)
         return y
 
 
@@ -333,7 +339,8 @@ def update_lipschitz_state(module: nn.Module, variables, *args, num_rounds: int 
     ``args``/``kwargs`` are the call arguments (an input of the right shape).
     """
     if not (isinstance(num_rounds, int) and num_rounds >= 1):
-        raise ValueError(f"update_lipschitz_state: num_rounds must be an integer >= 1, got {num_rounds!r}")
+        raise ValueError(
+            f"update_lipschitz_state: num_rounds must be an integer >= 1, got {num_rounds!r}")
     variables = dict(variables)
 
     def one(lip, _):

@@ -1,5 +1,6 @@
 """Small helpers shared by networks and bijectors: parameter dtypes, channel checks and the
-per-channel statistics of data-dependent initialisation (ActNorm)."""
+per-channel statistics of data-dependent initialisation (ActNorm).
+"""
 from __future__ import annotations
 
 import functools

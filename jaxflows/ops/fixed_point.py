@@ -106,14 +106,16 @@ def default_tolerance(dtype) -> float:
 def _check_settings(rtol, atol, max_iter, batch_axes, y):
     for name, val in (("rtol", rtol), ("atol", atol)):
         if not (isinstance(val, (int, float)) and val > 0):
-            raise ValueError(f"fixed_point_inverse: {name} must be a positive number, got {val!r}")
+            raise ValueError(
+                f"fixed_point_inverse: {name} must be a positive number, got {val!r}")
     if not (isinstance(max_iter, int) and max_iter >= 1):
         raise ValueError(f"fixed_point_inverse: max_iter must be an integer >= 1, got {max_iter!r}")
     if not (isinstance(batch_axes, int) and 0 <= batch_axes <= y.ndim):
-        raise ValueError(f"fixed_point_inverse: batch_axes must be an integer in [0, y.ndim={y.ndim}], "
-                         f"got {batch_axes!r}")
+        raise ValueError(f"fixed_point_inverse: batch_axes must be an integer in "
+                         f"[0, y.ndim={y.ndim}], got {batch_axes!r}")
     if not jnp.issubdtype(y.dtype, jnp.floating):
-        raise ValueError(f"fixed_point_inverse: y must be a floating-point array, got dtype {y.dtype}")
+        raise ValueError(
+            f"fixed_point_inverse: y must be a floating-point array, got dtype {y.dtype}")
 
 
 def _rms(a, batch_axes):
@@ -192,9 +194,14 @@ def fixed_point_inverse(
         batched array ``[*batch, *event]``.
       params: pytree of ``g``'s parameters; differentiable (implicit gradients).
       y: ``[*batch, *event]`` floating array, the output of the residual map.
-      rtol, atol: relative and absolute tolerances on the rms of the update per example
-        (see module docstring); both must be > 0. Default :func:`default_tolerance`
-        of ``y.dtype`` (4 eps). The adjoint solve of the backward pass uses the same.
+      rtol: relative tolerance of the per-example stopping rule
+        ``err_k <= tol_k = atol + rtol * rms(x_k)``, with ``err_k`` the error estimated
+        from the rms of the update (see module docstring); must be > 0. Default
+        :func:`default_tolerance` of ``y.dtype`` (4 eps). The adjoint solve of the
+        backward pass uses the same.
+      atol: absolute tolerance of the same rule; must be > 0. Default
+        :func:`default_tolerance` of ``y.dtype`` (4 eps). The adjoint solve of the
+        backward pass uses the same.
       max_iter: iteration cap (>= 1), also for the adjoint solve.
       batch_axes: number of leading axes of ``y`` that index examples (default 1; 0 treats
         ``y`` as a single example, e.g. under ``vmap``).
@@ -215,7 +222,8 @@ def fixed_point_inverse(
     """
     y = jnp.asarray(y)
     if not jnp.issubdtype(y.dtype, jnp.floating):
-        raise ValueError(f"fixed_point_inverse: y must be a floating-point array, got dtype {y.dtype}")
+        raise ValueError(
+            f"fixed_point_inverse: y must be a floating-point array, got dtype {y.dtype}")
     rtol = default_tolerance(y.dtype) if rtol is None else rtol
     atol = default_tolerance(y.dtype) if atol is None else atol
     _check_settings(rtol, atol, max_iter, batch_axes, y)
@@ -224,10 +232,10 @@ def fixed_point_inverse(
                          f"got {stall_patience!r}")
     out = jax.eval_shape(g, params, y)
     if out.shape != y.shape or out.dtype != y.dtype:
-        raise ValueError(f"fixed_point_inverse: g(params, x) must return the shape and dtype of x "
-                         f"{y.shape} {y.dtype}, got {out.shape} {out.dtype}")
-    settings = dict(rtol=float(rtol), atol=float(atol), max_iter=int(max_iter), batch_axes=batch_axes,
-                    patience=int(stall_patience))
+        raise ValueError(f"fixed_point_inverse: g(params, x) must return the shape and dtype "
+                         f"of x {y.shape} {y.dtype}, got {out.shape} {out.dtype}")
+    settings = dict(rtol=float(rtol), atol=float(atol), max_iter=int(max_iter),
+                    batch_axes=batch_axes, patience=int(stall_patience))
 
     # Hoist closed-over tracers so that custom_vjp sees every differentiable input.
     g_conv, consts = jax.closure_convert(lambda p, x: g(p, x), params, y)

@@ -109,7 +109,8 @@ _DISTRIBUTIONS = ("geometric", "poisson", None)
 def _check_x(fn, x):
     x = jnp.asarray(x)
     if x.ndim < 2:
-        raise ValueError(f"{fn}: x must be batched [B, *event] with at least 2 dims, got shape {x.shape}")
+        raise ValueError(
+            f"{fn}: x must be batched [B, *event] with at least 2 dims, got shape {x.shape}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"{fn}: x must be a floating-point array, got dtype {x.dtype}")
     return x
@@ -118,8 +119,8 @@ def _check_x(fn, x):
 def _check_g(fn, g, params, x):
     out = jax.eval_shape(g, params, x)
     if out.shape != x.shape or out.dtype != x.dtype:
-        raise ValueError(f"{fn}: g(params, x) must return the shape and dtype of x {x.shape} {x.dtype}, "
-                         f"got {out.shape} {out.dtype}")
+        raise ValueError(f"{fn}: g(params, x) must return the shape and dtype of x "
+                         f"{x.shape} {x.dtype}, got {out.shape} {out.dtype}")
 
 
 def _check_int(fn, name, val, lo):
@@ -137,14 +138,18 @@ def _check_distribution(fn, distribution, p, lam, allow_none):
     if distribution not in allowed:
         raise ValueError(f"{fn}: distribution must be one of {allowed}, got {distribution!r}")
     if distribution == "geometric" and not (isinstance(p, (int, float)) and 0.0 < p < 1.0):
-        raise ValueError(f"{fn}: p (geometric success probability) must lie strictly in (0, 1), got {p!r}")
-    if distribution == "poisson" and not (isinstance(lam, (int, float)) and lam > 0.0 and math.isfinite(lam)):
-        raise ValueError(f"{fn}: lam (Poisson rate) must be a positive finite number, got {lam!r}")
+        raise ValueError(
+            f"{fn}: p (geometric success probability) must lie strictly in (0, 1), got {p!r}")
+    if distribution == "poisson" and not (
+            isinstance(lam, (int, float)) and lam > 0.0 and math.isfinite(lam)):
+        raise ValueError(
+            f"{fn}: lam (Poisson rate) must be a positive finite number, got {lam!r}")
 
 
 def _check_key(fn, key):
     if key is None:
-        raise ValueError(f"{fn}: a PRNG key is required (key=jax.random.PRNGKey(...)) for Hutchinson probes")
+        raise ValueError(
+            f"{fn}: a PRNG key is required (key=jax.random.PRNGKey(...)) for Hutchinson probes")
 
 
 # ------------------------------------------------------------------ roulette helpers
@@ -162,10 +167,12 @@ def tail_probability(j: jax.Array, distribution: str, *, p: float = 0.5, lam: fl
     if distribution == "poisson":
         return jnp.where(j <= 0, jnp.ones_like(jf),
                          gammainc(jnp.maximum(jf, 1), jnp.asarray(lam, dtype)))
-    raise ValueError(f"tail_probability: distribution must be 'geometric' or 'poisson', got {distribution!r}")
+    raise ValueError(f"tail_probability: distribution must be 'geometric' or 'poisson', "
+                     f"got {distribution!r}")
 
 
-def sample_num_terms(key: jax.Array, distribution: str, *, p: float = 0.5, lam: float = 2.0) -> jax.Array:
+def sample_num_terms(key: jax.Array, distribution: str, *, p: float = 0.5,
+                     lam: float = 2.0) -> jax.Array:
     """Draws the number ``N >= 0`` of extra roulette terms on device (int32 scalar).
 
     Geometric: ``N = floor(log(U) / log(1 - p))`` with ``U ~ Uniform(0, 1]``, so
@@ -192,7 +199,8 @@ def series_tail_bound(dim: int, lip: float, n_terms: int) -> float:
 
 def _term_weights(k, n_exact, n_extra, distribution, p, lam, dtype):
     """(active, c_k) for term index k >= 1: active iff k <= n_exact + n_extra,
-    c_k = 1 for k <= n_exact else 1 / P(N >= k - n_exact) (0 where inactive)."""
+    c_k = 1 for k <= n_exact else 1 / P(N >= k - n_exact) (0 where inactive).
+    """
     j = k - n_exact
     if distribution is None:
         active = k <= n_exact
@@ -227,7 +235,8 @@ def _per_probe(vjp_fn):
     """``u [S, B, ...] -> [vjp_fn(u_s)[0] for s]``. One probe (the common case) is a plain
     call: ``vmap`` over a size-1 axis adds a batch dimension to every matrix product of
     the vjp, and XLA's CPU backend then transposes their operands (measured: about a
-    third of a residual-flow training step)."""
+    third of a residual-flow training step).
+    """
     def many(u):
         if u.shape[0] == 1:
             return vjp_fn(u[0])[0][None]
@@ -416,7 +425,8 @@ def logdet_neumann(g: GFn, params: PyTree, x: jax.Array, key: Optional[jax.Array
 def logdet_neumann_naive(g: GFn, params: PyTree, x: jax.Array, key: Optional[jax.Array] = None, *,
                          n_exact_terms: int = 2, distribution: Optional[str] = "geometric",
                          p: float = 0.5, lam: float = 2.0, n_samples: int = 1,
-                         probe: str = "gaussian", max_terms: int = 64) -> Tuple[jax.Array, jax.Array]:
+                         probe: str = "gaussian",
+                         max_terms: int = 64) -> Tuple[jax.Array, jax.Array]:
     """The estimator of :func:`logdet_neumann` differentiated by plain backprop.
 
     With ``distribution=None`` this is :func:`logdet_series` with ``n_terms =
@@ -453,7 +463,17 @@ def log_det(g: GFn, params: PyTree, x: jax.Array, *, key: Optional[jax.Array] = 
         (:func:`logdet_neumann_naive`), "eval" (deterministic: ``n_terms`` default 20,
         fixed probes, ``n_samples`` default 8; use ``probe="exact"`` for exact traces).
       n_terms: number of series terms for "series"/"eval".
-      n_exact_terms, distribution, p, lam, max_terms: roulette settings (see module docs).
+      n_exact_terms: number of series terms always computed, before the random ones
+        (roulette settings of "roulette", "neumann" and "neumann_naive"; see module docs).
+      distribution: law of the number ``N >= 0`` of extra roulette terms:
+        ``"geometric"`` or ``"poisson"``; ``None`` ("neumann" and "neumann_naive" only)
+        uses exactly ``n_exact_terms`` terms (the truncated series).
+      p: success probability of the geometric ``N``, ``P(N >= j) = (1 - p)^j``; must lie
+        in ``(0, 1)``.
+      lam: rate of the Poisson ``N``, ``P(N >= j) = gammainc(j, lam)``; must be > 0.
+      max_terms: static cap on the total number of terms of "roulette" and
+        "neumann_naive" (backprop needs a static loop length; the cap's bias is bounded
+        by :func:`series_tail_bound`). "neumann" is uncapped.
       n_samples: Hutchinson probes per example (default 1; 8 for "eval").
       probe: "gaussian", "rademacher" or "exact" (basis vectors; D vjps per term).
     """

@@ -209,14 +209,16 @@ def num_bisections(lo, hi, tol: float, dtype) -> int:
 
 def default_max_bisections(dtype) -> int:
     """Count used when the bracket is traced (width unknown): ``2 (p + 1)`` with ``p`` the
-    mantissa bits, i.e. 48 in float32 and 106 in float64 (module docstring)."""
+    mantissa bits, i.e. 48 in float32 and 106 in float64 (module docstring).
+    """
     return 2 * (_mantissa_bits(dtype) + 1)
 
 
 def _expansion_count(radius, factor, max_expansions, tol, dtype) -> int:
     """Static count covering every bracket the expansion can produce: ``[-r, r]`` and
     ``[-r c^k, -r c^{k-1}]`` for ``k = 1 .. max_expansions`` (mirror images have the same
-    count); brackets beyond the float64 range are never reached and are skipped."""
+    count); brackets beyond the float64 range are never reached and are skipped.
+    """
     n = num_bisections(-radius, radius, tol, dtype)
     if max_expansions == 0:
         return n
@@ -230,7 +232,7 @@ def _expansion_count(radius, factor, max_expansions, tol, dtype) -> int:
 
 
 def _concrete(v):
-    """numpy value of ``v``, or None when it is traced."""
+    """Numpy value of ``v``, or None when it is traced."""
     if isinstance(v, jax.core.Tracer):
         return None
     try:
@@ -304,7 +306,8 @@ def _check_number(name, val, lower, strict=True):
     ok = ok and (val > lower if strict else val >= lower)
     if not ok:
         rel = ">" if strict else ">="
-        raise ValueError(f"monotone_inverse: {name} must be a finite number {rel} {lower}, got {val!r}")
+        raise ValueError(
+            f"monotone_inverse: {name} must be a finite number {rel} {lower}, got {val!r}")
 
 
 def monotone_inverse(
@@ -398,8 +401,8 @@ def monotone_inverse(
                 try:
                     np.broadcast_shapes(v.shape, y.shape)
                 except ValueError:
-                    raise ValueError(f"monotone_inverse: bracket {name} of shape {v.shape} does not "
-                                     f"broadcast to y's shape {y.shape}") from None
+                    raise ValueError(f"monotone_inverse: bracket {name} of shape {v.shape} "
+                                     f"does not broadcast to y's shape {y.shape}") from None
         static = lo_c is not None and hi_c is not None
         if static:
             lo_b, hi_b = np.broadcast_arrays(lo_c.astype(np.float64), hi_c.astype(np.float64))
@@ -427,8 +430,8 @@ def monotone_inverse(
             flo, fhi = fx(lo), fx(hi)
             expansions = jnp.zeros(y.shape, jnp.int32)
         else:
-            lo, hi, flo, fhi, expansions = _expand(fx, y, float(initial_radius), float(expand_factor),
-                                                   max_expansions)
+            lo, hi, flo, fhi, expansions = _expand(fx, y, float(initial_radius),
+                                                   float(expand_factor), max_expansions)
         bracketed = jnp.logical_and(flo <= y, y <= fhi)
         lo, hi, flo, fhi, iters = _bisect(fx, y, lo, hi, flo, fhi, n, tol)
         width = hi - lo

@@ -6,17 +6,38 @@ Entry point: :func:`train_and_evaluate` ``(config, workdir)`` (used by
 from jaxflows.train.checkpoint import Checkpoints, read_fingerprint, restore_for_eval
 from jaxflows.train.config import config_to_dict, default_config, load_run_config
 from jaxflows.train.evaluation import evaluate_split, fixed_point_summary, save_samples
-from jaxflows.train.loop import (Progress, RunFiles, evaluate_and_checkpoint, finish,
-                                 restore_or_init, train_and_evaluate, train_steps)
+from jaxflows.train.loop import (
+                                 Progress,
+                                 RunFiles,
+                                 evaluate_and_checkpoint,
+                                 finish,
+                                 restore_or_init,
+                                 train_and_evaluate,
+                                 train_steps,
+)
 from jaxflows.train.mesh import BATCH_AXIS, batch_sharding, global_batch, make_mesh, replicated
 from jaxflows.train.metrics import MetricsLog, RunningMean
 from jaxflows.train.optim import make_optimizer, make_schedule
 from jaxflows.train.plots import image_grid, plot_curves, save_image_grid, to_pixels
-from jaxflows.train.run import (Run, abstract_state, build_flow, dataset_info, describe_model,
-                                get_split_source, init_state, model_fingerprint, prepare_run,
-                                validate_config)
-from jaxflows.train.settings import (DatasetSettings, ModelSettings, OptimSettings,
-                                     RunSettings, read_settings)
+from jaxflows.train.run import (
+                                 Run,
+                                 abstract_state,
+                                 build_flow,
+                                 dataset_info,
+                                 describe_model,
+                                 get_split_source,
+                                 init_state,
+                                 model_fingerprint,
+                                 prepare_run,
+                                 validate_config,
+)
+from jaxflows.train.settings import (
+                                 DatasetSettings,
+                                 ModelSettings,
+                                 OptimSettings,
+                                 RunSettings,
+                                 read_settings,
+)
 from jaxflows.train.state import TrainState, ema_update
 from jaxflows.train.step import Steps, dequantize, make_steps, nats_to_bits_per_dim
 

@@ -25,8 +25,13 @@ from jaxflows import models
 from jaxflows.train import checkpoint as ckpt_lib
 from jaxflows.train.mesh import global_batch, make_mesh, replicated
 from jaxflows.train.optim import make_optimizer, make_schedule
-from jaxflows.train.settings import (DatasetSettings, RunSettings, as_settings,
-                                     check_batch_sizes, read_settings)
+from jaxflows.train.settings import (
+    DatasetSettings,
+    RunSettings,
+    as_settings,
+    check_batch_sizes,
+    read_settings,
+)
 from jaxflows.train.state import TrainState
 from jaxflows.train.step import Steps, make_steps
 

@@ -1,6 +1,7 @@
 """The generic bijector registry: every module here defines ``CASES``, a list of
 :class:`jaxflows.testing.BijectorCase`. ``tests/test_bijectors.py`` runs
-:func:`jaxflows.testing.check_bijector` on all of them. Every bijector joins it."""
+:func:`jaxflows.testing.check_bijector` on all of them. Every bijector joins it.
+"""
 import importlib
 import pkgutil
 
