@@ -11,8 +11,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxflows.bijectors import (ActNorm, AdditiveCoupling, AffineCoupling, Conv1x1, Permute,
-                                Repeat, Reverse)
+from jaxflows.bijectors import (
+    ActNorm,
+    Additive,
+    AdditiveCoupling,
+    Affine,
+    AffineCoupling,
+    Conv1x1,
+    Coupling,
+    Permute,
+    Repeat,
+    Reverse,
+)
 from jaxflows.nn.conv import conv2d_same as conv2d
 from jaxflows.testing import enable_x64, perturb_params
 
@@ -38,8 +48,9 @@ def _abstract_apply(module, variables, shape, dtype=jnp.float32, context=None, i
     ActNorm, lambda: Conv1x1(lu=True), lambda: Conv1x1(lu=False), Permute,
     lambda: AffineCoupling(hidden_channels=8), lambda: AdditiveCoupling(hidden_channels=8),
     lambda: AffineCoupling(hidden_channels=8, mask="checkerboard", conditioner="resnet"),
+    lambda: Coupling(transformer=Affine("exp"), hidden_channels=8, mask="checkerboard"),
 ], ids=["actnorm", "conv1x1_lu", "conv1x1_plain", "permute", "affine", "additive",
-        "affine_checkerboard_resnet"])
+        "affine_checkerboard_resnet", "coupling_checkerboard"])
 def test_channel_count_differs_from_init(make):
     module = make()
     variables = _abstract_init(module, IMG)
@@ -72,19 +83,22 @@ def test_checkerboard_needs_images():
     (lambda: AffineCoupling(hidden_channels=8), (2, 4, 4)),
     (lambda: AffineCoupling(hidden_channels=8), (2, 2, 4, 4, 4)),
     (lambda: AdditiveCoupling(hidden_channels=8), (8,)),
+    (lambda: Coupling(transformer=Additive(), hidden_channels=8, mask="alternating"), (2, 3, 4)),
     (ActNorm, (4,)),
     (Conv1x1, (4,)),
     (Permute, (4,)),
     (Reverse, (4,)),
-], ids=["coupling_rank3", "coupling_rank5", "additive_rank1", "actnorm_rank1",
+], ids=["coupling_rank3", "coupling_rank5", "additive_rank1", "generic_rank3", "actnorm_rank1",
         "conv1x1_rank1", "permute_rank1", "reverse_rank1"])
 def test_unsupported_event_rank(make, shape):
     with pytest.raises(ValueError, match=r"`x`.*rank"):
         _abstract_init(make(), shape)
 
 
-def test_bad_context_shape():
-    module = AffineCoupling(hidden_channels=8)
+@pytest.mark.parametrize("module", [AffineCoupling(hidden_channels=8),
+                                    Coupling(transformer=Additive(), hidden_channels=8)],
+                         ids=["affine", "generic"])
+def test_bad_context_shape(module):
     for ctx_shape in [(3, 2), (2, 2, 4, 1), (2, 5, 2, 2, 1)]:
         with pytest.raises(ValueError, match=r"`context`"):
             _abstract_init(module, IMG, context=jax.ShapeDtypeStruct(ctx_shape, jnp.float32))
@@ -96,8 +110,12 @@ def test_bad_context_shape():
     (dict(clamp=-1.0, scale_fn="exp"), "clamp"),
 ])
 def test_bad_options(kwargs, arg):
-    with pytest.raises(ValueError, match=f"`{arg}`"):
+    with pytest.raises(ValueError, match=f"^AffineCoupling: `{arg}`"):
         _abstract_init(AffineCoupling(hidden_channels=8, **kwargs), IMG)
+    generic = {k: v for k, v in kwargs.items() if k not in ("scale_fn", "clamp")}
+    if generic:  # the same checks, and names, in the generic Coupling
+        with pytest.raises(ValueError, match=f"^Coupling: `{arg}`"):
+            _abstract_init(Coupling(transformer=Affine(), hidden_channels=8, **generic), IMG)
 
 
 def test_mlp_conditioner_rejects_images():
@@ -190,6 +208,10 @@ _COUPLINGS = {
     "affine_vector_alternating": (
         lambda: AffineCoupling(hidden_channels=8, mask="alternating"), (3, 5)),
     "additive_vector": (lambda: AdditiveCoupling(hidden_channels=8), (3, 6)),
+    "coupling_affine_exp_checkerboard": (
+        lambda: Coupling(transformer=Affine("exp"), hidden_channels=8, mask="checkerboard"), IMG),
+    "coupling_additive_alternating": (
+        lambda: Coupling(transformer=Additive(), hidden_channels=8, mask="alternating"), (3, 5)),
 }
 
 
@@ -246,8 +268,10 @@ def test_dropout_and_context_reach_the_conditioner():
     (lambda: AffineCoupling(hidden_channels=8, mask="checkerboard", conditioner="resnet",
                             scale_fn="exp"), IMG),
     (lambda: AdditiveCoupling(hidden_channels=8), (2, 6)),
+    (lambda: Coupling(transformer=Affine("exp", clamp=None), hidden_channels=8,
+                      mask="alternating"), (2, 5)),
 ], ids=["actnorm", "conv1x1_lu", "conv1x1_plain", "permute", "reverse", "affine",
-        "affine_resnet", "additive_vector"])
+        "affine_resnet", "additive_vector", "coupling_alternating"])
 def test_float64_in_float64_out(make, shape):
     module = make()
     with enable_x64():
@@ -272,7 +296,8 @@ def test_conv2d_implementations_agree():
 
 def test_repeat_unroll_gives_the_same_flow():
     """Repeat(unroll=...) changes only how the loop is compiled: same parameter tree, same
-    outputs and log-dets in both directions as the rolled loop."""
+    outputs and log-dets in both directions as the rolled loop.
+    """
     from jaxflows.bijectors import Chain, Repeat
     from jaxflows.models.multiscale import multiscale
 

@@ -1,10 +1,23 @@
-"""Registry entries for the Glow family: ActNorm, Conv1x1, Permute, Reverse, couplings.
+"""Registry entries for the Glow family: ActNorm, Conv1x1, Permute, Reverse, couplings
+(``Coupling`` with each transformer and each mask, and its ``AffineCoupling`` /
+``AdditiveCoupling`` names).
 
 Shapes are shared between cases (images IMG, vectors VEC, width H) so that the
 primitive compilations of eager execution are reused across cases.
 """
-from jaxflows.bijectors import (ActNorm, AdditiveCoupling, AffineCoupling, Chain, Conv1x1,
-                                Permute, Repeat, Reverse)
+from jaxflows.bijectors import (
+    ActNorm,
+    Additive,
+    AdditiveCoupling,
+    Affine,
+    AffineCoupling,
+    Chain,
+    Conv1x1,
+    Coupling,
+    Permute,
+    Repeat,
+    Reverse,
+)
 from jaxflows.testing import BijectorCase
 
 IMG = (2, 4, 4, 4)
@@ -44,6 +57,19 @@ CASES = [
                  lambda: AffineCoupling(hidden_channels=H, scale_fn="exp", conditioner="resnet",
                                         num_blocks=2), VEC, context_shape=(3, 2)),
     BijectorCase("additive_channel", lambda: AdditiveCoupling(hidden_channels=H), IMG),
+    BijectorCase("additive_checkerboard_parity1",
+                 lambda: AdditiveCoupling(hidden_channels=H, mask="checkerboard", parity=1), IMG),
+    BijectorCase("additive_vector_alternating",
+                 lambda: AdditiveCoupling(hidden_channels=H, mask="alternating"), VEC),
+    # The generic Coupling with a transformer object (the old names are thin subclasses).
+    BijectorCase("coupling_affine_exp_noclamp_channel_parity1",
+                 lambda: Coupling(transformer=Affine("exp", clamp=None), hidden_channels=H,
+                                  parity=1), IMG),
+    BijectorCase("coupling_affine_sigmoid_vector_alternating_context",
+                 lambda: Coupling(transformer=Affine("sigmoid"), hidden_channels=H,
+                                  mask="alternating", parity=1), VEC, context_shape=(3, 2)),
+    BijectorCase("coupling_additive_vector_channel",
+                 lambda: Coupling(transformer=Additive(), hidden_channels=H), VEC),
     # On vectors: an image Glow under Repeat is in tests/registry/flow.py (glow models),
     # and an eager nn.scan recompiles its body at every call (costly for convolutions).
     BijectorCase("glow_step_repeat_vector", lambda: Repeat(make_step=_glow_step, num_steps=2),
