@@ -1,18 +1,27 @@
 """Bijectors (forward = data -> latent). One family per file."""
 from jaxflows.bijectors.attention import IMap, ITrans
 from jaxflows.bijectors.base import Bijector, Chain, Identity, Inverse, Repeat, sum_except_batch
-from jaxflows.bijectors.coupling import AdditiveCoupling, AffineCoupling
+from jaxflows.bijectors.coupling import AdditiveCoupling, AffineCoupling, Coupling
 from jaxflows.bijectors.linear import Conv1x1, Permute, Reverse
 from jaxflows.bijectors.normalization import ActNorm
 from jaxflows.bijectors.preprocessing import LogitTransform, ScaleToUnit, Shift
 from jaxflows.bijectors.reshape import FlattenEvent, Split, Squeeze, Unsqueeze
 from jaxflows.bijectors.residual import DenseResidualBlock, ResidualBlock, fixed_point_report
+from jaxflows.bijectors.residual_settings import (
+    EvalEstimator,
+    FixedPointSolver,
+    LogDetEstimator,
+    SpectralNorm,
+)
+from jaxflows.bijectors.transformers import Additive, Affine, Transformer
 
 __all__ = [
     "Bijector", "Chain", "Identity", "Inverse", "Repeat", "sum_except_batch",
     "IMap", "ITrans",
     "ActNorm", "Conv1x1", "Permute", "Reverse", "AffineCoupling", "AdditiveCoupling",
+    "Coupling", "Transformer", "Affine", "Additive",
     "ResidualBlock", "DenseResidualBlock", "fixed_point_report",
+    "LogDetEstimator", "EvalEstimator", "FixedPointSolver", "SpectralNorm",
     "Squeeze", "Unsqueeze", "Split", "FlattenEvent",
     "ScaleToUnit", "Shift", "LogitTransform",
 ]
