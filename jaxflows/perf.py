@@ -55,9 +55,9 @@ def backend_initialised() -> bool:
     if "jax" not in sys.modules:
         return False
     try:
-        from jax._src import xla_bridge  # pylint: disable=import-outside-toplevel
+        from jax._src import xla_bridge
         return bool(getattr(xla_bridge, "_backends", {}))
-    except Exception:  # pylint: disable=broad-except  # private API moved: assume not.
+    except Exception:  # private API moved: assume not.
         return False
 
 
