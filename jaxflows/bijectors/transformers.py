@@ -34,8 +34,12 @@ with the contract
   outputs have the shape (and dtype) of ``x``;
 * where possible a zero ``params`` vector gives the identity (``tau(x; 0) = x``,
   log-det 0), so that a conditioner whose last layer is zero-initialised starts the
-  flow at the identity map. ``identity_at_zero`` says whether it holds; it does for
-  :class:`Affine` (both scale functions) and :class:`Additive`.
+  flow at the identity map. Set ``identity_at_zero = True`` only if this holds
+  **exactly** in floating point (``tau(x; 0) == x`` bit for bit, as ``x * 1 + 0``):
+  masked couplings then skip selecting ``x`` on the kept entries. It holds for
+  :class:`Affine` (both scale functions) and :class:`Additive`; a map that is the
+  identity only up to rounding (e.g. ``sinh(asinh(x))``) leaves it ``False``, the
+  default, and is still exactly the identity on a coupling's kept entries.
 
 Subclass :class:`Transformer` (a frozen dataclass) to write one::
 
@@ -82,7 +86,7 @@ class Transformer:
 
     #: Parameters per transformed entry (the conditioner outputs this many per entry).
     num_params: ClassVar[int]
-    #: Whether ``params = 0`` gives the identity map (with log-det 0).
+    #: Whether ``params = 0`` gives exactly (bit for bit) the identity, with log-det 0.
     identity_at_zero: ClassVar[bool] = False
 
     def forward(self, x: Array, params: Array) -> Tuple[Array, Array]:
