@@ -76,6 +76,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxflows.bijectors.base import Bijector, sum_except_batch
+from jaxflows.bijectors.reshape import concat_context
 from jaxflows.bijectors.transformers import Additive, Affine, check_affine_options
 from jaxflows.nn.conditioners import GlowConditioner, MLPConditioner, ResNetConditioner
 
@@ -180,15 +181,7 @@ class Coupling(Bijector):
         if self.mask == "alternating" and c < 2:
             raise ValueError(f"{name}: mask='alternating' needs at least 2 entries on the last "
                              f"axis of `x`; got shape {tuple(x.shape)}.")
-        if context is not None:
-            ok = (context.shape[0] == x.shape[0]
-                  and (context.ndim == 2 or (x.ndim == 4 and context.ndim == 4
-                                             and context.shape[1:3] == x.shape[1:3])))
-            if not ok:
-                raise ValueError(
-                    f"{name}: `context` must be [batch, K] or (for images) [batch, H, W, K] "
-                    f"with the batch (and H, W) of `x` {tuple(x.shape)}; got shape "
-                    f"{tuple(context.shape)}.")
+        # `context` shapes are checked by concat_context (the same rule as Split).
 
     def _make_conditioner(self, out_channels: int, image: bool) -> nn.Module:
         if callable(self.conditioner):
@@ -233,7 +226,7 @@ class Coupling(Bijector):
         transformer = self.get_transformer()
         _check_transformer(transformer, name)
         self._validate(x, context)
-        inp = _conditioner_input(x, context, self.mask, self.parity)
+        inp = _conditioner_input(x, context, self.mask, self.parity, name)
         n_entries = x.shape[-1] // 2 if self.mask == "channel" else x.shape[-1]
         out = self._run_conditioner(inp, context, n_entries, transformer.num_params, train,
                                     x.shape)
@@ -256,16 +249,11 @@ def _halves(x: jax.Array, parity: int):
     return (first, second) if parity == 0 else (second, first)
 
 
-@functools.partial(jax.jit, static_argnames=("mask", "parity"))
-def _conditioner_input(x, context, mask, parity):
+@functools.partial(jax.jit, static_argnames=("mask", "parity", "who"))
+def _conditioner_input(x, context, mask, parity, who):
     """The conditioner's input: ``x_a`` (or ``m * x``), with the context appended."""
     inp = _halves(x, parity)[0] if mask == "channel" else x * _mask(x, mask, parity)
-    if context is None:
-        return inp
-    ctx = context.astype(x.dtype)
-    if x.ndim == 4 and ctx.ndim == 2:
-        ctx = jnp.broadcast_to(ctx[:, None, None, :], x.shape[:3] + ctx.shape[-1:])
-    return jnp.concatenate([inp, ctx], axis=-1)
+    return concat_context(inp, context, who)
 
 
 def _elementwise(transformer, x, params, inverse, who):

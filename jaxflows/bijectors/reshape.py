@@ -98,26 +98,31 @@ def Unsqueeze() -> Bijector:  # noqa: N802  (a constructor, named like a class)
 
 
 def concat_context(h: Array, context: Optional[Array], who: str) -> Array:
-    """Concatenates a conditioning input to image features ``h`` along channels.
+    """Concatenates a conditioning input to features ``h`` along the last axis.
 
-    ``context`` may be ``None`` (returns ``h``), a vector batch ``[B, K]`` (broadcast
-    over the spatial positions) or an image batch ``[B, H, W, K]`` with the same
-    spatial size as ``h``.
+    ``h`` is an image batch ``[B, H, W, C]`` or a vector batch ``[B, D]``. ``context``
+    may be ``None`` (returns ``h``), a vector batch ``[B, K]`` (broadcast over the
+    spatial positions of an image ``h``) or, for an image ``h``, an image batch
+    ``[B, H, W, K]`` with the same spatial size. Used by every conditioner that takes
+    a context (couplings, :class:`Split`), so all of them accept the same shapes.
     """
     if context is None:
         return h
     context = context.astype(h.dtype)
-    if context.ndim == 2:
+    if context.ndim < 1 or context.shape[0] != h.shape[0]:
+        raise ValueError(
+            f"{who}: `context` batch size {context.shape[:1]} differs from the input's "
+            f"{h.shape[0]} (context shape {tuple(context.shape)}).")
+    if h.ndim == 4 and context.ndim == 2:
         context = jnp.broadcast_to(context[:, None, None, :],
                                    h.shape[:3] + (context.shape[-1],))
-    elif context.ndim != 4 or context.shape[1:3] != h.shape[1:3]:
+    elif h.ndim == 4 and (context.ndim != 4 or context.shape[1:3] != h.shape[1:3]):
         raise ValueError(
-            f"{who}: context must be [batch, K] or [batch, {h.shape[1]}, {h.shape[2]}, K], "
+            f"{who}: `context` must be [batch, K] or [batch, {h.shape[1]}, {h.shape[2]}, K], "
             f"got shape {tuple(context.shape)}.")
-    if context.shape[0] != h.shape[0]:
-        raise ValueError(
-            f"{who}: context batch size {context.shape[0]} differs from the input's "
-            f"{h.shape[0]}.")
+    elif h.ndim != 4 and context.ndim != h.ndim:
+        raise ValueError(f"{who}: `context` for a rank-{h.ndim} input must have rank {h.ndim} "
+                         f"([batch, K]), got shape {tuple(context.shape)}.")
     return jnp.concatenate([h, context], axis=-1)
 
 

@@ -28,15 +28,15 @@ import functools
 from typing import Sequence, Union
 
 from jaxflows.bijectors.attention import IMap, ITrans
-from jaxflows.bijectors.base import Bijector, Chain, Identity
+from jaxflows.bijectors.base import Bijector, Chain
 from jaxflows.distributions.flow import Flow
 from jaxflows.models.common import (
     RENAMED,
-    check_image_shape,
+    identity_split,
     preprocessing_bijectors,
     renamed_arguments,
 )
-from jaxflows.models.glow import COUPLINGS, glow_step
+from jaxflows.models.glow import check_glow_arguments, glow_step
 from jaxflows.models.multiscale import multiscale
 
 __all__ = ["attnflow", "attnflow_step", "ATTENTIONS", "POSITIONS"]
@@ -113,11 +113,8 @@ def attnflow(image_shape: Sequence[int], *, attention: str = "imap", position: i
     Returns:
       ``Flow`` whose ``log_prob`` is the density (nats) of the pixel values.
     """
-    if not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"attnflow: levels must be an int >= 1, got {levels!r}.")
-    shape = check_image_shape(image_shape, 2 ** levels, "attnflow")
-    if coupling not in COUPLINGS:
-        raise ValueError(f"attnflow: coupling must be one of {COUPLINGS}, got {coupling!r}.")
+    shape = check_glow_arguments("attnflow", image_shape, levels, coupling, permutation,
+                                 hidden_channels, dropout)
     if attention == "itrans":
         for l in range(levels):
             channels = shape[2] * 4 * 2 ** l
@@ -133,7 +130,7 @@ def attnflow(image_shape: Sequence[int], *, attention: str = "imap", position: i
     # Validate everything the steps check lazily (bad attention/position) right away.
     make_step(0)
     pre = preprocessing_bijectors(num_bins, preprocessing, alpha, "attnflow")
-    make_split = None if learn_split_prior else (lambda level: Identity())
+    make_split = None if learn_split_prior else identity_split
     body = multiscale(levels, steps_per_level, make_step, remat=remat, make_split=make_split)
     return Flow(bijector=Chain(pre + [body]), event_shape=shape)
 

@@ -22,7 +22,7 @@ compile time does not grow with ``K``.
 from __future__ import annotations
 
 import functools
-from typing import Sequence, Union
+from typing import Sequence, Tuple, Union
 
 from jaxflows.bijectors.base import Bijector, Chain
 from jaxflows.bijectors.coupling import AdditiveCoupling, AffineCoupling
@@ -38,7 +38,7 @@ from jaxflows.models.common import (
 )
 from jaxflows.models.multiscale import multiscale
 
-__all__ = ["glow", "glow_step", "COUPLINGS"]
+__all__ = ["glow", "glow_step", "check_glow_arguments", "COUPLINGS"]
 
 COUPLINGS = ("affine", "additive")
 _PERMUTATIONS = ("conv1x1", "shuffle", "reverse")
@@ -70,6 +70,30 @@ def glow_step(level: int, *, hidden_channels: int, coupling: str = "affine",
 
 
 @renamed_arguments(RENAMED)
+
+def check_glow_arguments(who: str, image_shape, levels, coupling, permutation, hidden_channels,
+                         dropout) -> Tuple[int, int, int]:
+    """Checks the arguments every Glow-style factory shares; returns the image shape.
+
+    Used by :func:`glow` and :func:`~jaxflows.models.attnflow.attnflow` so that both
+    refuse the same bad values with the same message (prefixed by ``who``).
+    """
+    if not isinstance(levels, int) or isinstance(levels, bool) or levels < 1:
+        raise ValueError(f"{who}: levels must be an int >= 1, got {levels!r}.")
+    shape = check_image_shape(image_shape, 2 ** levels, who)
+    if coupling not in COUPLINGS:
+        raise ValueError(f"{who}: coupling must be one of {COUPLINGS}, got {coupling!r}.")
+    if permutation not in _PERMUTATIONS:
+        raise ValueError(f"{who}: permutation must be one of {_PERMUTATIONS}, got "
+                         f"{permutation!r}.")
+    if not isinstance(hidden_channels, int) or hidden_channels < 1:
+        raise ValueError(f"{who}: hidden_channels must be a positive int, got "
+                         f"{hidden_channels!r}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"{who}: dropout must be in [0, 1), got {dropout!r}.")
+    return shape
+
+
 def glow(image_shape: Sequence[int], *, levels: int = 3,
          steps_per_level: Union[int, Sequence[int]] = 32, hidden_channels: int = 512,
          coupling: str = "affine", num_bins: float = 256, dropout: float = 0.0,
@@ -107,17 +131,8 @@ def glow(image_shape: Sequence[int], *, levels: int = 3,
     Returns:
       ``Flow`` whose ``log_prob`` is the density (nats) of the pixel values.
     """
-    if not isinstance(levels, int) or levels < 1:
-        raise ValueError(f"glow: levels must be an int >= 1, got {levels!r}.")
-    shape = check_image_shape(image_shape, 2 ** levels, "glow")
-    if coupling not in COUPLINGS:
-        raise ValueError(f"glow: coupling must be one of {COUPLINGS}, got {coupling!r}.")
-    if permutation not in _PERMUTATIONS:
-        raise ValueError(f"glow: permutation must be one of {_PERMUTATIONS}, got {permutation!r}.")
-    if not isinstance(hidden_channels, int) or hidden_channels < 1:
-        raise ValueError(f"glow: hidden_channels must be a positive int, got {hidden_channels!r}.")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"glow: dropout must be in [0, 1), got {dropout!r}.")
+    shape = check_glow_arguments("glow", image_shape, levels, coupling, permutation,
+                                 hidden_channels, dropout)
     pre = preprocessing_bijectors(num_bins, preprocessing, alpha, "glow")
     make_step = functools.partial(
         glow_step, hidden_channels=hidden_channels, coupling=coupling, permutation=permutation,

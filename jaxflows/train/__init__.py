@@ -39,7 +39,7 @@ from jaxflows.train.settings import (
                                  read_settings,
 )
 from jaxflows.train.state import TrainState, ema_update
-from jaxflows.train.step import Steps, dequantize, make_steps, nats_to_bits_per_dim
+from jaxflows.train.step import Steps, dequantize, make_steps
 
 __all__ = [
     # the whole run, and its parts
@@ -56,6 +56,6 @@ __all__ = [
     "image_grid", "save_image_grid", "plot_curves", "to_pixels",
     # optimiser, steps, devices, checkpoints
     "make_optimizer", "make_schedule", "Steps", "make_steps", "dequantize",
-    "nats_to_bits_per_dim", "make_mesh", "batch_sharding", "replicated", "global_batch",
+    "make_mesh", "batch_sharding", "replicated", "global_batch",
     "BATCH_AXIS", "Checkpoints", "read_fingerprint", "restore_for_eval",
 ]

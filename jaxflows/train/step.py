@@ -18,17 +18,17 @@ key (``jax_threefry_partitionable``), so results do not depend on the device cou
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from jaxflows.metrics import bits_per_dim
 from jaxflows.train.mesh import batch_sharding, replicated
 from jaxflows.train.state import TrainState, ema_update
 
-__all__ = ["dequantize", "nats_to_bits_per_dim", "Steps", "make_steps", "MUTABLE_EXCLUDED"]
+__all__ = ["dequantize", "Steps", "make_steps", "MUTABLE_EXCLUDED"]
 
 # Collections that are never updated by a train step.
 MUTABLE_EXCLUDED = ("params", "buffers", "intermediates")
@@ -37,11 +37,6 @@ MUTABLE_EXCLUDED = ("params", "buffers", "intermediates")
 def dequantize(rng: jax.Array, images: jax.Array, dtype=jnp.float32) -> jax.Array:
     """``x = k + u`` with ``u ~ U[0, 1)`` per pixel: uniform dequantisation, on device."""
     return images.astype(dtype) + jax.random.uniform(rng, images.shape, dtype)
-
-
-def nats_to_bits_per_dim(log_prob: jax.Array, num_dims: int) -> jax.Array:
-    """``-log_prob / (D ln 2)`` for a density of pixel values (see the module docstring)."""
-    return -log_prob / (num_dims * math.log(2.0))
 
 
 class Steps(NamedTuple):
@@ -119,7 +114,7 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
                                                mutable=mutable)
             else:
                 log_prob, updates = flow.apply(variables, x, train=True, rngs=rngs), {}
-            bpd = nats_to_bits_per_dim(log_prob.astype(jnp.float32), num_dims)
+            bpd = bits_per_dim(log_prob.astype(jnp.float32), num_dims)
             return jnp.mean(bpd), dict(updates)
 
         (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -151,7 +146,7 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
     def evaluate(state: TrainState, images, mask, ids):
         x = dequantize(_key_from(ids), images)
         log_prob = flow.apply(state.variables(use_ema and ema_decay > 0), x, train=False)
-        bpd = nats_to_bits_per_dim(log_prob.astype(jnp.float32), num_dims)
+        bpd = bits_per_dim(log_prob.astype(jnp.float32), num_dims)
         mask = mask.astype(jnp.float32)
         return jnp.sum(jnp.where(mask > 0, bpd, 0.0)), jnp.sum(mask)
 
