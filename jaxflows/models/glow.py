@@ -69,8 +69,6 @@ def glow_step(level: int, *, hidden_channels: int, coupling: str = "affine",
     return Chain([ActNorm(), perm, coup])
 
 
-@renamed_arguments(RENAMED)
-
 def check_glow_arguments(who: str, image_shape, levels, coupling, permutation, hidden_channels,
                          dropout) -> Tuple[int, int, int]:
     """Checks the arguments every Glow-style factory shares; returns the image shape.
@@ -94,6 +92,7 @@ def check_glow_arguments(who: str, image_shape, levels, coupling, permutation, h
     return shape
 
 
+@renamed_arguments(RENAMED)
 def glow(image_shape: Sequence[int], *, levels: int = 3,
          steps_per_level: Union[int, Sequence[int]] = 32, hidden_channels: int = 512,
          coupling: str = "affine", num_bins: float = 256, dropout: float = 0.0,
