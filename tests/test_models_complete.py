@@ -84,3 +84,9 @@ def test_model_builds_round_trips_and_has_finite_log_prob(name):
     # float32 round trip (pixel values in [0, 17)), through fixed-point inverses too.
     np.testing.assert_allclose(xr, x, atol=1e-3)
     assert z.size == x.size, f"{name}: latent {z.shape} is not a bijective image of {x.shape}"
+
+
+@pytest.mark.parametrize("name", sorted(set(MODELS) - set(VECTOR_DIMS)))
+def test_old_num_levels_argument_names_its_new_name(name):
+    with pytest.raises(TypeError, match=r"`num_levels` was renamed `num_bins`"):
+        MODELS[name](SHAPE, num_levels=NUM_BINS, **TINY[name])

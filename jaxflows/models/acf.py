@@ -39,6 +39,7 @@ import numpy as np
 
 from jaxflows.bijectors.residual_settings import check_moved
 from jaxflows.distributions.flow import Flow
+from jaxflows.models.common import RENAMED, renamed_arguments
 from jaxflows.models.resflow import idensenet, iresnet, level_channels, resflow
 from jaxflows.nn.attention import L2MultiHeadAttention, LipNormAttention
 
@@ -86,6 +87,7 @@ def _base_params(base: str) -> Mapping[str, inspect.Parameter]:
     return {k: p for k, p in params.items() if k not in _NOT_FORWARDED}
 
 
+@renamed_arguments(RENAMED)
 def acf(image_shape, *, base: str = "resflow", attention: str = "l2", heads: int = 1,
         **base_kwargs) -> Flow:
     """An ACF flow on images: the ``base`` residual flow with attention in its branches.
