@@ -26,6 +26,8 @@ TINY = {
     "idensenet": dict(levels=2, blocks_per_level=1, growth=4, depth=1, fc_blocks=1,
                       fc_growth=4, fc_first_features=4),
     "acf": dict(levels=2, blocks_per_level=1, hidden_channels=4, fc_blocks=0),
+    "mar_scf": dict(levels=2, steps_per_level=1, hidden_channels=4, lstm_features=3,
+                    lstm_layers=1, kernel_sizes=3, dilations=1, embed_channels=2),
 }
 
 

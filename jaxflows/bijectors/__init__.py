@@ -3,6 +3,7 @@ from jaxflows.bijectors.attention import IMap, ITrans
 from jaxflows.bijectors.base import Bijector, Chain, Identity, Inverse, Repeat, sum_except_batch
 from jaxflows.bijectors.coupling import AdditiveCoupling, AffineCoupling, Coupling
 from jaxflows.bijectors.linear import Conv1x1, Permute, Reverse
+from jaxflows.bijectors.mar import MARSplit, MARTop
 from jaxflows.bijectors.normalization import ActNorm
 from jaxflows.bijectors.preprocessing import LogitTransform, ScaleToUnit, Shift
 from jaxflows.bijectors.reshape import FlattenEvent, Split, Squeeze, Unsqueeze
@@ -24,4 +25,5 @@ __all__ = [
     "LogDetEstimator", "EvalEstimator", "FixedPointSolver", "SpectralNorm",
     "Squeeze", "Unsqueeze", "Split", "FlattenEvent",
     "ScaleToUnit", "Shift", "LogitTransform",
+    "MARSplit", "MARTop",
 ]

@@ -109,10 +109,10 @@ def concat_context(h: Array, context: Optional[Array], who: str) -> Array:
     if context is None:
         return h
     context = context.astype(h.dtype)
-    if context.ndim < 1 or context.shape[0] != h.shape[0]:
+    if context.ndim < 2 or context.shape[0] != h.shape[0]:
         raise ValueError(
-            f"{who}: `context` batch size {context.shape[:1]} differs from the input's "
-            f"{h.shape[0]} (context shape {tuple(context.shape)}).")
+            f"{who}: `context` must be batched like the input (batch {h.shape[0]}, rank >= 2), "
+            f"got shape {tuple(context.shape)}.")
     if h.ndim == 4 and context.ndim == 2:
         context = jnp.broadcast_to(context[:, None, None, :],
                                    h.shape[:3] + (context.shape[-1],))

@@ -9,12 +9,13 @@ tests then build, round-trip and evaluate it at a tiny size).
 from jaxflows.models.acf import acf
 from jaxflows.models.attnflow import attnflow
 from jaxflows.models.glow import glow
+from jaxflows.models.mar_scf import mar_scf
 from jaxflows.models.multiscale import MultiScale, multiscale
 from jaxflows.models.realnvp import realnvp
 from jaxflows.models.resflow import idensenet, iresnet, resflow
 
 __all__ = ["MODELS", "get_model", "glow", "realnvp", "attnflow", "acf", "resflow", "iresnet",
-           "idensenet", "MultiScale", "multiscale"]
+           "idensenet", "MultiScale", "multiscale", "mar_scf"]
 
 MODELS = {
     "glow": glow,
@@ -24,6 +25,7 @@ MODELS = {
     "resflow": resflow,
     "iresnet": iresnet,
     "idensenet": idensenet,
+    "mar_scf": mar_scf,
 }
 
 

@@ -10,6 +10,7 @@ from jaxflows.nn.conditioners import (
                                       ZeroConv2D,
 )
 from jaxflows.nn.conv import conv2d_same, conv_impl
+from jaxflows.nn.convlstm import ConvLSTM, ConvLSTMCell
 from jaxflows.nn.lipschitz import (
                                       CLIPSWISH_LIPSCHITZ,
                                       CLipSwish,
@@ -23,6 +24,6 @@ __all__ = [
     "CLIPSWISH_LIPSCHITZ", "CLipSwish", "LipSwish", "SpectralConv", "SpectralDense",
     "update_lipschitz_state",
     "Conv2D", "ZeroConv2D", "GlowConditioner", "ResNetConditioner", "MLPConditioner",
-    "conv2d_same", "conv_impl",
+    "conv2d_same", "conv_impl", "ConvLSTM", "ConvLSTMCell",
     "L2MultiHeadAttention", "LipNormAttention", "lambert_w0",
 ]
