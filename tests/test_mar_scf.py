@@ -167,3 +167,19 @@ def test_prior_rejects_bad_temperature_and_missing_kept_half():
                                              rngs={"sample": jax.random.PRNGKey(0)}), v)
     with pytest.raises(ValueError, match="needs the kept half"):
         jax.eval_shape(lambda v: prior.apply(v, l, method=prior.log_prob), v)
+
+
+def test_linear_latent_interpolation_hits_both_ends_and_is_linear_in_z(tiny_flow):
+    from jaxflows.interpolation import linear_latent_interpolation
+    flow, variables, x = tiny_flow
+    path = jax.jit(lambda v, a, b: linear_latent_interpolation(flow, v, a, b, 5))(
+        variables, x[0], x[1])
+    assert path.shape == (5,) + SHAPE
+    np.testing.assert_allclose(path[0], x[0], atol=1e-3)
+    np.testing.assert_allclose(path[-1], x[1], atol=1e-3)
+    z = jax.jit(lambda v, p: flow.apply(v, p, method=flow.forward))(variables, path)
+    np.testing.assert_allclose(z[2], 0.5 * (z[0] + z[-1]), atol=1e-3)
+    with pytest.raises(ValueError, match="num_points must be an int >= 2"):
+        linear_latent_interpolation(flow, variables, x[0], x[1], 1)
+    with pytest.raises(ValueError, match="event shape"):
+        linear_latent_interpolation(flow, variables, x[:1], x[1], 3)
