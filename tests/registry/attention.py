@@ -9,4 +9,7 @@ CASES = [
     BijectorCase("itrans_heads2_k3_parity1",
                  lambda: ITrans(heads=2, kernel_size=3, qk_channels=4, parity=1),
                  (2, 4, 4, 1), perturb_scale=0.3),
+    # Patches of 4 x 4 (2 x 2 tokens on an 8 x 8 image).
+    BijectorCase("itrans_patch4", lambda: ITrans(heads=1, patch_size=4), (2, 8, 8, 1),
+                 perturb_scale=0.3),
 ]

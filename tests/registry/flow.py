@@ -19,10 +19,11 @@ def _pixels(key, shape):
 
 
 CASES = [
-    # Output shapes are chosen to broadcast against the input (check_bijector compares them).
-    BijectorCase("squeeze", lambda: Squeeze(), (2, 2, 2, 1), output_shape=(2, 1, 1, 4)),
-    BijectorCase("unsqueeze", lambda: Inverse(Squeeze()), (2, 1, 1, 4),
-                 output_shape=(2, 2, 2, 1)),
+    # 4x4 (not 2x2): a 2x2x1 squeeze keeps the flattened order, i.e. it would be the
+    # identity to the check's "elements moved" guard.
+    BijectorCase("squeeze", lambda: Squeeze(), (2, 4, 4, 1), output_shape=(2, 2, 2, 4)),
+    BijectorCase("unsqueeze", lambda: Inverse(Squeeze()), (2, 2, 2, 4),
+                 output_shape=(2, 4, 4, 1)),
     BijectorCase("split_prior", lambda: Split(), (2, 2, 2, 4)),
     BijectorCase("split_prior_context", lambda: Split(), (2, 2, 2, 2), context_shape=(2, 3)),
     BijectorCase("glow_preprocessing", lambda: Chain([ScaleToUnit(256), Shift(-0.5)]),
@@ -31,8 +32,11 @@ CASES = [
                  (2, 2, 2, 3), input_fn=_pixels),
     BijectorCase("logit_1e-6", lambda: LogitTransform(1e-6), (2, 5), input_fn=_unit),
     # A whole Glow bijector (preprocessing, 2 levels of squeeze / ActNorm / 1x1 conv /
-    # affine coupling / split), exact Jacobian checked in float64.
+    # affine coupling / split), exact Jacobian checked in float64. A perturbation of 0.1
+    # on every parameter of the whole model (pixel-scale ActNorm, 1x1 convolutions)
+    # makes latents of +-160 and an inverse whose Jacobian reaches 1e18, where no finite
+    # difference is meaningful; 0.03 still moves every element.
     BijectorCase("glow_4x4x1_L2_K1",
                  lambda: glow((4, 4, 1), levels=2, steps_per_level=1, hidden_channels=4).bijector,
-                 (2, 4, 4, 1), input_fn=_pixels, recon_atol=1e-6),
+                 (2, 4, 4, 1), input_fn=_pixels, perturb_scale=0.03),
 ]

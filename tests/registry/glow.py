@@ -62,9 +62,11 @@ CASES = [
     BijectorCase("additive_vector_alternating",
                  lambda: AdditiveCoupling(hidden_channels=H, mask="alternating"), VEC),
     # The generic Coupling with a transformer object (the old names are thin subclasses).
+    # Unclamped exp scales amplify the round-off of (y - t) e^-s: measured 1.1e-10
+    # relative to max(1, |x|) for one seed, so 1e-9 here.
     BijectorCase("coupling_affine_exp_noclamp_channel_parity1",
                  lambda: Coupling(transformer=Affine("exp", clamp=None), hidden_channels=H,
-                                  parity=1), IMG),
+                                  parity=1), IMG, recon_atol=1e-9),
     BijectorCase("coupling_affine_sigmoid_vector_alternating_context",
                  lambda: Coupling(transformer=Affine("sigmoid"), hidden_channels=H,
                                   mask="alternating", parity=1), VEC, context_shape=(3, 2)),
