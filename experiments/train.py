@@ -5,68 +5,74 @@ Overrides on the command line, as in the Flax examples::
     python experiments/train.py --config=experiments/configs/glow_digits.py \
         --workdir=runs/glow_digits --config.batch_size=32 --config.model.dropout=0.2
 
-Rerunning the same command after an interruption (SIGTERM, a crash, kill -9) resumes
-from the latest checkpoint in ``--workdir`` and yields the same parameters and
-metrics as an uninterrupted run. On several hosts, pass ``--distributed`` (or set
-``JAX_COORDINATOR_ADDRESS`` etc.) so that ``jax.distributed.initialize()`` runs first.
+Rerunning the same command after an interruption (SIGTERM, Ctrl-C, a crash, kill -9)
+resumes from the latest intact checkpoint in ``--workdir`` and yields the same
+parameters and metrics as an uninterrupted run. A first Ctrl-C checkpoints and stops
+after the current step; a second one aborts at once. On several hosts, pass
+``--distributed`` (or set ``JAX_COORDINATOR_ADDRESS`` etc.) so that
+``jax.distributed.initialize()`` runs first.
+
+Exit codes (``experiments/cli.py``): 0 done, 1 the run failed (diverged, non-finite
+final figures), 2 refused (one ``error:`` line naming the flag, key or path; ``--debug``
+adds the traceback), 130 Ctrl-C, 143 SIGTERM.
 """
 from __future__ import annotations
 
 import json
-import logging
 import sys
+from typing import Optional, Sequence
 
-from absl import app, flags
-from absl import logging as absl_logging
-from ml_collections import config_flags
+from absl import flags
 
+from experiments import cli
 from jaxflows.perf import configure_cpu
 
 # Before JAX's first computation: glibc allocator + AVX-512 vector width on CPU hosts
 # (jaxflows.perf; JAXFLOWS_NO_CPU_TUNING=1 disables it).
 configure_cpu()
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Training configuration file (path[:arg]).",
-                                lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, samples, curves.")
+# This launcher's own flags (cli.parse adds --config); define new ones with
+# flag_values=FLAGS.
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, samples, curves.",
+                    flag_values=FLAGS)
 flags.DEFINE_bool("distributed", False,
-                  "Call jax.distributed.initialize() first (multi-host GPU/TPU).")
-flags.mark_flags_as_required(["config", "workdir"])
+                  "Call jax.distributed.initialize() first (multi-host GPU/TPU).",
+                  flag_values=FLAGS)
+flags.DEFINE_bool("debug", False, "Show the traceback of an error.", flag_values=FLAGS)
 
 
-def main(argv):
-    """Train and evaluate ``--config`` in ``--workdir``.
-
-    Exit code 2 with an ``error:`` line on bad input, 143 when interrupted (SIGTERM).
-    """
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def _train() -> int:
     # After configure_cpu(): jaxflows.train imports jax.
     import jax
 
     from jaxflows.train import train_and_evaluate
     if FLAGS.distributed:
         jax.distributed.initialize()
-    absl_logging.set_verbosity(absl_logging.WARNING)   # orbax is chatty at INFO
-    logging.getLogger("jaxflows.train").setLevel(logging.INFO)
     print(f"devices: {jax.device_count()} x {jax.devices()[0].platform} on "
           f"{jax.process_count()} process(es)", flush=True)
-    try:
-        results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (ValueError, FileNotFoundError) as e:   # bad input / data not prepared: a clear message
-        print(f"error: {e}", file=sys.stderr, flush=True)
-        sys.exit(2)
+    results = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     if results.get("interrupted"):
-        print(f"interrupted at step {results['step']}; checkpoint saved. Rerun the same "
-              "command to resume.", flush=True)
-        sys.exit(143)
+        how = "Ctrl-C" if results.get("signal") == "SIGINT" else results.get("signal")
+        print(f"interrupted ({how}) at step {results['step']}; checkpoint saved. Rerun the "
+              "same command to resume.", flush=True)
+        return cli.EXIT_SIGINT if results.get("signal") == "SIGINT" else cli.EXIT_SIGTERM
     summary = {k: v for k, v in results.items() if k != "samples"}
     print("results: " + json.dumps(summary, sort_keys=True), flush=True)
     if "test_bpd" in results:
         print(f"test bits/dim: {results['test_bpd']:.4f} (best step {results['best_step']}, "
               f"EMA={results['use_ema']}); outputs in {FLAGS.workdir}", flush=True)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Train and evaluate ``--config`` in ``--workdir``; returns the exit code.
+
+    ``argv`` as ``sys.argv`` (program name first; default ``sys.argv``).
+    """
+    return cli.run(_train, argv, FLAGS, module=__name__, doc=__doc__, config_file=True,
+                   required=("config", "workdir"))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    sys.exit(main())

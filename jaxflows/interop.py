@@ -2,7 +2,9 @@
 
 * :func:`as_functions` closes a module over its variables and returns two plain,
   jittable, differentiable functions ``forward_and_log_det(x, context=None, rng=None)``
-  and ``inverse_and_log_det(y, context=None, rng=None)``.
+  and ``inverse_and_log_det(y, context=None, rng=None)``; with ``diagnostics=True`` the
+  inverse also returns the fixed-point diagnostics of residual blocks
+  (:func:`fixed_point_diagnostics`), so a non-converged inverse is never silent.
 * :func:`as_distrax` wraps a :class:`~jaxflows.distributions.Flow` and its variables
   as a ``distrax.Distribution`` (``log_prob``, ``sample(seed=..., sample_shape=...)``,
   ``sample_and_log_prob``), usable with any distrax/optax code.
@@ -14,6 +16,8 @@ Example::
 
     fwd, inv = jaxflows.as_functions(flow, variables)
     z, log_det = jax.jit(fwd)(x)
+    fwd, inv = jaxflows.as_functions(flow, variables, diagnostics=True)
+    x, log_det, info = jax.jit(inv)(z)                  # info["not_converged"]: [batch]
     dist = jaxflows.as_distrax(flow, variables)
     lp = dist.log_prob(x)                                 # == flow.apply(variables, x)
     samples = dist.sample(seed=jax.random.PRNGKey(0), sample_shape=(4,))
@@ -22,12 +26,12 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["as_functions", "as_distrax"]
+__all__ = ["as_functions", "as_distrax", "fixed_point_diagnostics"]
 
 Array = jax.Array
 PyTree = Any
@@ -43,8 +47,70 @@ def _rngs(rng: Optional[Array]):
     return dict(zip(RNG_STREAMS, keys))
 
 
-def as_functions(module, variables: PyTree, *, train: bool = False
-                 ) -> Tuple[Callable[..., Tuple[Array, Array]], Callable[..., Tuple[Array, Array]]]:
+def _leaf_dicts(tree) -> list:
+    """The ``{"iterations", "residual", "not_converged"}`` dicts sown anywhere in ``tree``."""
+    found = []
+
+    def visit(node):
+        if hasattr(node, "keys"):
+            if set(node.keys()) == {"iterations", "residual", "not_converged"}:
+                found.append(node)
+                return
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, (tuple, list)):
+            for value in node:
+                visit(value)
+
+    visit(tree)
+    return found
+
+
+def fixed_point_diagnostics(intermediates: PyTree, batch_size: int) -> Dict[str, Array]:
+    """Per-example fixed-point diagnostics of an inverse, as arrays (jittable).
+
+    Residual blocks invert ``y = x + g(x)`` by fixed-point iteration
+    (:func:`jaxflows.ops.fixed_point_inverse`, settings
+    :class:`~jaxflows.bijectors.residual_settings.FixedPointSolver`) and sow, per
+    solve and example, ``iterations``, ``residual`` and ``not_converged`` into the
+    ``"intermediates"`` collection. This reduces them over every block (and every
+    step of a scanned stack) to one value per example:
+
+    * ``"iterations"``: int32 ``[batch]``, the most iterations any block needed;
+    * ``"residual"``: ``[batch]``, the largest final error estimate of any block;
+    * ``"not_converged"``: bool ``[batch]``, whether any block stopped at its
+      iteration cap without reaching its tolerance (the inverse is then inaccurate:
+      raise ``FixedPointSolver.max_iter`` or check the blocks' Lipschitz constants);
+    * ``"num_solves"``: int32 scalar, how many fixed-point solves there were (0 for
+      flows whose inverse is in closed form: then the other entries are 0 / False).
+
+    Args:
+      intermediates: the ``"intermediates"`` collection returned by
+        ``module.apply(..., mutable=["intermediates"])`` (or any tree containing it).
+      batch_size: the batch size (the sown arrays' last axis).
+    """
+    found = _leaf_dicts(intermediates)
+    out = {"iterations": jnp.zeros((batch_size,), jnp.int32),
+           "residual": jnp.zeros((batch_size,), jnp.float32),
+           "not_converged": jnp.zeros((batch_size,), bool),
+           "num_solves": jnp.asarray(len(found), jnp.int32)}
+
+    def per_example(a):
+        a = jnp.asarray(a)
+        return a.reshape(-1, a.shape[-1]) if a.ndim > 1 else a[None]
+
+    for d in found:
+        out["iterations"] = jnp.maximum(
+            out["iterations"], jnp.max(per_example(d["iterations"]), 0).astype(jnp.int32))
+        residual = jnp.max(per_example(d["residual"]), 0)
+        out["residual"] = jnp.maximum(out["residual"].astype(residual.dtype), residual)
+        out["not_converged"] = out["not_converged"] | jnp.any(
+            per_example(d["not_converged"]), 0)
+    return out
+
+
+def as_functions(module, variables: PyTree, *, train: bool = False, diagnostics: bool = False
+                 ) -> Tuple[Callable[..., Tuple[Array, ...]], Callable[..., Tuple[Array, ...]]]:
     """Plain functions ``(forward_and_log_det, inverse_and_log_det)`` of a bijector or Flow.
 
     Args:
@@ -53,13 +119,24 @@ def as_functions(module, variables: PyTree, *, train: bool = False
       variables: its variables, as returned by ``module.init``.
       train: passed to the module (``False``: deterministic evaluation). Running
         state (e.g. spectral-norm vectors) is not updated by these functions.
+      diagnostics: the inverse also returns the fixed-point diagnostics of residual
+        blocks (:func:`fixed_point_diagnostics`: per example ``iterations``,
+        ``residual``, ``not_converged``, and ``num_solves``) as a third output.
 
     Returns:
       ``forward_and_log_det(x, context=None, rng=None) -> (y, log_det)`` and
-      ``inverse_and_log_det(y, context=None, rng=None) -> (x, log_det)``, pure
-      functions of their arguments (``variables`` are closed over), which can be
-      jitted, vmapped over keys and differentiated. ``rng`` (a PRNG key), if given,
-      seeds every stochastic part (``"logdet"`` estimators, ``"dropout"``).
+      ``inverse_and_log_det(y, context=None, rng=None) -> (x, log_det)`` (with
+      ``diagnostics=True``: ``(x, log_det, info)``), pure functions of their
+      arguments (``variables`` are closed over), which can be jitted, vmapped over
+      keys and differentiated. ``rng`` (a PRNG key), if given, seeds every
+      stochastic part (``"logdet"`` estimators, ``"dropout"``).
+
+    Example (a residual flow inverted with a deliberately low iteration cap)::
+
+        flow = jaxflows.models.resflow((8, 8, 1), solver=dict(max_iter=2), ...)
+        _, inv = jaxflows.as_functions(flow, variables, diagnostics=True)
+        x, log_det, info = jax.jit(inv)(z)
+        if info["not_converged"].any(): ...   # warn, or raise the cap
     """
     for name in ("forward_and_log_det", "inverse_and_log_det"):
         if not callable(getattr(module, name, None)):
@@ -72,8 +149,14 @@ def as_functions(module, variables: PyTree, *, train: bool = False
                             method="forward_and_log_det")
 
     def inverse_and_log_det(y, context=None, rng=None):
-        return module.apply(variables, y, context=context, train=train, rngs=_rngs(rng),
-                            method="inverse_and_log_det")
+        if not diagnostics:
+            return module.apply(variables, y, context=context, train=train, rngs=_rngs(rng),
+                                method="inverse_and_log_det")
+        (x, log_det), state = module.apply(
+            variables, y, context=context, train=train, rngs=_rngs(rng),
+            method="inverse_and_log_det", mutable=["intermediates"])
+        info = fixed_point_diagnostics(state.get("intermediates", {}), y.shape[0])
+        return x, log_det, info
 
     return forward_and_log_det, inverse_and_log_det
 
@@ -167,8 +250,8 @@ def as_distrax(flow, variables: PyTree, *, temperature=1.0, context: Optional[Ar
     Args:
       flow: a ``Flow`` module (e.g. from :func:`jaxflows.models.glow`).
       variables: its variables (``flow.init(...)``).
-      temperature: sampling temperature (``1.0`` samples the model). ``log_prob``
-        is always the model's density.
+      temperature: sampling temperature, finite and ``> 0`` (``1.0`` samples the
+        model; a ``ValueError`` otherwise). ``log_prob`` is always the model's density.
       context: optional fixed conditioning input (batch 1, or the batch of the events).
       rng: optional PRNG key for stochastic log-det estimators used by ``log_prob``.
       dtype: dtype of the samples.
@@ -182,5 +265,7 @@ def as_distrax(flow, variables: PyTree, *, temperature=1.0, context: Optional[Ar
             raise ValueError(
                 f"as_distrax: flow must be a jaxflows Flow (with {name}), "
                 f"got {type(flow).__name__}.")
+    from jaxflows.distributions.flow import check_temperature
+    check_temperature(temperature, "as_distrax")
     cls = _distribution_class()
     return cls(flow, variables, temperature=temperature, context=context, rng=rng, dtype=dtype)

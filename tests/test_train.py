@@ -104,7 +104,7 @@ def runs(tmp_path_factory):
 
 
 def test_sigterm_writes_checkpoint_and_returns(runs):
-    assert runs["first"] == {"interrupted": True, "step": 3}
+    assert runs["first"] == {"interrupted": True, "step": 3, "signal": "SIGTERM"}
     assert runs["steps_after_sigterm"][-1] == 3
     # the crashed attempt (at step 7) had written metrics of steps 5 and 6, beyond its
     # last checkpoint (step 4); the resumed run replaced them
@@ -403,6 +403,7 @@ def test_run_and_progress_are_immutable():
     with pytest.raises(dataclasses.FrozenInstanceError):
         progress.step = 1
     m = jt.RunningMean().add({"train_bpd": 2.0})
-    assert m.add({"train_bpd": float("nan")}) == m and m.add({"train_bpd": 4.0}).result() == {
-        "train_bpd": 3.0}
+    # a non-finite value is not averaged: it counts as a skipped step of the interval
+    assert m.add({"train_bpd": float("nan")}) == m.skip() and m.skip().result() == m.result()
+    assert m.add({"train_bpd": 4.0}).result() == {"train_bpd": 3.0}
     assert jt.RunningMean.from_state(m.add({"train_bpd": 4.0}).state()).count == 2

@@ -8,6 +8,35 @@ and sampling draws ``z ~ N(0, T^2 I)`` and returns ``f^{-1}(z)``. Multi-scale fl
 (:mod:`jaxflows.models.multiscale`) standardise their factored-out halves with
 :class:`~jaxflows.bijectors.reshape.Split`, so the learned conditional priors of
 Glow are inside ``f`` and the temperature ``T`` scales every level's prior at once.
+
+Bad values
+----------
+* **Outside the support.** The flow's density is positive exactly where every bijector
+  of ``f`` is defined: all of ``R^D`` for most flows, the open box of the logit
+  preprocessing (:class:`~jaxflows.bijectors.preprocessing.LogitTransform`: pixel
+  values ``x`` with ``0 < alpha + (1 - 2 alpha) x / K < 1``) for flows that use it.
+  There the density is 0 and :meth:`Flow.log_prob` returns ``-inf``: a row whose input
+  is finite but whose forward pass is not (``log`` of a negative number) is reported
+  as ``-inf``, not NaN. Gradients of such rows are not meaningful (the trainer skips a
+  step whose loss is not finite).
+* **NaN or inf inputs** have no density. Called eagerly (outside ``jax.jit``, e.g. in
+  a notebook, the launchers, ``experiments/evaluate.py``), :meth:`Flow.log_prob`
+  raises a ``ValueError`` naming the rows. Under ``jit`` the values are not known
+  when the function is traced, so the check cannot raise: such a row's log-density is
+  NaN. For a check under ``jit``, build the flow with ``checkify_inputs=True``
+  (``flow.clone(checkify_inputs=True)``) and functionalise the call with
+  ``jax.experimental.checkify``::
+
+      checked = flow.clone(checkify_inputs=True)
+      f = checkify.checkify(jax.jit(lambda v, x: checked.apply(v, x)))
+      err, log_p = f(variables, x)
+      err.throw()          # raises naming the number of non-finite rows and the first
+
+  (Without ``checkify.checkify`` such a flow cannot be jitted: JAX refuses an
+  unfunctionalised check.)
+* **Temperatures** ``T <= 0`` or non-finite are refused by :meth:`Flow.sample` with a
+  ``ValueError`` when ``T`` is a concrete number; a traced ``T`` (under ``jit``) that
+  is invalid gives NaN samples (and fails the check of ``checkify_inputs=True``).
 """
 from __future__ import annotations
 
@@ -16,13 +45,74 @@ from typing import Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
 
 from jaxflows.bijectors.base import Bijector
 from jaxflows.distributions.normal import StandardNormal
 
-__all__ = ["Flow"]
+__all__ = ["Flow", "check_finite_input", "check_temperature"]
 
 Array = jax.Array
+
+
+def _is_traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _finite_rows(x: Array) -> Array:
+    """``[B]``: whether every entry of each row of ``x`` is finite."""
+    return jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
+
+
+def check_finite_input(x: Array, who: str, use_checkify: bool = False) -> None:
+    """Refuse NaN/inf in ``x`` (``[batch, ...]``) when it can: see the module docstring.
+
+    Concrete ``x``: ``ValueError`` naming the rows. Traced ``x``: a
+    ``checkify.check`` if ``use_checkify``, else nothing (documented NaN result).
+    Integer inputs are always finite.
+    """
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        return
+    if _is_traced(x):
+        if use_checkify:
+            ok = _finite_rows(x)
+            checkify.check(jnp.all(ok), f"{who}: x has NaN or inf in {{n}} row(s), the first "
+                           "being row {first}", n=jnp.sum(~ok), first=jnp.argmin(ok))
+        return
+    # A concrete array, possibly a constant captured by a traced function: check it on the
+    # host (a jnp operation here would give a tracer inside a trace).
+    xn = np.asarray(x)
+    ok = np.all(np.isfinite(xn.reshape(xn.shape[0], -1)), axis=1)
+    if not ok.all():
+        rows = np.nonzero(~ok)[0]
+        raise ValueError(f"{who}: x has NaN or inf values in {rows.size} row(s) (rows "
+                         f"{rows[:8].tolist()}{' ...' if rows.size > 8 else ''}); a "
+                         "density is defined only for finite inputs.")
+
+
+def check_temperature(temperature, who: str, use_checkify: bool = False):
+    """``temperature`` if finite and > 0; ``ValueError`` (concrete) or NaN (traced) if not.
+
+    Returns the temperature to sample with: under ``jit`` an invalid one becomes NaN,
+    so the samples are visibly invalid instead of plausible-looking.
+    """
+    if _is_traced(temperature):
+        t = jnp.asarray(temperature)
+        ok = jnp.all(jnp.isfinite(t) & (t > 0))
+        if use_checkify:
+            checkify.check(ok, f"{who}: temperature must be finite and > 0")
+        return jnp.where(ok, t, jnp.nan)
+    try:
+        t = np.asarray(temperature, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: temperature must be a number > 0, got "
+                         f"{temperature!r}.") from None
+    if t.size == 0 or not np.all(np.isfinite(t) & (t > 0)):
+        raise ValueError(f"{who}: temperature must be finite and > 0 (1 samples the model, "
+                         f"lower values give reduced-temperature samples), got "
+                         f"{temperature!r}.")
+    return temperature
 
 
 class Flow(nn.Module):
@@ -33,6 +123,10 @@ class Flow(nn.Module):
         ``[B, *latent_shape]`` latents.
       event_shape: shape of one data example (e.g. ``(32, 32, 3)``).
       latent_shape: shape of one latent; defaults to ``event_shape``.
+      checkify_inputs: also check inputs under ``jit`` with
+        ``jax.experimental.checkify`` (NaN/inf in ``log_prob``'s ``x``, an invalid
+        ``sample`` temperature); calls must then be wrapped in ``checkify.checkify``.
+        Eager calls are checked either way (see the module docstring).
 
     Methods (call them through ``flow.apply(variables, ..., method=...)``):
       ``log_prob(x, *, context=None, train=False) -> [B]`` (nats);
@@ -55,6 +149,7 @@ class Flow(nn.Module):
     bijector: Bijector
     event_shape: Sequence[int]
     latent_shape: Optional[Sequence[int]] = None
+    checkify_inputs: bool = False
 
     @property
     def base(self) -> StandardNormal:
@@ -88,9 +183,18 @@ class Flow(nn.Module):
 
     def log_prob(self, x: Array, *, context: Optional[Array] = None,
                  train: bool = False) -> Array:
-        """``log p(x) = log N(f(x); 0, I) + log|det df/dx|`` per example, in nats."""
+        """``log p(x) = log N(f(x); 0, I) + log|det df/dx|`` per example, in nats.
+
+        ``-inf`` for a finite ``x`` outside the support; NaN/inf in ``x`` raise a
+        ``ValueError`` when called eagerly and give NaN under ``jit`` (unless
+        ``checkify_inputs``); see the module docstring.
+        """
+        self._check_x(x)
+        check_finite_input(x, "Flow.log_prob", self.checkify_inputs)
         z, log_det = self.forward_and_log_det(x, context=context, train=train)
-        return self.base.log_prob(z) + log_det
+        log_p = self.base.log_prob(z) + log_det
+        outside = _finite_rows(x) & jnp.isnan(log_p)
+        return jnp.where(outside, jnp.asarray(-jnp.inf, log_p.dtype), log_p)
 
     def __call__(self, x: Array, *, context: Optional[Array] = None,
                  train: bool = False) -> Array:
@@ -107,6 +211,7 @@ class Flow(nn.Module):
                 raise ValueError(
                     f"Flow.sample: context must have batch size 1 or num_samples="
                     f"{num_samples}, got shape {tuple(context.shape)}.")
+        temperature = check_temperature(temperature, "Flow.sample", self.checkify_inputs)
         z = self.base.sample(self.make_rng("sample"), num_samples, temperature, dtype)
         return z, context
 
@@ -116,7 +221,9 @@ class Flow(nn.Module):
 
         Uses the ``"sample"`` rng stream. ``context`` (batch 1 or ``num_samples``) is
         passed to the bijector. ``temperature=1`` samples the model; lower values give
-        Glow's reduced-temperature samples (every level's prior is scaled).
+        Glow's reduced-temperature samples (every level's prior is scaled). A
+        temperature ``<= 0`` or non-finite raises ``ValueError`` (NaN samples when it
+        is traced under ``jit``).
         """
         z, context = self._latent_sample(num_samples, temperature, context, dtype)
         return self.inverse_and_log_det(z, context=context)[0]

@@ -3,7 +3,12 @@
 Entry point: :func:`train_and_evaluate` ``(config, workdir)`` (used by
 ``experiments/train.py``); the pieces are exported for notebooks and custom loops.
 """
-from jaxflows.train.checkpoint import Checkpoints, read_fingerprint, restore_for_eval
+from jaxflows.train.checkpoint import (
+                                 CheckpointError,
+                                 Checkpoints,
+                                 read_fingerprint,
+                                 restore_for_eval,
+)
 from jaxflows.train.config import config_to_dict, default_config, load_run_config
 from jaxflows.train.evaluation import evaluate_split, fixed_point_summary, save_samples
 from jaxflows.train.loop import (
@@ -57,5 +62,5 @@ __all__ = [
     # optimiser, steps, devices, checkpoints
     "make_optimizer", "make_schedule", "Steps", "make_steps", "dequantize",
     "make_mesh", "batch_sharding", "replicated", "global_batch",
-    "BATCH_AXIS", "Checkpoints", "read_fingerprint", "restore_for_eval",
+    "BATCH_AXIS", "Checkpoints", "CheckpointError", "read_fingerprint", "restore_for_eval",
 ]

@@ -57,6 +57,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.weight_decay = 0.0      # adamw only
     c.optim.grad_clip_norm = 50.0   # global-norm clipping; <= 0 disables
     c.optim.max_consecutive_nonfinite = 100  # abort after this many skipped steps in a row
+    # A completed run that skipped more than this fraction of its steps fails (non-zero
+    # exit of experiments/train.py, FloatingPointError of train_and_evaluate).
+    c.optim.max_skipped_fraction = 0.05
 
     c.ema_decay = 0.999             # 0 disables the EMA (evaluation uses raw params)
     c.eval_use_ema = True

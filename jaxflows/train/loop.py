@@ -16,11 +16,19 @@ What a run does, in order:
    bits/dim over the whole splits (every ``eval_every`` steps), redraws
    ``curves.png``, saves a checkpoint and, when validation improved, the best
    checkpoint. The two alternate until ``config.num_train_steps``.
-4. On SIGTERM: a checkpoint at the current step, and ``{"interrupted": True}`` is
-   returned; rerunning the same command resumes exactly.
+4. On SIGTERM or Ctrl-C (SIGINT): a checkpoint at the current step, and
+   ``{"interrupted": True, "step": s, "signal": "SIGTERM" | "SIGINT"}`` is returned;
+   rerunning the same command resumes exactly. A second Ctrl-C raises
+   ``KeyboardInterrupt`` at once (progress since the last checkpoint is lost).
 5. :func:`finish`: test bits/dim of the best-on-validation EMA parameters over the
    whole test split, sample grids at ``config.sample_temperatures``
-   (``samples_T*.png``), ``results.json``.
+   (``samples_T*.png``), ``results.json``. A non-finite final figure, or more skipped
+   steps than ``config.optim.max_skipped_fraction``, fails the run
+   (``FloatingPointError``, after ``results.json`` records why).
+
+Restoring verifies the checkpoint (SHA-256 manifest, readability, finite values) and
+falls back to the newest intact one, saying which step and file were damaged
+(:mod:`jaxflows.train.checkpoint`).
 
 The host side of the loop's state is an immutable :class:`Progress`, passed to and
 returned by each function; the device side is the :class:`TrainState`.
@@ -33,10 +41,12 @@ import logging
 import math
 import os
 import signal
+import tempfile
 import threading
 from typing import Any, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 import jax
+import numpy as np
 
 from jaxflows.train import checkpoint as ckpt_lib
 from jaxflows.train.config import config_to_dict
@@ -104,19 +114,35 @@ class Progress:
 
 
 class _StopFlag:
-    """Set by SIGTERM: the loop checkpoints and returns after the current step."""
+    """Set by SIGTERM or SIGINT: the loop checkpoints and returns after the current step.
+
+    A second SIGINT (Ctrl-C pressed again) raises ``KeyboardInterrupt`` at once.
+    Installed only in the main thread (Python delivers signals there).
+    """
 
     def __init__(self):
         self.stop = False
+        self.signal: Optional[str] = None
         self._old = {}
 
     def _handler(self, signum, _frame):
-        log.warning("signal %d received: checkpointing and stopping", signum)
+        name = signal.Signals(signum).name
+        if signum == signal.SIGINT and self.stop:
+            raise KeyboardInterrupt("second Ctrl-C: aborting without a checkpoint")
+        if not self.stop:
+            self.signal = name
         self.stop = True
+        if signum == signal.SIGINT:
+            log.warning("Ctrl-C (SIGINT): checkpointing after the current step and stopping "
+                        "(press Ctrl-C again to abort at once, without a checkpoint)")
+        else:
+            log.warning("%s received: checkpointing after the current step and stopping",
+                        name)
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handler)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._old[sig] = signal.signal(sig, self._handler)
         return self
 
     def __exit__(self, *exc):
@@ -139,7 +165,9 @@ def restore_or_init(run: Run, files: RunFiles) -> Tuple[TrainState, Any, Progres
     ckpts = files.checkpoints
     if ckpts.latest_step() is None:
         return init_state(run), loader, Progress()
+    # verified; damaged steps are reported, moved aside, and an older one is used
     state, loader_state, meta = ckpts.restore(abstract_state(run))
+    ckpts.prune()
     loader.set_state(loader_state)
     step = int(jax.device_get(state.step))
     progress = Progress(step=step, running=RunningMean.from_state(meta.get("running")),
@@ -171,8 +199,20 @@ def _account(progress: Progress, step: int, metrics, max_nonfinite: int) -> Prog
         raise FloatingPointError(
             f"{streak} consecutive non-finite steps (limit "
             f"config.optim.max_consecutive_nonfinite={max_nonfinite}); stopping at step "
-            f"{step}.")
-    return dataclasses.replace(progress, nonfinite_streak=streak, lr=lr)
+            f"{step}. Lower config.optim.learning_rate or check the data; the last "
+            "checkpoint is intact and the run resumes from it.")
+    return dataclasses.replace(progress, running=progress.running.skip(),
+                               nonfinite_streak=streak, lr=lr)
+
+
+def _check_batch(images, step: int):
+    """Raise ``ValueError`` if a floating-point batch holds NaN or inf (host-side check)."""
+    images = np.asarray(images)
+    if np.issubdtype(images.dtype, np.inexact) and not np.all(np.isfinite(images)):
+        rows = np.nonzero(~np.all(np.isfinite(images.reshape(images.shape[0], -1)),
+                                  axis=1))[0]
+        raise ValueError(f"the train batch of step {step} has NaN or inf values (rows "
+                         f"{rows[:8].tolist()} of the batch): check the dataset.")
 
 
 def train_steps(run: Run, state: TrainState, batches: Iterator, progress: Progress, *,
@@ -205,6 +245,7 @@ def train_steps(run: Run, state: TrainState, batches: Iterator, progress: Progre
     pending = None
     while True:
         batch = next(batches)
+        _check_batch(batch["image"], step + 1)
         state, metrics = run.steps.train(state, global_batch(batch["image"], run.mesh))
         step += 1
         if pending is not None:
@@ -226,7 +267,9 @@ def evaluate_and_checkpoint(run: Run, files: RunFiles, state: TrainState, loader
     """What happens after step ``progress.step``: log, evaluate, plot, checkpoint.
 
     * a logging step writes the mean train metrics since the last one (``train_bpd``,
-      ``grad_norm``, ``lr``, ``num_skipped``) and resets them;
+      ``grad_norm``; absent when every step of the interval was skipped), ``lr``,
+      ``num_skipped`` (total so far) and ``num_skipped_interval`` (skipped steps since
+      the last line), and resets them;
     * an evaluation step adds ``val_bpd`` (and ``test_bpd`` if
       ``eval_test_during_training``), selects the best on validation (the last one
       when there is no validation split) and redraws ``curves.png``;
@@ -240,10 +283,11 @@ def evaluate_and_checkpoint(run: Run, files: RunFiles, state: TrainState, loader
     step = progress.step
     record: Dict[str, Any] = {}
     running = progress.running
-    if settings.logs_at(step) and running.count:
+    if settings.logs_at(step) and running.steps:
         record.update(running.result())
         record["lr"] = progress.lr
         record["num_skipped"] = int(jax.device_get(state.num_skipped))
+        record["num_skipped_interval"] = running.skipped
         running = RunningMean()
     best_val, best_step, improved = progress.best_val, progress.best_step, False
     evaluates = settings.evaluates_at(step)
@@ -287,11 +331,13 @@ def _progress_bar(run: Run, files: RunFiles, step: int):
 
 
 def _train(run: Run, files: RunFiles, state: TrainState, loader, progress: Progress, *,
-           hooks: Sequence[Hook], eval_cache: dict) -> Tuple[TrainState, Progress, bool]:
+           hooks: Sequence[Hook], eval_cache: dict
+           ) -> Tuple[TrainState, Progress, Optional[str]]:
     """Alternate :func:`train_steps` and :func:`evaluate_and_checkpoint` to the last step.
 
-    Returns ``(state, progress, interrupted)``; ``interrupted`` after a SIGTERM (a
-    checkpoint of the current step is saved first).
+    Returns ``(state, progress, interrupted)``; ``interrupted`` is the name of the
+    signal (``"SIGTERM"``, ``"SIGINT"``) that stopped the run before its last step (a
+    checkpoint of the current step is saved first), else None.
     """
     num_steps = run.settings.num_train_steps
     pbar = _progress_bar(run, files, progress.step)
@@ -312,11 +358,33 @@ def _train(run: Run, files: RunFiles, state: TrainState, loader, progress: Progr
                                   if k in ("train_bpd", "val_bpd", "test_bpd")})
                     pbar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
                 if stopping and progress.step < num_steps:
-                    return state, progress, True
+                    return state, progress, flag.signal
     finally:
         if pbar is not None:
             pbar.close()
-    return state, progress, False
+    return state, progress, None
+
+
+def _recorded_val(files: RunFiles, step: int) -> Optional[float]:
+    """``val_bpd`` of ``metrics.jsonl``'s line of ``step`` (None if there is none)."""
+    for record in reversed(files.metrics.read()):
+        if record.get("step") == step and "val_bpd" in record:
+            return record["val_bpd"]
+    return None
+
+
+def _failures(run: Run, results: dict) -> list:
+    """Why a completed run failed: non-finite final figures, too many skipped steps."""
+    reasons = [f"the final {key} is {results[key]} (not finite)"
+               for key in ("val_bpd", "test_bpd")
+               if key in results and not math.isfinite(results[key])]
+    limit = run.settings.optim.max_skipped_fraction
+    steps = max(results["step"], 1)
+    if results["num_skipped"] > limit * steps:
+        reasons.append(f"{results['num_skipped']} of {results['step']} steps were skipped "
+                       f"as non-finite (more than config.optim.max_skipped_fraction="
+                       f"{limit:g})")
+    return reasons
 
 
 def finish(run: Run, files: RunFiles, state: TrainState, progress: Progress, *,
@@ -324,19 +392,42 @@ def finish(run: Run, files: RunFiles, state: TrainState, progress: Progress, *,
     """Final figures of a completed run; writes samples and ``results.json``.
 
     Test (and validation) bits/dim over the whole splits of the best-on-validation
-    checkpoint (the last state when there is no validation split), and sample grids at
-    ``sample_temperatures`` from it.
+    checkpoint (the last state when there is no validation split, or when the best
+    checkpoint is damaged: said in ``results["selected"]``), and sample grids at
+    ``sample_temperatures`` from it. ``best_step`` is the step of the parameters
+    evaluated and ``best_val_bpd`` the ``val_bpd`` that ``metrics.jsonl`` recorded at
+    that step, so the two files never disagree.
+
+    Raises:
+      FloatingPointError: a final validation or test figure is not finite, or more
+        than ``config.optim.max_skipped_fraction`` of the steps were skipped;
+        ``results.json`` is written first, with the reasons under ``"failed"``.
     """
     settings = run.settings
     best = (files.checkpoints.restore_best(abstract_state(run))
             if run.val_src is not None else None)
-    final_state = best[0] if best is not None else state
+    selected = "best" if run.val_src is not None else "last (no validation split)"
+    if best is not None:
+        final_state = best[0]
+    else:
+        final_state = state
+        if run.val_src is not None:
+            selected = ("last (no finite validation figure)" if progress.best_step is None
+                        else "last (the best checkpoint is damaged)")
+            log.warning("evaluating the last state, step %d: %s", progress.step, selected)
+    best_step = int(jax.device_get(final_state.step))
+    best_val = _recorded_val(files, best_step) if files.is_main else None
+    if best_val is None and best is not None:
+        best_val = best[1].get("best_val")
+    if best is not None and progress.best_step not in (None, best_step):
+        log.warning("the best checkpoint is of step %d, but the run recorded step %s as "
+                    "best: reporting step %d", best_step, progress.best_step, best_step)
     results = {
-        "step": progress.step, "best_step": int(jax.device_get(final_state.step)),
-        "best_val_bpd": progress.best_val,
+        "step": progress.step, "best_step": best_step,
+        "best_val_bpd": best_val,
         "num_skipped": int(jax.device_get(state.num_skipped)),
         "dataset": settings.dataset.name, "model": settings.model.name,
-        "use_ema": settings.use_ema,
+        "use_ema": settings.use_ema, "selected": selected,
     }
     if run.test_src is not None:
         results["test_bpd"] = evaluate_split(run, final_state, run.test_src, TEST_SPLIT_ID,
@@ -347,10 +438,38 @@ def finish(run: Run, files: RunFiles, state: TrainState, progress: Progress, *,
     results["samples"] = save_samples(run, final_state, files.workdir,
                                       settings.sample_temperatures,
                                       use_ema=settings.eval_use_ema)
+    failures = _failures(run, results)
+    if failures:
+        results["failed"] = "; ".join(failures)
     if files.is_main:
-        with open(os.path.join(files.workdir, "results.json"), "w") as f:
+        tmp = os.path.join(files.workdir, "results.json.tmp")
+        with open(tmp, "w") as f:
             json.dump(results, f, indent=2, sort_keys=True)
+        os.replace(tmp, os.path.join(files.workdir, "results.json"))
+    if failures:
+        raise FloatingPointError(
+            f"the run failed: {results['failed']}. results.json records it; see "
+            f"metrics.jsonl (num_skipped_interval) for when it went wrong, and lower "
+            f"config.optim.learning_rate or check the data.")
     return results
+
+
+def _prepare_workdir(workdir: str):
+    """Create ``workdir`` and check that it is writable; ``ValueError`` naming it if not."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"workdir {workdir!r} is an existing file, not a directory: pass "
+                         "a directory (or a path that does not exist yet) as --workdir.")
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create workdir {workdir!r} ({e.strerror or e}): pass a "
+                         "--workdir on a writable file system.") from e
+    try:
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write_test"):
+            pass
+    except OSError as e:
+        raise ValueError(f"workdir {workdir!r} is not writable ({e.strerror or e}): pass a "
+                         "writable --workdir, or fix its permissions.") from e
 
 
 def _write_config(config, workdir: str):
@@ -373,15 +492,21 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Hook] = ()) -> d
     Returns:
       ``results.json``'s dict (``test_bpd`` of the best-on-validation EMA parameters,
       ``best_step``, ``best_val_bpd``, ``num_skipped``, ...), or
-      ``{"interrupted": True, "step": s}`` after a SIGTERM.
+      ``{"interrupted": True, "step": s, "signal": "SIGTERM" | "SIGINT"}`` after a
+      SIGTERM or a Ctrl-C (a checkpoint of step ``s`` is saved).
 
     Raises:
-      ValueError: a bad config or work directory, before anything is written.
-      FloatingPointError: too many non-finite steps in a row.
+      ValueError: a bad config or work directory (a file, not writable), before
+        anything is written.
+      CheckpointError: (a ``ValueError``) every checkpoint in ``workdir`` is damaged.
+      FloatingPointError: too many non-finite steps in a row, a non-finite final
+        figure, or too many skipped steps.
+      KeyboardInterrupt: a second Ctrl-C (no checkpoint), or Ctrl-C during the final
+        evaluation (the last checkpoint is complete: rerunning finishes the run).
     """
-    run = prepare_run(config, workdir)       # every ValueError happens here
+    run = prepare_run(config, workdir)       # every ValueError about the config is here
     is_main = jax.process_index() == 0
-    os.makedirs(workdir, exist_ok=True)
+    _prepare_workdir(workdir)
     if is_main:
         _write_config(config, workdir)
     files = RunFiles(
@@ -396,8 +521,9 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Hook] = ()) -> d
         state, progress, interrupted = _train(run, files, state, loader, progress,
                                               hooks=hooks, eval_cache=eval_cache)
         if interrupted:
-            log.warning("interrupted at step %d; checkpoint saved in %s", progress.step, workdir)
-            return {"interrupted": True, "step": progress.step}
+            log.warning("interrupted (%s) at step %d; checkpoint saved in %s", interrupted,
+                        progress.step, workdir)
+            return {"interrupted": True, "step": progress.step, "signal": interrupted}
         results = finish(run, files, state, progress, eval_cache=eval_cache)
     finally:
         files.checkpoints.close()

@@ -16,26 +16,39 @@ class RunningMean:
 
     Its sums are plain Python floats, saved in the checkpoint (:meth:`state`,
     :meth:`from_state`), so a resumed run reports exactly the same interval means as an
-    uninterrupted one.
+    uninterrupted one. ``skipped`` counts the steps of the interval that were skipped
+    (non-finite loss or gradient), so that an interval in which every step was skipped
+    still has something to report.
     """
 
     sums: Dict[str, float] = dataclasses.field(default_factory=dict)
     count: int = 0
+    skipped: int = 0
 
     @classmethod
     def from_state(cls, state: Optional[dict]) -> "RunningMean":
         """The running mean saved as ``state`` (``None``: an empty one)."""
         state = state or {}
-        return cls(dict(state.get("sums", {})), int(state.get("count", 0)))
+        return cls(dict(state.get("sums", {})), int(state.get("count", 0)),
+                   int(state.get("skipped", 0)))
+
+    @property
+    def steps(self) -> int:
+        """Steps of the interval so far, finite and skipped."""
+        return self.count + self.skipped
 
     def add(self, values: Dict[str, float]) -> "RunningMean":
-        """The running mean with ``values`` added (unchanged if one is not finite)."""
+        """The running mean with ``values`` added (a skipped step if one is not finite)."""
         if not all(math.isfinite(v) for v in values.values()):
-            return self
+            return self.skip()
         sums = dict(self.sums)
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + float(v)
-        return RunningMean(sums, self.count + 1)
+        return RunningMean(sums, self.count + 1, self.skipped)
+
+    def skip(self) -> "RunningMean":
+        """The running mean with one more skipped step."""
+        return RunningMean(dict(self.sums), self.count, self.skipped + 1)
 
     def result(self) -> Dict[str, float]:
         """The means (empty if nothing was added)."""
@@ -43,7 +56,7 @@ class RunningMean:
 
     def state(self) -> dict:
         """JSON-able state for the checkpoint."""
-        return {"sums": dict(self.sums), "count": self.count}
+        return {"sums": dict(self.sums), "count": self.count, "skipped": self.skipped}
 
 
 class MetricsLog:

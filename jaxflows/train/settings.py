@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from jaxflows import models
@@ -92,6 +93,8 @@ class OptimSettings:
       weight_decay: decoupled weight decay (``adamw`` only).
       grad_clip_norm: global-norm gradient clipping; ``<= 0`` disables it.
       max_consecutive_nonfinite: the run stops after more skipped steps than this in a row.
+      max_skipped_fraction: a completed run that skipped more than this fraction of its
+        steps (non-finite loss or gradient) fails, in ``[0, 1]``.
     """
 
     name: str
@@ -105,6 +108,7 @@ class OptimSettings:
     weight_decay: float
     grad_clip_norm: float
     max_consecutive_nonfinite: int
+    max_skipped_fraction: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,6 +171,9 @@ class _Section:
             if key not in defaults:
                 hint = "".join(f" (did you mean {prefix}.{key}?)"
                                for prefix, keys in (elsewhere or {}).items() if key in keys)
+                close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
+                if not hint and close:
+                    hint = f" (did you mean {where}.{close[0]}?)"
                 raise ValueError(
                     f"Unknown config key {where}.{key}{hint}; known keys of {where}: "
                     f"{', '.join(sorted(defaults.keys()))}.")
@@ -272,7 +279,8 @@ def _read_optim(s: _Section) -> OptimSettings:
         eps=s.get_float("eps", 0),
         weight_decay=s.get_float("weight_decay", 0),
         grad_clip_norm=s.get_float("grad_clip_norm"),
-        max_consecutive_nonfinite=s.get_int("max_consecutive_nonfinite", 0))
+        max_consecutive_nonfinite=s.get_int("max_consecutive_nonfinite", 0),
+        max_skipped_fraction=s.get_float("max_skipped_fraction", 0, 1))
 
 
 def _read_temperatures(config, defaults) -> Tuple[float, ...]:
