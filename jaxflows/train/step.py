@@ -9,7 +9,10 @@ flow's density of ``x = k + u`` on ``[0, L)^D``; by Jensen's inequality
     bits/dim = -log p(k + u) / (D ln 2)
 
 is an upper bound on the discrete negative log-likelihood in bits per dimension. The
-loss is its mean over the global batch.
+loss is its mean over the global batch. A flow with a variational dequantiser (Flow++,
+``flow.dequantizer``) instead draws ``u ~ q(u | k)`` and is scored by
+``log p(k + u) - log q(u | k)`` (:func:`dequantized_log_prob`; Ho et al., 2019, sec. 3.1),
+a tighter bound whose dequantiser trains jointly with the flow.
 
 Sharding. Every function is ``jax.jit``-ed with the batch split over the mesh's
 ``"batch"`` axis and the :class:`TrainState` replicated; XLA inserts the all-reduce of
@@ -28,7 +31,8 @@ from jaxflows.metrics import bits_per_dim
 from jaxflows.train.mesh import batch_sharding, replicated
 from jaxflows.train.state import TrainState, ema_update
 
-__all__ = ["dequantize", "Steps", "make_steps", "MUTABLE_EXCLUDED"]
+__all__ = ["dequantize", "dequantized_log_prob", "variational", "Steps", "make_steps",
+           "MUTABLE_EXCLUDED"]
 
 # Collections that are never updated by a train step.
 MUTABLE_EXCLUDED = ("params", "buffers", "intermediates")
@@ -37,6 +41,36 @@ MUTABLE_EXCLUDED = ("params", "buffers", "intermediates")
 def dequantize(rng: jax.Array, images: jax.Array, dtype=jnp.float32) -> jax.Array:
     """``x = k + u`` with ``u ~ U[0, 1)`` per pixel: uniform dequantisation, on device."""
     return images.astype(dtype) + jax.random.uniform(rng, images.shape, dtype)
+
+
+def variational(flow) -> bool:
+    """Whether ``flow`` carries a variational dequantiser (``flow.dequantizer``, e.g. Flow++)."""
+    return getattr(flow, "dequantizer", None) is not None
+
+
+def dequantized_log_prob(flow, variables, images, key, *, train: bool, rngs=None,
+                         mutable=()):
+    """``(log-density bound per image, updated collections)`` for integer ``images``.
+
+    Uniform dequantisation (every flow without a dequantiser): ``log p(k + u)``,
+    ``u = U[0, 1)`` drawn from ``key`` by :func:`dequantize`. A flow with a variational
+    dequantiser (``flow.dequantizer``, :class:`jaxflows.models.FlowPP`): its
+    ``dequantized_log_prob`` method, ``log p(k + u) - log q(u | k)`` with ``u ~ q`` drawn
+    from ``key`` as the ``"dequantize"`` rng stream. Both are lower bounds on
+    ``log P(k)``; the dequantiser's parameters are in ``variables["params"]`` and train
+    with the flow's. ``mutable``: the collections to update (empty: none).
+    """
+    rngs = dict(rngs or {})
+    if variational(flow):
+        rngs["dequantize"] = key
+        kw = dict(method="dequantized_log_prob")
+        arg = images
+    else:
+        kw = {}
+        arg = dequantize(key, images)
+    if mutable:
+        return flow.apply(variables, arg, train=train, rngs=rngs, mutable=mutable, **kw)
+    return flow.apply(variables, arg, train=train, rngs=rngs, **kw), {}
 
 
 class Steps(NamedTuple):
@@ -89,9 +123,12 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
     def init(images, seed):
         rng = jax.random.PRNGKey(seed)
         k_params, k_noise, k_drop, k_logdet, k_run = jax.random.split(rng, 5)
-        x = dequantize(k_noise, images)
-        variables = flow.init({"params": k_params, "dropout": k_drop, "logdet": k_logdet},
-                              x, train=False)
+        rngs = {"params": k_params, "dropout": k_drop, "logdet": k_logdet}
+        if variational(flow):
+            variables = flow.init({**rngs, "dequantize": k_noise}, images, train=False,
+                                  method="dequantized_log_prob")
+        else:
+            variables = flow.init(rngs, dequantize(k_noise, images), train=False)
         variables = dict(variables)
         variables.pop("intermediates", None)
         params = variables.pop("params")
@@ -103,17 +140,13 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
     def train(state: TrainState, images):
         key = jax.random.fold_in(state.rng, state.step)
         k_noise, k_drop, k_logdet = jax.random.split(key, 3)
-        x = dequantize(k_noise, images)
         mutable = _mutable(state.model_state)
 
         def loss_fn(params):
             variables = {"params": params, **state.model_state}
             rngs = {"dropout": k_drop, "logdet": k_logdet}
-            if mutable:
-                log_prob, updates = flow.apply(variables, x, train=True, rngs=rngs,
-                                               mutable=mutable)
-            else:
-                log_prob, updates = flow.apply(variables, x, train=True, rngs=rngs), {}
+            log_prob, updates = dequantized_log_prob(flow, variables, images, k_noise,
+                                                     train=True, rngs=rngs, mutable=mutable)
             bpd = bits_per_dim(log_prob.astype(jnp.float32), num_dims)
             return jnp.mean(bpd), dict(updates)
 
@@ -144,8 +177,8 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
         return new_state, metrics
 
     def evaluate(state: TrainState, images, mask, ids):
-        x = dequantize(_key_from(ids), images)
-        log_prob = flow.apply(state.variables(use_ema and ema_decay > 0), x, train=False)
+        log_prob, _ = dequantized_log_prob(flow, state.variables(use_ema and ema_decay > 0),
+                                           images, _key_from(ids), train=False)
         bpd = bits_per_dim(log_prob.astype(jnp.float32), num_dims)
         mask = mask.astype(jnp.float32)
         return jnp.sum(jnp.where(mask > 0, bpd, 0.0)), jnp.sum(mask)
