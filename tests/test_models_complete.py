@@ -28,12 +28,19 @@ TINY = {
     "acf": dict(levels=2, blocks_per_level=1, hidden_channels=4, fc_blocks=0),
     "mar_scf": dict(levels=2, steps_per_level=1, hidden_channels=4, lstm_features=3,
                     lstm_layers=1, kernel_sizes=3, dilations=1, embed_channels=2),
+    "maf": dict(num_layers=2, hidden_features=(8,)),
+    "iaf": dict(num_layers=2, hidden_features=(8,)),
+    "naf": dict(num_layers=2, hidden_features=(8,), sigmoid_units=3),
+    "nsf": dict(num_layers=2, hidden_features=8, num_blocks=1, bins=4),
+    "realnvp_vector": dict(num_layers=2, hidden_features=8, num_blocks=1),
+    "flowpp": dict(components=2, hidden_channels=4, num_blocks=1, heads=2,
+                   layout="checkerboard,squeeze,channel", dequantization="uniform"),
 }
 
 
 # Models on vectors (event shape ``(dim,)``) take ``dim`` first and no ``num_bins``; their
 # tiny dimension is here (every other model is built on images of shape ``SHAPE``).
-VECTOR_DIMS = {}
+VECTOR_DIMS = {"maf": 3, "iaf": 3, "naf": 3, "nsf": 3, "realnvp_vector": 3}
 
 
 def build_tiny(name):

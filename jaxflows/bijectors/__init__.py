@@ -1,9 +1,19 @@
 """Bijectors (forward = data -> latent). One family per file."""
 from jaxflows.bijectors.attention import IMap, ITrans
+from jaxflows.bijectors.autoregressive import (
+    IAF,
+    MAF,
+    BatchNorm,
+    MaskedAutoregressive,
+    batch_norm_statistics,
+)
 from jaxflows.bijectors.base import Bijector, Chain, Identity, Inverse, Repeat, sum_except_batch
 from jaxflows.bijectors.coupling import AdditiveCoupling, AffineCoupling, Coupling
+from jaxflows.bijectors.dequantization import VariationalDequantizer
 from jaxflows.bijectors.linear import Conv1x1, Permute, Reverse
 from jaxflows.bijectors.mar import MARSplit, MARTop
+from jaxflows.bijectors.mixlogcdf import MixLogCDF, MixLogCDFCoupling, monotone_inverse_report
+from jaxflows.bijectors.naf import DDSF, DSF
 from jaxflows.bijectors.normalization import ActNorm
 from jaxflows.bijectors.preprocessing import LogitTransform, ScaleToUnit, Shift
 from jaxflows.bijectors.reshape import FlattenEvent, Split, Squeeze, Unsqueeze
@@ -14,6 +24,7 @@ from jaxflows.bijectors.residual_settings import (
     LogDetEstimator,
     SpectralNorm,
 )
+from jaxflows.bijectors.splines import RationalQuadraticSpline
 from jaxflows.bijectors.transformers import Additive, Affine, Transformer
 
 __all__ = [
@@ -26,4 +37,7 @@ __all__ = [
     "Squeeze", "Unsqueeze", "Split", "FlattenEvent",
     "ScaleToUnit", "Shift", "LogitTransform",
     "MARSplit", "MARTop",
+    "MixLogCDF", "MixLogCDFCoupling", "monotone_inverse_report", "VariationalDequantizer",
+    "MaskedAutoregressive", "MAF", "IAF", "BatchNorm", "batch_norm_statistics",
+    "DSF", "DDSF", "RationalQuadraticSpline",
 ]

@@ -8,14 +8,17 @@ tests then build, round-trip and evaluate it at a tiny size).
 """
 from jaxflows.models.acf import acf
 from jaxflows.models.attnflow import attnflow
+from jaxflows.models.flowpp import FlowPP, flowpp
 from jaxflows.models.glow import glow
 from jaxflows.models.mar_scf import mar_scf
 from jaxflows.models.multiscale import MultiScale, multiscale
 from jaxflows.models.realnvp import realnvp
 from jaxflows.models.resflow import idensenet, iresnet, resflow
+from jaxflows.models.vector import iaf, maf, naf, nsf, realnvp_vector
 
 __all__ = ["MODELS", "get_model", "glow", "realnvp", "attnflow", "acf", "resflow", "iresnet",
-           "idensenet", "MultiScale", "multiscale", "mar_scf"]
+           "idensenet", "MultiScale", "multiscale", "mar_scf", "flowpp", "FlowPP",
+           "maf", "iaf", "naf", "nsf", "realnvp_vector"]
 
 MODELS = {
     "glow": glow,
@@ -26,6 +29,13 @@ MODELS = {
     "iresnet": iresnet,
     "idensenet": idensenet,
     "mar_scf": mar_scf,
+    "flowpp": flowpp,
+    # Flows on vectors: factory(dim, **arch_kwargs), event shape (dim,), no preprocessing.
+    "maf": maf,
+    "iaf": iaf,
+    "naf": naf,
+    "nsf": nsf,
+    "realnvp_vector": realnvp_vector,
 }
 
 

@@ -11,6 +11,7 @@ from jaxflows.nn.conditioners import (
 )
 from jaxflows.nn.conv import conv2d_same, conv_impl
 from jaxflows.nn.convlstm import ConvLSTM, ConvLSTMCell
+from jaxflows.nn.flowpp import FlowppConditioner, GatedAttention, GatedConv, concat_elu
 from jaxflows.nn.lipschitz import (
                                       CLIPSWISH_LIPSCHITZ,
                                       CLipSwish,
@@ -19,6 +20,7 @@ from jaxflows.nn.lipschitz import (
                                       SpectralDense,
                                       update_lipschitz_state,
 )
+from jaxflows.nn.made import MADE, made_degrees, made_masks
 
 __all__ = [
     "CLIPSWISH_LIPSCHITZ", "CLipSwish", "LipSwish", "SpectralConv", "SpectralDense",
@@ -26,4 +28,6 @@ __all__ = [
     "Conv2D", "ZeroConv2D", "GlowConditioner", "ResNetConditioner", "MLPConditioner",
     "conv2d_same", "conv_impl", "ConvLSTM", "ConvLSTMCell",
     "L2MultiHeadAttention", "LipNormAttention", "lambert_w0",
+    "MADE", "made_degrees", "made_masks",
+    "FlowppConditioner", "GatedConv", "GatedAttention", "concat_elu",
 ]
