@@ -18,10 +18,15 @@ Algorithm 1): the top prior generates its channels one at a time, the last level
 inverted, then every split's prior generates the factored-out channels given the kept
 half, level by level. ``temperature`` scales the noise of every step.
 
-Couplings: ``"affine"`` is Glow's (scale ``sigmoid(h + 2)``, conditioner ``3x3 conv ->
-ActNorm -> ReLU -> 1x1 conv -> ActNorm -> ReLU -> zero 3x3 conv``), K = 32 per level in
-the paper. (The MixLogCDF coupling of the paper's best model, K = 4, is not built here
-yet; see the README.)
+Couplings (supplement Sec. B): ``"affine"`` is Glow's (scale ``sigmoid(h + 2)``,
+conditioner ``3x3 conv -> ActNorm -> ReLU -> 1x1 conv -> ActNorm -> ReLU -> zero 3x3
+conv``), K = 32 per level; ``"mixlogcdf"`` is Flow++'s mixture-of-logistics coupling
+(:class:`~jaxflows.bijectors.MixLogCDFCoupling`, 32 components) with the Flow++
+conditioner (:class:`~jaxflows.nn.FlowppConditioner`: gated convolutions and gated
+self-attention, 10 blocks, 4 heads), K = 4 per level, the paper's best model. Both
+transform the second half of the channels given the first; the reference's MixLogCDF
+step transforms the first half and then swaps the halves, which the learned 1x1
+convolution of the next step makes equivalent.
 
 Data: dequantised pixel values in ``[0, num_bins)`` as for :func:`~jaxflows.models.glow`;
 bits/dim use the image's own ``D = H W C``. The reference code pads MNIST to 32x32 and
@@ -34,7 +39,10 @@ import functools
 from typing import Sequence, Tuple, Union
 
 from jaxflows.bijectors.base import Bijector, Chain, Repeat, check_unroll
+from jaxflows.bijectors.linear import Conv1x1
 from jaxflows.bijectors.mar import MARSplit, MARTop
+from jaxflows.bijectors.mixlogcdf import MixLogCDFCoupling
+from jaxflows.bijectors.normalization import ActNorm
 from jaxflows.distributions.flow import Flow
 from jaxflows.models.common import (
     RENAMED,
@@ -44,10 +52,12 @@ from jaxflows.models.common import (
 )
 from jaxflows.models.glow import glow_step
 from jaxflows.models.multiscale import MultiScale
+from jaxflows.nn.flowpp import FlowppConditioner
 
-__all__ = ["mar_scf", "sampling_steps", "MAR_COUPLINGS"]
+__all__ = ["mar_scf", "mixlogcdf_step", "sampling_steps", "MAR_COUPLINGS"]
 
-MAR_COUPLINGS = ("affine",)
+MAR_COUPLINGS = ("affine", "mixlogcdf")
+DEFAULT_STEPS = {"affine": 32, "mixlogcdf": 4}
 
 
 def sampling_steps(image_shape: Sequence[int], levels: int) -> int:
@@ -69,6 +79,16 @@ def _level(level: int, *, levels, steps, make_step, prior_kw, remat, unroll) -> 
     if level < levels - 1:
         return body
     return Chain([body, MARTop(**prior_kw[level])])
+
+
+def mixlogcdf_step(level: int, *, hidden_channels: int, components: int, num_blocks: int,
+                   heads: int, dropout: float) -> Bijector:
+    """ActNorm -> LU 1x1 conv -> MixLogCDF coupling with the Flow++ conditioner."""
+    del level
+    cond = functools.partial(FlowppConditioner, filters=hidden_channels, num_blocks=num_blocks,
+                             heads=heads, dropout=dropout)
+    coupling = MixLogCDFCoupling(components=components, mask="channel", conditioner=cond)
+    return Chain([ActNorm(), Conv1x1(lu=True), coupling])
 
 
 def _split(level: int, *, prior_kw) -> Bijector:
@@ -97,7 +117,8 @@ def _per_level(value, levels: int, name: str) -> Tuple[int, ...]:
 def mar_scf(image_shape: Sequence[int], *, levels: int = 3,
             steps_per_level: Union[int, Sequence[int], None] = None,
             coupling: str = "affine", hidden_channels: int = 512, num_bins: float = 256,
-            dropout: float = 0.0, lstm_features: int = 32, lstm_layers: int = 3,
+            dropout: float = 0.0, components: int = 32, num_blocks: int = 10, heads: int = 4,
+            lstm_features: int = 32, lstm_layers: int = 3,
             kernel_sizes: Union[int, Sequence[int]] = (5, 5, 3),
             dilations: Union[int, Sequence[int]] = (2, 1, 1),
             embed_channels: int = 4, preprocessing: str = "shift", alpha: float = 0.05,
@@ -108,12 +129,19 @@ def mar_scf(image_shape: Sequence[int], *, levels: int = 3,
       image_shape: ``(H, W, C)``; ``H`` and ``W`` divisible by ``2 ** levels``.
       levels: ``L`` (the paper: 3 for MNIST and CIFAR-10).
       steps_per_level: ``K`` per level (or one per level); default 32 for the affine
-        coupling (the paper's setting).
-      coupling: ``"affine"`` (Glow's coupling with the ``sigmoid(h + 2)`` scale).
-      hidden_channels: width of the coupling conditioners (reference default 512).
+        coupling and 4 for MixLogCDF (the paper's settings).
+      coupling: ``"affine"`` (Glow's coupling with the ``sigmoid(h + 2)`` scale) or
+        ``"mixlogcdf"`` (Flow++'s coupling and conditioner).
+      hidden_channels: width of the coupling conditioners (reference default 512; its
+        released MixLogCDF CIFAR-10 model uses 256).
       num_bins: number of pixel values; inputs are dequantised values in
         ``[0, num_bins)``.
-      dropout: dropout rate in the coupling conditioners (``train=True``).
+      dropout: dropout rate in the coupling conditioners (``train=True``; the
+        reference's MixLogCDF conditioners use 0.2).
+      components: logistic components of the MixLogCDF coupling (paper: 32).
+      num_blocks: gated conv + attention blocks of the Flow++ conditioner (paper: 10).
+      heads: attention heads of the Flow++ conditioner (must divide
+        ``hidden_channels``; Flow++: 4).
       lstm_features: width of each level's ConvLSTM (paper: 32).
       lstm_layers: stacked ConvLSTM layers (paper: 3).
       kernel_sizes: the priors' kernel size per level, finest first (reference: 5, 5, 3);
@@ -137,7 +165,7 @@ def mar_scf(image_shape: Sequence[int], *, levels: int = 3,
     if coupling not in MAR_COUPLINGS:
         raise ValueError(f"mar_scf: coupling must be one of {MAR_COUPLINGS}, got {coupling!r}.")
     if steps_per_level is None:
-        steps_per_level = 32
+        steps_per_level = DEFAULT_STEPS[coupling]
     steps = _per_level(steps_per_level, levels, "steps_per_level")
     kernels = _per_level(kernel_sizes, levels, "kernel_sizes")
     dils = _per_level(dilations, levels, "dilations")
@@ -154,8 +182,20 @@ def mar_scf(image_shape: Sequence[int], *, levels: int = 3,
     prior_kw = tuple(dict(features=lstm_features, num_layers=lstm_layers, kernel_size=k,
                           dilation=d, embed_channels=embed_channels)
                      for k, d in zip(kernels, dils))
-    make_step = functools.partial(glow_step, hidden_channels=hidden_channels, coupling=coupling,
-                                  dropout=dropout)
+    if coupling == "affine":
+        make_step = functools.partial(glow_step, hidden_channels=hidden_channels,
+                                      coupling="affine", dropout=dropout)
+    else:
+        for name, v in (("components", components), ("num_blocks", num_blocks),
+                        ("heads", heads)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"mar_scf: {name} must be a positive int, got {v!r}.")
+        if hidden_channels % heads:
+            raise ValueError(f"mar_scf: heads={heads} must divide hidden_channels="
+                             f"{hidden_channels} (the Flow++ conditioner's width).")
+        make_step = functools.partial(mixlogcdf_step, hidden_channels=hidden_channels,
+                                      components=components, num_blocks=num_blocks,
+                                      heads=heads, dropout=dropout)
     make_level = functools.partial(_level, levels=levels, steps=steps, make_step=make_step,
                                    prior_kw=prior_kw, remat=remat, unroll=unroll)
     body = MultiScale(levels=levels, make_level=make_level,
