@@ -28,6 +28,7 @@ from jaxflows.bijectors import Chain, LogitTransform, ScaleToUnit
 from jaxflows.distributions import Flow
 from jaxflows.interop import as_functions
 from jaxflows.train import checkpoint as ckpt_lib
+from tests.test_train import tiny_config as train_tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:jaxflows.perf.configure_cpu")
 
@@ -35,36 +36,11 @@ GLOW_SMALL = "--config=experiments/configs/glow_digits.py:small"
 
 
 def tiny_config(**overrides):
-    """4 steps, log every step, evaluate and checkpoint every 2, keep 2."""
-    c = jt.default_config()
-    c.dataset.name = "digits"
-    c.dataset.train_split = "train[:1200]"
-    c.dataset.val_split = "train[1200:1300]"
-    c.dataset.test_split = "test"
-    c.model.name = "glow"
-    c.model.levels = 1
-    c.model.steps_per_level = 1
-    c.model.hidden_channels = 8
-    c.model.preprocessing = "logit"
-    c.batch_size = 16
-    c.eval_batch_size = 200
-    c.init_batch_size = 64
-    c.num_train_steps = 4
-    c.optim.warmup_steps = 2
-    c.ema_decay = 0.9
-    c.log_every = 1
-    c.eval_every = 2
-    c.checkpoint_every = 2
-    c.keep_checkpoints = 2
-    c.sample_temperatures = (0.7,)
-    c.num_samples = 4
-    c.progress_bar = False
-    for k, v in overrides.items():
-        section = c
-        *path, last = k.split(".")
-        for p in path:
-            section = section[p]
-        section[last] = v
+    """test_train's tiny run without dropout: 4 steps, evaluate and checkpoint every 2."""
+    c = train_tiny_config(**{"num_train_steps": 4, "eval_every": 2, "checkpoint_every": 2,
+                             **overrides})
+    if "model.dropout" not in overrides:
+        del c.model["dropout"]             # the factory's default: no dropout
     return c
 
 
