@@ -238,9 +238,10 @@ _FD_STEP = 1e-4
 class _Compiled:
     """The jitted functions of one case, built once and reused for every seed.
 
-    ``float64_checks`` is one compiled program holding every float64 check (both modes,
-    the Jacobians, the gradient and the finite differences), so a case compiles three
-    programs in all (init, the float64 checks, the eager float32 run's primitives).
+    Compiled programs: ``mode_checks`` per mode (float64 forward, inverse and the exact
+    Jacobian), and ``value_and_grad`` of the random functional (the gradient, and the
+    values for the finite differences). ``init`` and the float32 check run eagerly and
+    share their primitives' compilations.
     """
 
     def __init__(self, case: BijectorCase):
@@ -255,7 +256,8 @@ class _Compiled:
             ks = jax.random.split(k, len(names) + 1)
             return {n: kk for n, kk in zip(names, ks[1:])}
 
-        @jax.jit
+        # Eager on purpose: its primitives are the eager float32 run's (check 8), so they
+        # compile once for both, instead of a whole-module init program of their own.
         def init(x, ctx, k_init):
             return module.init({"params": k_init, **rngs_for(k_init, rng_names)}, x,
                                context=ctx, **case.init_kwargs)
@@ -294,10 +296,10 @@ class _Compiled:
                 lambda xx: apply(v, xx, c, k, train, module.forward_and_log_det)[0], x)
             return dict(y=y, ld=ld, xr=xr, ild=ild, exact=exact, off=off)
 
-        # Gradient check: the random weights and direction come from the host (numpy),
-        # so that the compiled programs are only the functional and its gradient.
-        self.scalar = jax.jit(scalar)
-        self.grad = jax.jit(jax.grad(scalar, argnums=(0, 2, 3)))
+        # Gradient check: the random weights and direction come from the host (numpy), so
+        # that the only compiled program is the functional's value and gradient (the finite
+        # differences evaluate its value: one program instead of two).
+        self.value_and_grad = jax.jit(jax.value_and_grad(scalar, argnums=(0, 2, 3)))
 
         self.mode_checks = mode_checks
         self.modes = modes
@@ -428,7 +430,8 @@ def _check_gradients(comp: _Compiled, variables, x64, ctx32, k_rng, rng, y64) ->
                rng.standard_normal(shape[:1]))
     with enable_x64():
         c64 = None if ctx32 is None else np.asarray(ctx32, np.float64)
-        g_p, g_x, g_z = jax.device_get(comp.grad(params, rest, x64, z, c64, k_rng, weights))
+        g_p, g_x, g_z = jax.device_get(
+            comp.value_and_grad(params, rest, x64, z, c64, k_rng, weights)[1])
         for path, g in jax.tree_util.tree_flatten_with_path(g_p)[0]:
             leaf = jax.tree_util.keystr(path)
             assert np.all(np.isfinite(g)), f"{name}: non-finite gradient for parameter {leaf}"
@@ -448,7 +451,8 @@ def _check_gradients(comp: _Compiled, variables, x64, ctx32, k_rng, rng, y64) ->
 
         def at(t):
             p = jax.tree_util.tree_unflatten(treedef, [l + t * d for l, d in zip(leaves, d_p)])
-            return float(comp.scalar(p, rest, x64 + t * d_x, z + t * d_z, c64, k_rng, weights))
+            return float(comp.value_and_grad(p, rest, x64 + t * d_x, z + t * d_z, c64, k_rng,
+                                             weights)[0])
         # Richardson-extrapolated central difference (O(h^4)) at h = 1e-4, and plain
         # central differences at 1e-6 and 1e-7: the smaller steps are for piecewise-smooth
         # maps (ReLU conditioners, clipping), whose kinks a step of 1e-4 may straddle.

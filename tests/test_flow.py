@@ -10,7 +10,7 @@ import pytest
 from jaxflows import Flow, bits_per_dim
 from jaxflows.bijectors.base import Bijector
 from jaxflows.bijectors.preprocessing import ScaleToUnit
-from jaxflows.bijectors.reshape import Squeeze
+from jaxflows.bijectors.reshape import Squeeze, squeeze2d
 from jaxflows.models.multiscale import MultiScale
 from jaxflows.testing import cast_floats, enable_x64, exact_log_det, perturb_params
 
@@ -142,13 +142,21 @@ def test_multiscale_bad_shapes_and_latent_layout():
         ms.init(jax.random.PRNGKey(0), x[:, :, :2])
     with pytest.raises(ValueError, match="rank 4"):
         ms.init(jax.random.PRNGKey(0), x[..., 0])
-    # With identity steps and the split at init (mu = 0, sigma = 1), the multiscale
-    # bijector is a pure permutation back to the input layout: every pixel value is kept.
+    # With identity steps and the split at init (mu = 0, sigma = 1), the latent layout of
+    # the module docstring puts every value back where it came from: y == x exactly.
     v = ms.init(jax.random.PRNGKey(0), x)
     y, ld = ms.apply(v, x)
-    assert y.shape == x.shape
-    np.testing.assert_array_equal(np.sort(np.asarray(y).ravel()), np.sort(np.asarray(x).ravel()))
+    np.testing.assert_array_equal(y, x)
     np.testing.assert_array_equal(ld, 0.0)
+    # The documented coordinates: level 0's factored-out part is channels [2C, 4C) of
+    # squeeze(z). Perturbing only level 0's split prior changes exactly those.
+    v2 = perturb_params(v, jax.random.PRNGKey(1), 0.5)
+    y2, ld2 = ms.apply(v2, x)
+    sq_x, sq_y2 = squeeze2d(x), squeeze2d(y2)
+    np.testing.assert_array_equal(sq_y2[..., :2], sq_x[..., :2])
+    moved = np.abs(np.asarray(sq_y2[..., 2:] - sq_x[..., 2:])) > 1e-3
+    assert moved.mean() > 0.9, moved.mean()
+    assert np.all(np.abs(np.asarray(ld2)) > 1e-3)
 
 
 def test_squeeze_odd_size_names_the_argument():

@@ -309,7 +309,7 @@ def test_repeat_unroll_gives_the_same_flow():
     params = perturb_params(rolled.init(jax.random.PRNGKey(1), x), jax.random.PRNGKey(2), 0.1)
     y, ld = rolled.apply(params, x)
     x_inv, ld_inv = rolled.apply(params, y, method="inverse_and_log_det")
-    for unroll in (True,):
+    for unroll in (True, 2):    # full, and partial with a remainder (3 = 2 + 1)
         other = Repeat(make_step=step, num_steps=3, unroll=unroll)
         assert (jax.tree_util.tree_structure(other.init(jax.random.PRNGKey(1), x))
                 == jax.tree_util.tree_structure(params))

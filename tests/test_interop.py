@@ -80,7 +80,7 @@ def test_distrax_adapter_log_prob_and_sampling(model):
     s2, lp = jax.jit(lambda d, k: d.sample_and_log_prob(seed=k, sample_shape=(4,)))(
         dist, jax.random.PRNGKey(1))
     np.testing.assert_allclose(s2, s.reshape((4,) + SHAPE), rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(lp, log_prob(dist, s2), rtol=1e-4, atol=1e-2)
+    np.testing.assert_allclose(lp, log_prob(dist, s2), rtol=1e-5, atol=1e-3)
     # The seed matters; as the temperature goes to 0 every sample tends to the pre-image
     # of the zero latent (temperature 0 itself is refused: issue 13).
     other = sample(dist, jax.random.PRNGKey(2))

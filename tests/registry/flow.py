@@ -1,10 +1,15 @@
-"""Registry entries for the reshaping and preprocessing bijectors, and a whole tiny Glow."""
+"""Registry entries for the reshaping and preprocessing bijectors, and whole tiny Glow and
+Real NVP bijectors (the two MultiScale layouts: Glow's steps after each squeeze with learned
+split priors; Real NVP's checkerboard stage before the squeeze, fixed N(0, I) splits and no
+squeeze at the last scale).
+"""
 import jax
 
 from jaxflows.bijectors.base import Chain, Inverse
 from jaxflows.bijectors.preprocessing import LogitTransform, ScaleToUnit, Shift
 from jaxflows.bijectors.reshape import Split, Squeeze
 from jaxflows.models.glow import glow
+from jaxflows.models.realnvp import realnvp
 from jaxflows.testing import BijectorCase
 
 
@@ -39,4 +44,8 @@ CASES = [
     BijectorCase("glow_4x4x1_L2_K1",
                  lambda: glow((4, 4, 1), levels=2, steps_per_level=1, hidden_channels=4).bijector,
                  (2, 4, 4, 1), input_fn=_pixels, perturb_scale=0.03),
+    BijectorCase("realnvp_4x4x1_L2",
+                 lambda: realnvp((4, 4, 1), levels=2, hidden_channels=4, num_blocks=1,
+                                 couplings_per_stage=1, final_couplings=1).bijector,
+                 (2, 4, 4, 1), input_fn=_pixels, perturb_scale=0.03, seeds=(0,)),
 ]
