@@ -62,6 +62,7 @@ import numpy as np
 __all__ = [
     "BijectorCase",
     "check_bijector",
+    "jit_check",
     "perturb_params",
     "exact_log_det",
     "enable_x64",
@@ -72,6 +73,19 @@ PyTree = Any
 # Streams always offered in training mode (unused streams are harmless in Flax).
 _TRAIN_RNGS = ("dropout", "logdet")
 _TRAIN_LOG_DET = ("exact", "stochastic", None)
+
+
+#: XLA options of the float64 check programs: no LLVM optimisation passes. The programs
+#: are tiny and run a few times, so optimising their machine code costs far more than it
+#: saves (about a quarter of a registry case's time); code generation may differ in the
+#: last bit, which float64 checks at 1e-10 cannot see. The code under test is compiled
+#: as users compile it.
+CHECK_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def jit_check(fn: Callable, **jit_kwargs) -> Callable:
+    """``jax.jit(fn, ...)`` for a float64 *check* program (:data:`CHECK_COMPILER_OPTIONS`)."""
+    return jax.jit(fn, compiler_options=CHECK_COMPILER_OPTIONS, **jit_kwargs)
 
 
 @contextlib.contextmanager
@@ -287,7 +301,7 @@ class _Compiled:
             return (cast_floats(variables, jnp.float64), x32.astype(jnp.float64),
                     None if c32 is None else c32.astype(jnp.float64))
 
-        @partial(jax.jit, static_argnums=4)
+        @partial(jit_check, static_argnums=4)
         def mode_checks(variables, x32, c32, k, train):
             v, x, c = to64(variables, x32, c32)
             y, ld = apply(v, x, c, k, train, module.forward_and_log_det)
@@ -299,7 +313,7 @@ class _Compiled:
         # Gradient check: the random weights and direction come from the host (numpy), so
         # that the only compiled program is the functional's value and gradient (the finite
         # differences evaluate its value: one program instead of two).
-        self.value_and_grad = jax.jit(jax.value_and_grad(scalar, argnums=(0, 2, 3)))
+        self.value_and_grad = jit_check(jax.value_and_grad(scalar, argnums=(0, 2, 3)))
 
         self.mode_checks = mode_checks
         self.modes = modes

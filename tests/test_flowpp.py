@@ -177,3 +177,14 @@ def test_dequantizer_needs_the_pixels_as_context():
                                  context_channels=2, context_blocks=0)
     with pytest.raises(ValueError, match="context"):
         deq.init(jax.random.PRNGKey(0), jnp.zeros((1, 2, 2, 1)))
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: FlowppConditioner(5, filters=6, heads=2, num_blocks=-1),
+     r"`num_blocks` must be an int >= 0, got -1"),
+    (lambda: FlowppConditioner(5, filters=True, heads=2), r"`filters` must be a positive int"),
+    (lambda: FlowppConditioner(5, filters=6, heads=2.0), r"`heads` must be a positive int"),
+])
+def test_conditioner_integer_arguments_are_named(make, match):
+    with pytest.raises(ValueError, match=match):
+        make().init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)))

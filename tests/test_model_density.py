@@ -26,7 +26,7 @@ import pytest
 from jaxflows import Flow
 from jaxflows.bijectors.base import Bijector
 from jaxflows.models import MODELS
-from jaxflows.testing import cast_floats, enable_x64, exact_log_det, perturb_params
+from jaxflows.testing import cast_floats, enable_x64, exact_log_det, jit_check, perturb_params
 from tests.test_models_complete import NUM_BINS, SHAPE, TINY, VECTOR_DIMS, build_tiny
 
 # Models whose log-det has an exact evaluation estimator (residual blocks).
@@ -58,7 +58,7 @@ def density_check(flow, variables, x):
         v64 = cast_floats(variables, jnp.float64)
         x64 = jnp.asarray(x, jnp.float64)
 
-        @jax.jit
+        @jit_check  # float64 check program
         def run(v, x):
             log_prob = flow.apply(v, x)
             z = flow.apply(v, x, method=flow.forward)

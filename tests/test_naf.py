@@ -100,3 +100,26 @@ def test_bad_settings_raise(make, match):
 def test_wrong_params_shape_in_inverse_raises():
     with pytest.raises(ValueError, match="params must have shape"):
         DSF(hidden=2).inverse(jnp.zeros((3,)), jnp.zeros((3, 5)))
+
+
+def test_coupling_with_a_numerical_inverse_reports_it():
+    """Every Coupling whose transformer has ``inverse_and_info`` (here DSF, checkerboard
+    mask) sows its solver's summary; the kept half does not count; an affine one sows none.
+    """
+    from jaxflows.bijectors import AffineCoupling, Coupling, monotone_inverse_report
+    layer = Coupling(transformer=DSF(hidden=2), mask="checkerboard", hidden_channels=4)
+    x = jax.random.normal(jax.random.PRNGKey(3), (2, 4, 4, 1))
+    variables = layer.init(jax.random.PRNGKey(4), x)
+    inverse = jax.jit(lambda v, y: layer.apply(v, y, method=layer.inverse_and_log_det,
+                                               mutable=["intermediates"])[1])
+    report = monotone_inverse_report(inverse(variables, x))
+    assert report["num_solves"] == 1 and report["num_not_converged"] == 0
+    assert report["max_iterations"] > 0
+    # the transformed (parity-1) squares beyond the logit's reach fail; the kept ones,
+    # also set to 1e30, are not counted
+    report = monotone_inverse_report(inverse(variables, jnp.full_like(x, 1e30)))
+    assert report["num_not_converged"] == 2 * 8
+    affine = AffineCoupling(mask="checkerboard", hidden_channels=4)
+    av = affine.init(jax.random.PRNGKey(4), x)
+    _, inter = affine.apply(av, x, method=affine.inverse_and_log_det, mutable=["intermediates"])
+    assert monotone_inverse_report(inter)["num_solves"] == 0

@@ -507,3 +507,29 @@ def test_log_prob_of_a_constant_captured_under_jit():
     v = flow.init(jax.random.PRNGKey(0), x)
     g = jax.jit(jax.grad(lambda p: -jnp.mean(flow.apply({**v, "params": p}, x))))(v["params"])
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(g))
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_launcher_exit_code_of_an_interrupted_run(runs, monkeypatch, tmp_path, capsys, sig,
+                                                  code):
+    """A real SIGTERM / Ctrl-C during ``experiments/train.py``: checkpoint, message, exit
+    code 143 / 130 (as docs/reliability.md says).
+    """
+    import functools
+
+    from experiments import train as train_launcher
+
+    def signal_at_1(step, state):
+        if step == 1:
+            os.kill(os.getpid(), sig)
+
+    monkeypatch.setattr(jt, "train_and_evaluate",
+                        functools.partial(jt.train_and_evaluate, hooks=[signal_at_1]))
+    cfg = tmp_path / "tiny_config.py"
+    cfg.write_text("from tests.test_reliability import tiny_config\n\n\n"
+                   "def get_config():\n    return tiny_config()\n")
+    work = str(tmp_path / "run")
+    capsys.readouterr()
+    assert train_launcher.main(["train.py", f"--config={cfg}", f"--workdir={work}"]) == code
+    assert steps_of(work) == [1]
+    assert "Rerun the same command to resume" in capsys.readouterr().out

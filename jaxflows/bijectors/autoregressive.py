@@ -80,6 +80,7 @@ from jaxflows.bijectors.coupling import _check_transformer, _elementwise
 from jaxflows.nn.made import MADE
 from jaxflows.nn.utils import param_dtype
 from jaxflows.ops.fixed_point import default_tolerance, fixed_point_inverse
+from jaxflows.ops.monotone import inverse_summary
 
 __all__ = ["MaskedAutoregressive", "MAF", "IAF", "BatchNorm", "batch_norm_statistics"]
 
@@ -89,28 +90,12 @@ _MADE_FIELDS = tuple(f.name for f in dataclasses.fields(MADE)
                      if f.name not in ("parent", "name", "num_params"))
 
 
-def _summary(info) -> dict:
-    """``{"max_residual", "num_not_converged", "max_iterations"}`` of a
-    :class:`~jaxflows.ops.MonotoneInverseInfo` (the summary MixLogCDF couplings sow too).
-    """
-    return {"max_residual": jnp.max(info.residual),
-            "num_not_converged": jnp.sum(~info.converged).astype(jnp.int32),
-            "max_iterations": jnp.max(info.iterations)}
-
-
 def _transformer_inverse(transformer, y, params, who):
-    """``(x, log_det, summary_or_None)``; uses ``inverse_and_info`` when the transformer has
-    it (numerical inverses: DSF, DDSF, MixLogCDF).
+    """``(x, log_det, summary_or_None)``; a transformer with ``inverse_and_info`` (numerical
+    inverses: DSF, DDSF, MixLogCDF) gives its solver's summary.
     """
-    with_info = getattr(transformer, "inverse_and_info", None)
-    if callable(with_info):
-        x, ld, info = with_info(y, params)
-        if jnp.shape(x) != y.shape or jnp.shape(ld) != y.shape:
-            raise ValueError(f"{who}: {type(transformer).__name__}.inverse_and_info must "
-                             f"return (x, log_det, info) of the shape of y {tuple(y.shape)}.")
-        return x, ld, _summary(info)
-    x, ld = _elementwise(transformer, y, params, True, who)
-    return x, ld, None
+    x, ld, info = _elementwise(transformer, y, params, True, who)
+    return x, ld, None if info is None else inverse_summary(info)
 
 
 class MaskedAutoregressive(Bijector):
@@ -199,7 +184,7 @@ class MaskedAutoregressive(Bijector):
             return module.apply(variables, xx, context, train, rngs=rngs).astype(xx.dtype)
 
         if not inverse:
-            y, ld = _elementwise(self.transformer, x, conditioner(x), False, who)
+            y, ld, _ = _elementwise(self.transformer, x, conditioner(x), False, who)
             return y, jnp.sum(ld, axis=-1)
         order = self._order(module, variables, x.shape[-1])
         if self.inverse_method == "scan":

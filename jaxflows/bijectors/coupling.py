@@ -79,6 +79,7 @@ from jaxflows.bijectors.base import Bijector, sum_except_batch
 from jaxflows.bijectors.reshape import concat_context
 from jaxflows.bijectors.transformers import Additive, Affine, check_affine_options
 from jaxflows.nn.conditioners import GlowConditioner, MLPConditioner, ResNetConditioner
+from jaxflows.ops.monotone import inverse_summary
 
 __all__ = ["Coupling", "AffineCoupling", "AdditiveCoupling"]
 
@@ -230,7 +231,12 @@ class Coupling(Bijector):
         n_entries = x.shape[-1] // 2 if self.mask == "channel" else x.shape[-1]
         out = self._run_conditioner(inp, context, n_entries, transformer.num_params, train,
                                     x.shape)
-        return _couple(x, out, self.mask, self.parity, transformer, inverse, name)
+        y, ld, summary = _couple(x, out, self.mask, self.parity, transformer, inverse, name)
+        if summary is not None:
+            # a numerical inverse's diagnostics (kept when "intermediates" is mutable; read
+            # with jaxflows.bijectors.monotone_inverse_report)
+            self.sow("intermediates", "monotone_inverse", summary)
+        return y, ld
 
 
 def _mask(x: jax.Array, mask: str, parity: int) -> jax.Array:
@@ -257,40 +263,55 @@ def _conditioner_input(x, context, mask, parity, who):
 
 
 def _elementwise(transformer, x, params, inverse, who):
-    """The transformer's ``(output, elementwise log-det)``, with the protocol's shapes checked."""
-    method = "inverse" if inverse else "forward"
+    """The transformer's ``(output, elementwise log-det, info or None)``, with the protocol's
+    shapes checked. In the inverse direction a transformer with a numerical inverse that
+    provides ``inverse_and_info`` (MixLogCDF, DSF, DDSF) also gives its solver's
+    per-element :class:`~jaxflows.ops.MonotoneInverseInfo`; every other case gives ``None``.
+    """
+    with_info = getattr(transformer, "inverse_and_info", None) if inverse else None
+    method = "inverse_and_info" if callable(with_info) else (
+        "inverse" if inverse else "forward")
     result = getattr(transformer, method)(x, params)
-    ok = isinstance(result, (tuple, list)) and len(result) == 2
+    n = 3 if callable(with_info) else 2
+    ok = isinstance(result, (tuple, list)) and len(result) == n
     if ok:
-        y, ld = result
-        ok = jnp.shape(y) == x.shape and jnp.shape(ld) == x.shape
+        ok = jnp.shape(result[0]) == x.shape and jnp.shape(result[1]) == x.shape
     if not ok:
         got = (tuple(jnp.shape(r) for r in result) if isinstance(result, (tuple, list))
                else type(result).__name__)
+        what = "(output, elementwise log-det, info)" if n == 3 else (
+            "(output, elementwise log-det)")
         raise ValueError(f"{who}: {type(transformer).__name__}.{method}(x, params) must return "
-                         f"(output, elementwise log-det), both of the shape of x "
+                         f"{what}, the first two of the shape of x "
                          f"{tuple(x.shape)} (params {tuple(params.shape)}); got {got}.")
-    return y, ld
+    return result[0], result[1], (result[2] if n == 3 else None)
 
 
 @functools.partial(jax.jit, static_argnames=("mask", "parity", "transformer", "inverse", "who"))
 def _couple(x, out, mask, parity, transformer, inverse, who):
-    """Applies the coupling to ``x`` given the conditioner output; ``(y, log_det)``."""
+    """Applies the coupling to ``x`` given the conditioner output; ``(y, log_det, summary)``
+    (``summary``: the numerical inverse's, see :func:`_elementwise`, else ``None``).
+    """
     num_params = transformer.num_params
     if mask == "channel":
         x_a, x_b = _halves(x, parity)
         params = out.reshape(x_b.shape + (num_params,))      # [..., entry, param]
-        y_b, ld = _elementwise(transformer, x_b, params, inverse, who)
+        y_b, ld, info = _elementwise(transformer, x_b, params, inverse, who)
         y = jnp.concatenate([x_a, y_b] if parity == 0 else [y_b, x_a], axis=-1)
     else:
         keep = _mask(x, mask, parity)
         params = out.reshape(x.shape + (num_params,)) * (1 - keep)[..., None]
-        y, ld = _elementwise(transformer, x, params, inverse, who)
+        y, ld, info = _elementwise(transformer, x, params, inverse, who)
         kept = keep.astype(bool)
         if not getattr(transformer, "identity_at_zero", False):
             y = jnp.where(kept, x, y)   # else tau(x; 0) == x already, bit for bit
         ld = jnp.where(kept, jnp.zeros((), ld.dtype), ld)
-    return y, sum_except_batch(ld)
+        if info is not None:
+            # the kept entries were solved at zero parameters: their figures do not count
+            kept_b = jnp.broadcast_to(kept, x.shape)
+            info = info._replace(converged=info.converged | kept_b,
+                                 residual=jnp.where(kept_b, 0, info.residual))
+    return y, sum_except_batch(ld), None if info is None else inverse_summary(info)
 
 
 class AffineCoupling(Coupling):

@@ -52,6 +52,7 @@ from jaxflows.bijectors.normalization import ActNorm
 from jaxflows.bijectors.reshape import FlattenEvent
 from jaxflows.nn.conditioners import Conv2D
 from jaxflows.nn.flowpp import FlowppConditioner, GatedConv
+from jaxflows.nn.utils import check_int_args
 
 __all__ = ["VariationalDequantizer", "check_pixels"]
 
@@ -116,11 +117,9 @@ class VariationalDequantizer(Bijector):
             raise ValueError(f"{name}: `context` (the pixel values) must have the shape of the "
                              f"noise/dequantisation `x` {tuple(x.shape)}; got "
                              f"{tuple(context.shape)}.")
-        for arg in ("num_steps", "context_channels", "context_blocks"):
-            v = getattr(self, arg)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (1 if arg != "context_blocks"
-                                                                       else 0):
-                raise ValueError(f"{name}: `{arg}` must be a positive int, got {v!r}.")
+        check_int_args(name, {a: getattr(self, a) for a in ("num_steps", "context_channels",
+                                                            "context_blocks")},
+                       {"num_steps": 1, "context_channels": 1, "context_blocks": 0})
         if not self.num_bins > 1:
             raise ValueError(f"{name}: `num_bins` must be > 1, got {self.num_bins!r}.")
 

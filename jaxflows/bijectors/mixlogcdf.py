@@ -62,18 +62,12 @@ import dataclasses
 import numbers
 from typing import Any, ClassVar, Dict, Optional, Tuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxflows.bijectors.base import sum_except_batch
 from jaxflows.bijectors.coupling import (
     Coupling,
-    _check_transformer,
-    _conditioner_input,
-    _halves,
-    _mask,
 )
 from jaxflows.bijectors.transformers import Transformer
 from jaxflows.ops.monotone import MonotoneInverseInfo, monotone_inverse
@@ -185,14 +179,11 @@ class MixLogCDF(Transformer):
         return x, log_det
 
 
-def _summary(info: MonotoneInverseInfo) -> Dict[str, Array]:
-    return {"max_residual": jnp.max(info.residual),
-            "num_not_converged": jnp.sum(~info.converged).astype(jnp.int32),
-            "max_iterations": jnp.max(info.iterations)}
-
-
 def monotone_inverse_report(intermediates: Any) -> Dict[str, float]:
-    """Reduces the ``"monotone_inverse"`` summaries sown by :class:`MixLogCDFCoupling`.
+    """Reduces the ``"monotone_inverse"`` summaries sown by numerical inverses: every
+    :class:`~jaxflows.bijectors.Coupling` and
+    :class:`~jaxflows.bijectors.MaskedAutoregressive` whose transformer has
+    ``inverse_and_info`` (MixLogCDF, DSF, DDSF).
 
     Args:
       intermediates: the ``"intermediates"`` collection returned by
@@ -200,7 +191,7 @@ def monotone_inverse_report(intermediates: Any) -> Dict[str, float]:
 
     Returns:
       ``{"num_solves", "num_not_converged", "max_residual", "max_iterations"}``
-      (``num_solves == 0`` if no MixLogCDF inverse ran).
+      (``num_solves == 0`` if no numerical inverse ran).
     """
     found = []
 
@@ -222,12 +213,12 @@ def monotone_inverse_report(intermediates: Any) -> Dict[str, float]:
 
 
 class MixLogCDFCoupling(Coupling):
-    """:class:`~jaxflows.bijectors.Coupling` with a :class:`MixLogCDF` transformer that
-    reports its inverse's convergence.
+    """:class:`~jaxflows.bijectors.Coupling` with a :class:`MixLogCDF` transformer.
 
     Computes the same function of the same variables as
-    ``Coupling(transformer=MixLogCDF(components), ...)``; in the inverse direction it
-    also sows ``{"max_residual", "num_not_converged", "max_iterations"}`` into the
+    ``Coupling(transformer=MixLogCDF(components, min_log_scale), ...)``; like every coupling
+    with a numerical inverse, in the inverse direction it sows
+    ``{"max_residual", "num_not_converged", "max_iterations"}`` into the
     ``"intermediates"`` collection under ``"monotone_inverse"`` (kept only when the
     caller makes ``"intermediates"`` mutable; see :func:`monotone_inverse_report`).
 
@@ -247,52 +238,3 @@ class MixLogCDFCoupling(Coupling):
             raise ValueError(f"MixLogCDFCoupling builds its own transformer; got "
                              f"`transformer`={self.transformer!r}. Use `components`.")
         return MixLogCDF(self.components, self.min_log_scale)
-
-    @nn.compact
-    def transform(self, x, inverse, context, train):
-        name = type(self).__name__
-        transformer = self.get_transformer()
-        _check_transformer(transformer, name)
-        self._validate(x, context)
-        inp = _conditioner_input(x, context, self.mask, self.parity, name)
-        n_entries = x.shape[-1] // 2 if self.mask == "channel" else x.shape[-1]
-        out = self._run_conditioner(inp, context, n_entries, transformer.num_params, train,
-                                    x.shape)
-        y, ld, info = _couple_mixlog(x, out, self.mask, self.parity, transformer, inverse)
-        if info is not None:
-            self.sow("intermediates", "monotone_inverse", info)
-        return y, ld
-
-
-def _couple_mixlog(x, out, mask, parity, transformer: MixLogCDF, inverse: bool):
-    """As ``coupling._couple`` for a MixLogCDF, plus the inverse's summary (or ``None``)."""
-    num_params = transformer.num_params
-
-    def elementwise(v, params):
-        if inverse:
-            r, ld, info = transformer.inverse_and_info(v, params)
-            return r, ld, info
-        r, ld = transformer.forward(v, params)
-        return r, ld, None
-
-    if mask == "channel":
-        x_a, x_b = _halves(x, parity)
-        params = out.reshape(x_b.shape + (num_params,))
-        y_b, ld, info = elementwise(x_b, params)
-        y = jnp.concatenate([x_a, y_b] if parity == 0 else [y_b, x_a], axis=-1)
-        summary = None if info is None else _summary(info)
-    else:
-        keep = _mask(x, mask, parity)
-        params = out.reshape(x.shape + (num_params,)) * (1 - keep)[..., None]
-        y, ld, info = elementwise(x, params)
-        kept = keep.astype(bool)
-        y = jnp.where(kept, x, y)
-        ld = jnp.where(kept, jnp.zeros((), ld.dtype), ld)
-        if info is None:
-            summary = None
-        else:
-            kept_b = jnp.broadcast_to(kept, x.shape)
-            info = info._replace(converged=info.converged | kept_b,
-                                 residual=jnp.where(kept_b, 0, info.residual))
-            summary = _summary(info)
-    return y, sum_except_batch(ld), summary

@@ -39,6 +39,7 @@ from jaxflows.models.common import (
     renamed_arguments,
 )
 from jaxflows.models.multiscale import MultiScale
+from jaxflows.nn.utils import check_int_args
 
 __all__ = ["realnvp"]
 
@@ -96,11 +97,9 @@ def realnvp(image_shape: Sequence[int], *, levels: int = 3, hidden_channels: int
     if not isinstance(levels, int) or levels < 1:
         raise ValueError(f"realnvp: levels must be an int >= 1, got {levels!r}.")
     shape = check_image_shape(image_shape, 2 ** levels, "realnvp")
-    for name, value in (("hidden_channels", hidden_channels), ("num_blocks", num_blocks),
-                        ("couplings_per_stage", couplings_per_stage),
-                        ("final_couplings", final_couplings)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"realnvp: {name} must be a positive int, got {value!r}.")
+    check_int_args("realnvp", dict(hidden_channels=hidden_channels, num_blocks=num_blocks,
+                                   couplings_per_stage=couplings_per_stage,
+                                   final_couplings=final_couplings))
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"realnvp: dropout must be in [0, 1), got {dropout!r}.")
     pre = preprocessing_bijectors(num_bins, preprocessing, alpha, "realnvp")

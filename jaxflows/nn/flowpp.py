@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxflows.nn.conditioners import Conv2D
+from jaxflows.nn.utils import check_int_args
 
 __all__ = ["FlowppConditioner", "GatedConv", "GatedAttention", "concat_elu"]
 
@@ -168,11 +169,9 @@ class FlowppConditioner(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"{name}: input `x` must be an NHWC image batch (rank 4); got "
                              f"shape {tuple(x.shape)}.")
-        for arg in ("out_channels", "filters", "num_blocks", "heads"):
-            v = getattr(self, arg)
-            if isinstance(v, bool) or not isinstance(v, int) or v < (0 if arg == "num_blocks"
-                                                                       else 1):
-                raise ValueError(f"{name}: `{arg}` must be a positive int, got {v!r}.")
+        check_int_args(name, {a: getattr(self, a) for a in ("out_channels", "filters",
+                                                            "num_blocks", "heads")},
+                       {"out_channels": 1, "filters": 1, "num_blocks": 0, "heads": 1})
         if self.filters % self.heads:
             raise ValueError(f"{name}: `heads`={self.heads} must divide `filters`="
                              f"{self.filters}.")

@@ -1,15 +1,31 @@
-"""Small helpers shared by networks and bijectors: parameter dtypes, channel checks and the
-per-channel statistics of data-dependent initialisation (ActNorm).
+"""Small helpers shared by networks and bijectors: parameter dtypes, channel checks, integer
+argument checks and the per-channel statistics of data-dependent initialisation (ActNorm).
 """
 from __future__ import annotations
 
 import functools
+import numbers
+from typing import Any, Mapping, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-__all__ = ["param_dtype", "check_channels", "channel_moments"]
+__all__ = ["param_dtype", "check_channels", "check_int_args", "channel_moments"]
+
+
+def check_int_args(who: str, values: Mapping[str, Any],
+                   minimum: Union[int, Mapping[str, int]] = 1) -> None:
+    """Raises ``ValueError("<who>: `name` must be a positive int, got ...")`` for the first
+    value of ``values`` (name -> value) that is not an int (bools are refused) or is below
+    its ``minimum`` (one for all, or per name; default 1).
+    """
+    for name, value in values.items():
+        low = minimum[name] if isinstance(minimum, Mapping) else minimum
+        if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                or value < low):
+            what = "a positive int" if low == 1 else f"an int >= {low}"
+            raise ValueError(f"{who}: `{name}` must be {what}, got {value!r}.")
 
 
 def param_dtype(dtype):

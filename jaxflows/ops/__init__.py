@@ -23,6 +23,7 @@ from jaxflows.ops.logdet import (
 from jaxflows.ops.monotone import (
     MonotoneInverseInfo,
     default_max_bisections,
+    inverse_summary,
     monotone_inverse,
     num_bisections,
 )
@@ -44,5 +45,6 @@ __all__ = [
     "MonotoneInverseInfo",
     "default_max_bisections",
     "monotone_inverse",
+    "inverse_summary",
     "num_bisections",
 ]

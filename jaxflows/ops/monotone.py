@@ -128,7 +128,8 @@ from jax import lax
 
 from jaxflows.ops.fixed_point import default_tolerance
 
-__all__ = ["MonotoneInverseInfo", "monotone_inverse", "num_bisections", "default_max_bisections"]
+__all__ = ["MonotoneInverseInfo", "monotone_inverse", "inverse_summary", "num_bisections",
+           "default_max_bisections"]
 
 PyTree = Any
 
@@ -308,6 +309,17 @@ def _check_number(name, val, lower, strict=True):
         rel = ">" if strict else ">="
         raise ValueError(
             f"monotone_inverse: {name} must be a finite number {rel} {lower}, got {val!r}")
+
+
+def inverse_summary(info: MonotoneInverseInfo) -> dict:
+    """``{"max_residual", "num_not_converged", "max_iterations"}`` of ``info``: the summary
+    that bijectors with a numerical elementwise inverse sow under ``"monotone_inverse"``
+    (couplings and autoregressive flows whose transformer has ``inverse_and_info``), read
+    back by :func:`jaxflows.bijectors.monotone_inverse_report`.
+    """
+    return {"max_residual": jnp.max(info.residual),
+            "num_not_converged": jnp.sum(~info.converged).astype(jnp.int32),
+            "max_iterations": jnp.max(info.iterations)}
 
 
 def monotone_inverse(
