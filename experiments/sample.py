@@ -67,10 +67,11 @@ def _sample() -> int:
     which = "best" if FLAGS.which == "best" else "checkpoints"
     state, _, step = restore_for_eval(FLAGS.workdir, abstract_state(run), which)
     out = FLAGS.out or os.path.join(FLAGS.workdir, f"samples_T{FLAGS.temperature:g}_cli.png")
-    save_samples(run, state, os.path.dirname(os.path.abspath(out)), [FLAGS.temperature],
-                 use_ema=FLAGS.use_ema, seed_offset=FLAGS.seed + 1,
-                 filename=os.path.basename(out))
-    print(f"wrote {out} ({FLAGS.num_samples} samples at T={FLAGS.temperature:g}, "
+    paths = save_samples(run, state, os.path.dirname(os.path.abspath(out)),
+                         [FLAGS.temperature], use_ema=FLAGS.use_ema,
+                         seed_offset=FLAGS.seed + 1, filename=os.path.basename(out))
+    written = list(paths.values())[0] if paths else out   # vector runs write .npy
+    print(f"wrote {written} ({FLAGS.num_samples} samples at T={FLAGS.temperature:g}, "
           f"checkpoint step {step})")
     return 0
 

@@ -62,6 +62,11 @@ def _train() -> int:
     if "test_bpd" in results:
         print(f"test bits/dim: {results['test_bpd']:.4f} (best step {results['best_step']}, "
               f"EMA={results['use_ema']}); outputs in {FLAGS.workdir}", flush=True)
+    if "test_log_likelihood" in results:    # vector (tabular) data: nats, not bits/dim
+        print(f"test log-likelihood: {results['test_log_likelihood']:.4f} nats per example "
+              f"({results['test_nats_per_dim']:.4f} nats/dim; best step "
+              f"{results['best_step']}, EMA={results['use_ema']}); outputs in "
+              f"{FLAGS.workdir}", flush=True)
     return 0
 
 

@@ -44,13 +44,18 @@ def tiny_config(**overrides):
     c.sample_temperatures = (0.7,)
     c.num_samples = 4
     c.progress_bar = False
+    return set_overrides(c, overrides)
+
+
+def set_overrides(config, overrides):
+    """``config`` with ``{"section.key": value}`` overrides set in place (and returned)."""
     for k, v in overrides.items():
-        section = c
+        section = config
         *path, last = k.split(".")
         for p in path:
             section = section[p]
         section[last] = v
-    return c
+    return config
 
 
 def leaves_equal(a, b):
@@ -394,7 +399,7 @@ def test_model_validation_builds_the_flow(monkeypatch):
     with pytest.raises(ValueError, match=r"^config\.model\.hiden: "):
         jt.validate_config(c)
     c.model = {"name": "acf", "levels": 2, "blocks_per_level": 1, "hidden_channels": 8,
-               "fc_blocks": 1, "fc_hidden": 8, "heads": 3}
+               "fc_blocks": 1, "fc_hidden": 8, "heads": 0}
     with pytest.raises(ValueError, match=r"^config\.model\.heads: "):
         jt.validate_config(c)
 

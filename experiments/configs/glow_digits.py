@@ -66,6 +66,12 @@ keys are errors (in files and in command-line overrides such as
 ``optim.grad_clip_norm`` global-norm clipping (<= 0: off).
 ``optim.max_consecutive_nonfinite``  non-finite steps in a row before the run aborts
                          (each one is skipped: parameters unchanged, counted).
+``optim.max_skipped_fraction``  a finished run that skipped more than this fraction of
+                         its steps is marked failed in results.json (exit code 1).
+``dataset.context``      "" (none), "label" or "lowres:F": per-example context for
+                         conditional flows (docs/training.md, "Conditional training").
+``early_stopping_patience``  int >= 0 (0: off): stop after this many evaluations without
+                         a validation improvement.
 ``ema_decay``            EMA of parameters (0: off); ``eval_use_ema``: evaluate/sample with it.
 ``log_every``            steps between train-metric lines in metrics.jsonl.
 ``eval_every``           steps between val/test evaluations, curves, checkpoint + best.

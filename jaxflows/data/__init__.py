@@ -1,9 +1,11 @@
 """Image datasets for jaxflows and a deterministic, resumable, sharded loader.
 
 TFDS datasets through ``tfds.data_source`` + grain, the offline ``digits`` builder and
-``mnist_8k`` (8,000 real MNIST digits shipped in the package), in-memory / ``.npz`` arrays.
+``mnist_8k`` (8,000 real MNIST digits shipped in the package), in-memory / ``.npz`` arrays;
+vector datasets (2-D toys, offline ``breast_cancer``, the MAF sets) in :mod:`jaxflows.data.tabular`.
 """
 
+from jaxflows.data import tabular
 from jaxflows.data.digits import Digits
 from jaxflows.data.loader import Loader, make_loader
 from jaxflows.data.sources import (
@@ -19,6 +21,7 @@ from jaxflows.data.sources import (
     mock_datasets,
     pad_images,
 )
+from jaxflows.data.tabular import VECTOR_DATASETS, VectorSource
 
 __all__ = [
     "ArraySource",
@@ -35,4 +38,7 @@ __all__ = [
     "make_loader",
     "mock_datasets",
     "pad_images",
+    "tabular",
+    "VECTOR_DATASETS",
+    "VectorSource",
 ]

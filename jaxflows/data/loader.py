@@ -47,7 +47,7 @@ class _BatchFetcher:
     """Maps the index of a local batch to the batch (picklable, thread-safe permutation cache)."""
 
     def __init__(self, source, *, num_records, global_batch_size, local_batch_size, process_index,
-                 seed, shuffle, stream_length, image_shape):
+                 seed, shuffle, stream_length, image_shape, dtype=np.uint8):
         self.source = source
         self.n = num_records
         self.global_batch_size = global_batch_size
@@ -57,6 +57,7 @@ class _BatchFetcher:
         self.shuffle = shuffle
         self.stream_length = stream_length  # None: infinite.
         self.image_shape = image_shape
+        self.dtype = np.dtype(dtype)
         self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._lock = threading.Lock()
 
@@ -106,12 +107,12 @@ class _BatchFetcher:
             batch = sources_lib._get_batch(self.source, records)
             image, label = batch["image"], batch["label"]
         else:
-            image = np.zeros((self.local_batch_size, *self.image_shape), np.uint8)
+            image = np.zeros((self.local_batch_size, *self.image_shape), self.dtype)
             label = np.zeros((self.local_batch_size,), np.int32)
             if mask.any():
                 batch = sources_lib._get_batch(self.source, records[mask])
                 image[mask], label[mask] = batch["image"], batch["label"]
-        return {"image": np.asarray(image, np.uint8), "label": np.asarray(label, np.int32),
+        return {"image": np.asarray(image, self.dtype), "label": np.asarray(label, np.int32),
                 "mask": mask}
 
 
@@ -119,7 +120,8 @@ class Loader:
     """Iterator of per-process batches with exact save/restore of its position.
 
     Batches are ``{"image": uint8 [B, H, W, C], "label": int32 [B], "mask": bool [B]}`` (see the
-    module docstring for the order); built by :func:`make_loader`, which documents the arguments.
+    module docstring for the order; a vector source's ``"image"`` is float32 ``[B, D]``);
+    built by :func:`make_loader`, which documents the arguments.
 
     Attributes:
       global_batch_size, local_batch_size (``B``), num_records, num_batches (``None`` if
@@ -169,8 +171,10 @@ class Loader:
                     f"{num_epochs} epoch(s) with drop_remainder=True: the loader would be empty.")
         else:
             num_batches = math.ceil(stream / global_batch_size)
-        first = source[0]
-        image_shape = tuple(np.asarray(first["image"]).shape)
+        first = np.asarray(source[0]["image"])
+        image_shape = tuple(first.shape)
+        # uint8 images; float32 vectors of tabular sources (jaxflows.data.tabular)
+        dtype = np.float32 if np.issubdtype(first.dtype, np.floating) else np.uint8
         self.source = source
         self.global_batch_size = int(global_batch_size)
         self.local_batch_size = int(global_batch_size) // process_count
@@ -183,7 +187,8 @@ class Loader:
         self._fetch = _BatchFetcher(
             source, num_records=n, global_batch_size=self.global_batch_size,
             local_batch_size=self.local_batch_size, process_index=self.process_index,
-            seed=self.seed, shuffle=self.shuffle, stream_length=stream, image_shape=image_shape)
+            seed=self.seed, shuffle=self.shuffle, stream_length=stream, image_shape=image_shape,
+            dtype=dtype)
         if num_threads is None:
             num_threads = 0 if isinstance(source, sources_lib.ArraySource) else 2
         read_options = grain.ReadOptions(num_threads=num_threads,

@@ -21,6 +21,14 @@ name                            image shape   bins    classes  splits
 ``npz:/path/file.npz``          from file     256     from file  train / test (see below)
 ==============================  ============  ======  =======  ==================================
 
+Vector (tabular) datasets -- the 2-D toys (``two_moons``, ``8gaussians``, ``grid_gaussians``,
+``checkerboard``, ``pinwheel``, ``spirals``), the offline ``breast_cancer`` and ``wine``, and
+the MAF paper's ``power``, ``gas``, ``hepmass``, ``miniboone``, ``bsds300`` read from
+``data_dir`` -- are served by :mod:`jaxflows.data.tabular` through the same functions: their
+records hold a float32 vector ``[D]`` under ``"image"`` (the example key of every source),
+their ``DatasetInfo`` has ``kind="vector"``, ``image_shape=(D,)`` and ``num_bins=None``, and
+their base splits are ``train`` / ``validation`` / ``test``.
+
 * TFDS datasets are read with ``tfds.data_source`` (``array_record`` files, random access). They
   must be prepared once on a machine with network access (``tfds build mnist
   --file_format=array_record --data_dir=DIR``) or with ``download=True``. A dataset that is not
@@ -111,14 +119,28 @@ class DatasetInfo:
         of the prepared data when it is found, aliases such as imagenet's "test" included).
       pad: zero pixels added on each side of H and W (``get_info(..., pad=...)``);
         ``image_shape`` is the padded shape.
+      kind: ``"image"`` (uint8 images, dequantised in training, scored in bits/dim) or
+        ``"vector"`` (float32 vectors of :mod:`jaxflows.data.tabular`, used as they are,
+        scored in nats; ``image_shape`` is then ``(D,)`` and ``num_bins`` is None).
     """
 
     name: str
-    image_shape: tuple[int, int, int]
-    num_bins: int
+    image_shape: tuple[int, ...]
+    num_bins: int | None
     num_classes: int | None
     split_sizes: Mapping[str, int]
     pad: int = 0
+    kind: str = "image"
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        """The shape of one example (``image_shape``: ``(H, W, C)`` or ``(D,)``)."""
+        return tuple(self.image_shape)
+
+    @property
+    def is_vector(self) -> bool:
+        """Whether the examples are float vectors (``kind == "vector"``)."""
+        return self.kind == "vector"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,7 +216,13 @@ _TFDS_SPECS: dict[str, _TfdsSpec] = {
         split_aliases={"test": "validation"}, transform=_fit_to((64, 64)), has_label=False),
 }
 
-KNOWN_DATASETS: tuple[str, ...] = ("digits", "mnist_8k", *_TFDS_SPECS, "npz:/path/file.npz")
+def _vector_names() -> tuple[str, ...]:
+    from jaxflows.data import tabular
+    return tuple(tabular.VECTOR_DATASETS)
+
+
+KNOWN_DATASETS: tuple[str, ...] = ("digits", "mnist_8k", *_TFDS_SPECS, "npz:/path/file.npz",
+                                   *_vector_names())
 
 _NPZ_PREFIX = "npz:"
 _NPZ_DEFAULT_TEST_FRACTION = 0.1
@@ -311,8 +339,9 @@ class _ConcatSource:
             source, start, _ = self._parts[int(p)]
             where = np.nonzero(part == p)[0]
             batch = _get_batch(source, start + local[where])
-            if out_image is None:
-                out_image = np.zeros((len(indices), *batch["image"].shape[1:]), np.uint8)
+            if out_image is None:  # uint8 images, or float32 vectors of tabular sources
+                out_image = np.zeros((len(indices), *batch["image"].shape[1:]),
+                                     batch["image"].dtype)
             out_image[where] = batch["image"]
             labels[where] = batch["label"]
         return {"image": out_image, "label": labels}
@@ -663,6 +692,27 @@ def _mnist_8k_splits() -> dict[str, tuple[ArraySource, int, int]]:
     return {"train": (full, 0, n_train), "test": (full, n_train, len(full))}
 
 
+# --------------------------------------------------------------------------- vector datasets
+
+
+def _is_vector(name) -> bool:
+    from jaxflows.data import tabular
+    return tabular.is_vector_dataset(name)
+
+
+def _vector_info(name: str, data_dir, pad: int) -> DatasetInfo:
+    """DatasetInfo of a vector dataset (reads the files of the MAF sets for their sizes)."""
+    from jaxflows.data import tabular
+    if pad:
+        raise ValueError(f"pad={pad}: {name!r} is a vector dataset; padding applies to images "
+                         "only (config.dataset.pad must be 0).")
+    spec = tabular.VECTOR_DATASETS[name]
+    sizes = spec.sizes
+    if sizes is None:
+        sizes = {k: len(v) for k, v in tabular.vector_splits(name, data_dir).items()}
+    return DatasetInfo(name, (spec.dim,), None, spec.num_classes, dict(sizes), 0, "vector")
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -690,6 +740,8 @@ def get_info(name: str, *, data_dir: str | os.PathLike | None = None,
     ``ValueError``.
     """
     pad = _check_pad(pad)
+    if _is_vector(name):
+        return _vector_info(name, data_dir, pad)
     return _padded_info(_get_info(name, data_dir), pad)
 
 
@@ -749,6 +801,14 @@ def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike |
       DatasetNotPreparedError: a TFDS dataset that is not prepared and was not downloaded.
     """
     pad = _check_pad(pad)
+    if _is_vector(name):
+        _vector_info(name, data_dir, pad)  # pad must be 0
+        from jaxflows.data import tabular
+        source = _split_by_spec(split, {k: (v, 0, len(v)) for k, v in
+                                        tabular.vector_splits(name, data_dir).items()}, name)
+        if len(source) == 0:
+            raise ValueError(f"split: {split!r} of {name!r} selects no records.")
+        return source
     kind, spec = _resolve(name)
     if kind == "npz":
         _, splits = _npz_splits(name)

@@ -10,7 +10,12 @@ from jaxflows.train.checkpoint import (
                                  restore_for_eval,
 )
 from jaxflows.train.config import config_to_dict, default_config, load_run_config
-from jaxflows.train.evaluation import evaluate_split, fixed_point_summary, save_samples
+from jaxflows.train.evaluation import (
+                                 evaluate_split,
+                                 fixed_point_summary,
+                                 save_density_plot,
+                                 save_samples,
+)
 from jaxflows.train.loop import (
                                  Progress,
                                  RunFiles,
@@ -23,17 +28,26 @@ from jaxflows.train.loop import (
 from jaxflows.train.mesh import BATCH_AXIS, batch_sharding, global_batch, make_mesh, replicated
 from jaxflows.train.metrics import MetricsLog, RunningMean
 from jaxflows.train.optim import make_optimizer, make_schedule
-from jaxflows.train.plots import image_grid, plot_curves, save_image_grid, to_pixels
+from jaxflows.train.plots import (
+                                 image_grid,
+                                 plot_curves,
+                                 plot_density_2d,
+                                 save_image_grid,
+                                 to_pixels,
+)
 from jaxflows.train.run import (
                                  Run,
                                  abstract_state,
                                  build_flow,
+                                 context_shape,
                                  dataset_info,
                                  describe_model,
+                                 device_batch,
                                  get_split_source,
                                  init_state,
                                  model_fingerprint,
                                  prepare_run,
+                                 score_name,
                                  validate_config,
 )
 from jaxflows.train.settings import (
@@ -44,7 +58,7 @@ from jaxflows.train.settings import (
                                  read_settings,
 )
 from jaxflows.train.state import TrainState, ema_update
-from jaxflows.train.step import Steps, dequantize, make_steps
+from jaxflows.train.step import Steps, dequantize, make_context, make_steps, parse_context
 
 __all__ = [
     # the whole run, and its parts
@@ -55,10 +69,12 @@ __all__ = [
     "ModelSettings", "OptimSettings", "load_run_config", "config_to_dict",
     # model, data, state
     "build_flow", "dataset_info", "get_split_source", "model_fingerprint", "describe_model",
-    "abstract_state", "init_state", "TrainState", "ema_update",
+    "abstract_state", "init_state", "TrainState", "ema_update", "score_name",
+    "context_shape", "device_batch", "make_context", "parse_context",
     # evaluation and outputs
     "evaluate_split", "save_samples", "fixed_point_summary", "MetricsLog", "RunningMean",
-    "image_grid", "save_image_grid", "plot_curves", "to_pixels",
+    "image_grid", "save_image_grid", "plot_curves", "to_pixels", "save_density_plot",
+    "plot_density_2d",
     # optimiser, steps, devices, checkpoints
     "make_optimizer", "make_schedule", "Steps", "make_steps", "dequantize",
     "make_mesh", "batch_sharding", "replicated", "global_batch",

@@ -34,6 +34,10 @@ def default_config() -> ml_collections.ConfigDict:
     # pad=2 -> 32x32). The model, the fingerprint and bits/dim see the padded shape, so
     # bits/dim with pad > 0 is not comparable to bits/dim without (see glow_digits.py).
     c.dataset.pad = 0
+    # Per-example context passed to the flow (conditional flows): "" none, "label" (int32
+    # labels [B]), "lowres:F" (the integer image box-downsampled by F, float32
+    # [B, H/F, W/F, C] in [0, num_bins)). See docs/training.md, "Conditional training".
+    c.dataset.context = ""
 
     # config.model.name is a key of jaxflows.models.MODELS; every other field is a
     # keyword argument of that factory (image_shape and num_bins come from the data).
@@ -69,6 +73,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.checkpoint_every = 500
     c.keep_checkpoints = 2          # last N regular checkpoints (+ the best one)
     c.eval_test_during_training = True
+    # Early stopping: stop once this many evaluations in a row have not improved the
+    # best validation figure (0 disables; needs a validation split). The best checkpoint
+    # is then evaluated, as at the end of a full run.
+    c.early_stopping_patience = 0
 
     c.sample_temperatures = (0.5, 0.7, 1.0)
     c.num_samples = 64

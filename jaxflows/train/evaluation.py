@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import jax
 import numpy as np
 
 from jaxflows.bijectors.residual import fixed_point_report
 from jaxflows.train.mesh import global_batch
-from jaxflows.train.plots import save_image_grid, to_pixels
+from jaxflows.train.plots import plot_density_2d, save_image_grid, to_pixels
 
 __all__ = ["evaluate_split", "save_samples", "fixed_point_summary",
-           "importance_weighted_log_prob", "evaluate_split_iw"]
+           "importance_weighted_log_prob", "evaluate_split_iw", "save_density_plot"]
 
 log = logging.getLogger("jaxflows.train")
 
@@ -39,25 +39,44 @@ def _check_finite(images: np.ndarray, indices):
                          "split): a density is defined only for finite inputs.")
 
 
+def _read_rows(source, valid, shape):
+    """``(examples, labels)`` of records ``valid`` of ``source``."""
+    if hasattr(source, "get_batch"):
+        batch = source.get_batch(np.asarray(valid))
+        got, labels = np.asarray(batch["image"]), np.asarray(batch["label"])
+    else:
+        records = [source[i] for i in valid]
+        got = np.stack([np.asarray(r["image"]) for r in records])
+        labels = np.asarray([int(r.get("label", 0)) for r in records])
+    return got.reshape((len(valid),) + shape), labels.astype(np.int32)
+
+
 def evaluate_split(run, state, source, split_id: int, cache: Optional[dict] = None) -> float:
-    """Mean bits/dim over the WHOLE ``source``: the last batch is padded and masked.
+    """Mean per-dimension score over the WHOLE ``source``: the last batch is padded and masked.
+
+    Bits/dim for images; for vector data (``run.score == "nats_per_dim"``) the mean
+    negative log-likelihood in nats per dimension.
 
     Args:
       run: the :class:`~jaxflows.train.run.Run` (its ``eval_batch_size``, seed, mesh and
         compiled ``evaluate``).
       state: the TrainState to evaluate (EMA parameters if the run uses them).
-      source: a random-access source of ``{"image": ...}`` records (floating-point
-        images holding NaN or inf raise ``ValueError`` naming the examples: under
-        ``jit`` the flow could only return NaN for them).
+      source: a random-access source of ``{"image": ..., "label": ...}`` records
+        (floating-point examples holding NaN or inf raise ``ValueError`` naming them:
+        under ``jit`` the flow could only return NaN for them). The labels are used
+        when the run's context needs them (``config.dataset.context``).
       split_id: fixes the dequantisation noise of the split (1 validation, 2 test), so
         successive evaluations differ only through the parameters.
       cache: a dict kept across evaluations of the same run, holding the host batches
         of small splits.
     """
+    from jaxflows.train.run import device_batch
     n = len(source)
     bs = run.settings.eval_batch_size
     shape = tuple(run.info.image_shape)
-    if cache is not None and n * int(np.prod(shape)) > _EVAL_CACHE_BYTES:
+    dtype = np.uint8 if run.score == "bpd" else np.float32
+    if cache is not None and n * int(np.prod(shape)) * np.dtype(dtype).itemsize > (
+            _EVAL_CACHE_BYTES):
         cache = None
     total, count = 0.0, 0.0
     sums = []
@@ -65,23 +84,22 @@ def evaluate_split(run, state, source, split_id: int, cache: Optional[dict] = No
         rows, per = _local_rows(start, bs)
         ck = (split_id, b)
         if cache is not None and ck in cache:
-            images, mask = cache[ck]
+            images, labels, mask = cache[ck]
         else:
-            images = np.zeros((per,) + shape, np.uint8)
+            images = np.zeros((per,) + shape, dtype)
+            labels = np.zeros((per,), np.int32)
             mask = np.zeros((per,), np.float32)
             valid = [i for i in rows if i < n]
             if valid:
-                if hasattr(source, "get_batch"):
-                    got = np.asarray(source.get_batch(np.asarray(valid))["image"])
-                else:
-                    got = np.stack([np.asarray(source[i]["image"]) for i in valid])
-                got = got.reshape((len(valid),) + shape)
+                got, got_labels = _read_rows(source, valid, shape)
                 _check_finite(got, valid)
                 images[:len(valid)] = got
+                labels[:len(valid)] = got_labels
                 mask[:len(valid)] = 1.0
             if cache is not None:
-                cache[ck] = (images, mask)
-        sums.append(run.steps.evaluate(state, global_batch(images, run.mesh),
+                cache[ck] = (images, labels, mask)
+        sums.append(run.steps.evaluate(state, device_batch(run, {"image": images,
+                                                                 "label": labels}),
                                        global_batch(mask, run.mesh),
                                        np.array([run.settings.seed, 7919, split_id, b],
                                                 np.int32)))
@@ -110,12 +128,29 @@ def save_samples(run, state, workdir: str, temperatures: Sequence[float], *,
 
     ``run.settings.num_samples`` samples per temperature (EMA parameters if ``use_ema``
     and the run keeps an EMA); only process 0 writes. Returns ``{"T": path}``.
+
+    A conditional run (``config.dataset.context``) samples with the contexts of
+    ``run.sample_cond``: for ``"label"`` sample ``i`` is of class ``i mod C`` and the
+    grid has ``C`` columns (column ``c`` is class ``c``, each row one sample of every
+    class); for ``"lowres:F"`` sample ``i`` is conditioned on the ``i``-th validation
+    (or test) image. Vector data are saved as ``.npy`` arrays ``[num_samples, D]``
+    (``filename`` with its extension replaced), not as images.
     """
     variables = state.variables(use_ema and run.settings.ema_decay > 0)
+    vector = run.score != "bpd"
+    if vector:
+        filename = os.path.splitext(filename)[0] + ".npy"
+    cond = run.sample_cond
+    ncols = 0
+    if cond is not None and run.settings.dataset.context == "label":
+        ncols = int(run.info.num_classes)
     paths = {}
     for i, t in enumerate(temperatures):
         ids = np.array([run.settings.seed, 104729, seed_offset, i], np.int32)
-        samples, inter = run.steps.sample(variables, ids, np.float32(t))
+        if cond is None:
+            samples, inter = run.steps.sample(variables, ids, np.float32(t))
+        else:
+            samples, inter = run.steps.sample(variables, ids, np.float32(t), cond)
         samples = np.asarray(jax.device_get(samples))
         report = fixed_point_summary(jax.device_get(inter))
         if report.get("num_not_converged"):
@@ -134,13 +169,55 @@ def save_samples(run, state, workdir: str, temperatures: Sequence[float], *,
             log.warning("sampling at T=%s: %d non-finite values (shown as 0)", t, nonfinite)
         path = os.path.join(workdir, filename.format(t=t))
         if jax.process_index() == 0:
-            save_image_grid(path, to_pixels(samples, run.info.num_bins))
+            if vector:
+                np.save(path, samples)
+            else:
+                save_image_grid(path, to_pixels(samples, run.info.num_bins), ncols=ncols)
         paths[f"{t:g}"] = path
     return paths
 
 
+def save_density_plot(run, state, workdir: str, *, points: int = 201,
+                      max_data: int = 20000, write: bool = True,
+                      filename: str = "density.png") -> Dict[str, Any]:
+    """``density.png``: the learned density of a 2-D flow beside the data and its samples.
+
+    The density ``exp(log p)`` (EMA parameters if the run uses them) on a
+    ``points x points`` grid over ``[-L, L]^2``, where ``L`` is 1.15 times the 99.9th
+    percentile of ``|x|`` over the (first ``max_data``) training points, next to a
+    histogram of those points and one of ``num_samples`` samples at temperature 1.
+    An unconditional 2-D vector run only.
+
+    Returns ``{"path": ..., "limit": L, "mass": m}``, ``m`` the grid's Riemann sum of
+    the density: the probability mass inside the square (close to 1 for a density
+    that does not put mass outside it).
+    """
+    from jaxflows.data import toy2d
+    if run.num_dims != 2 or run.score == "bpd" or run.settings.dataset.context:
+        raise ValueError("save_density_plot: needs an unconditional run on 2-D vectors, got "
+                         f"{run.info.name!r} of shape {tuple(run.info.image_shape)}.")
+    n = min(len(run.train_src), max_data)
+    data = np.asarray(run.train_src.get_batch(np.arange(n))["image"], np.float32)
+    limit = float(np.quantile(np.abs(data), 0.999)) * 1.15
+    variables = state.variables(run.settings.use_ema)
+
+    @jax.jit
+    def log_prob(x):
+        return run.flow.apply(variables, x, train=False)
+
+    density, mass = toy2d.grid_density(log_prob, limit=limit, points=points)
+    samples, _ = run.steps.sample(variables, np.array([run.settings.seed, 104729, 7, 0],
+                                                      np.int32), np.float32(1.0))
+    path = os.path.join(workdir, filename)
+    if write:
+        plot_density_2d(path, density, data, limit=limit, samples=np.asarray(samples),
+                        title=f"{run.settings.model.name} on {run.info.name} "
+                              f"(grid mass {mass:.3f})")
+    return {"path": path, "limit": limit, "mass": mass}
+
+
 def importance_weighted_log_prob(flow, variables, images, key, num_samples: int, *,
-                                 chunk: int = 1, return_mean: bool = False):
+                                 chunk: int = 1, return_mean: bool = False, context=None):
     r"""The importance-weighted bound on ``log P(k)`` with ``S = num_samples`` samples.
 
     .. math::
@@ -169,6 +246,7 @@ def importance_weighted_log_prob(flow, variables, images, key, num_samples: int,
       num_samples: ``S >= 1``, a multiple of ``chunk``.
       chunk: samples per scan step (memory grows with ``chunk``, not with ``S``).
       return_mean: also return the mean of the ``S`` single-sample bounds.
+      context: the flow's context for ``images`` (``None``: unconditional).
 
     Returns:
       ``L_S`` per image ``[B]`` (nats), or ``(L_S, mean single-sample bound)``.
@@ -192,11 +270,14 @@ def importance_weighted_log_prob(flow, variables, images, key, num_samples: int,
     b = images.shape[0]
     acc = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     tiled = jnp.concatenate([images] * chunk, axis=0) if chunk > 1 else images
+    tiled_ctx = None
+    if context is not None:
+        tiled_ctx = (jnp.concatenate([context] * chunk, axis=0) if chunk > 1 else context)
 
     def body(carry, step):
         m, total, mean = carry
         lp, _ = dequantized_log_prob(flow, variables, tiled, jax.random.fold_in(key, step),
-                                     train=False)
+                                     train=False, context=tiled_ctx)
         r = lp.reshape(chunk, b).astype(acc)
         m_new = jnp.maximum(m, jnp.max(r, axis=0))
         ref = jnp.where(jnp.isfinite(m_new), m_new, 0)
@@ -225,7 +306,13 @@ def evaluate_split_iw(run, state, source, split_id: int, num_samples: int, *,
     import jax.numpy as jnp
 
     from jaxflows.metrics import bits_per_dim
+    from jaxflows.train.step import make_context
 
+    if run.score != "bpd":
+        raise ValueError("evaluate_split_iw: importance weighting over dequantisation noise "
+                         "applies to images; vector data have an exact log-likelihood "
+                         "(use evaluate_split).")
+    context_of = make_context(run.settings.dataset.context)
     n = len(source)
     bs = run.settings.eval_batch_size
     shape = tuple(run.info.image_shape)
@@ -233,12 +320,13 @@ def evaluate_split_iw(run, state, source, split_id: int, num_samples: int, *,
     variables = state.variables(run.settings.use_ema)
 
     @jax.jit
-    def batch_sums(variables, images, mask, ids):
+    def batch_sums(variables, images, labels, mask, ids):
         key = jax.random.PRNGKey(ids[0])
         for i in range(1, ids.shape[0]):
             key = jax.random.fold_in(key, ids[i])
         iw, mean = importance_weighted_log_prob(run.flow, variables, images, key, num_samples,
-                                                chunk=chunk, return_mean=True)
+                                                chunk=chunk, return_mean=True,
+                                                context=context_of(images, labels))
         m = mask > 0
         one = jnp.where(m, bits_per_dim(mean.astype(jnp.float32), num_dims), 0.0)
         many = jnp.where(m, bits_per_dim(iw.astype(jnp.float32), num_dims), 0.0)
@@ -248,17 +336,16 @@ def evaluate_split_iw(run, state, source, split_id: int, num_samples: int, *,
     for b, start in enumerate(range(0, n, bs)):
         rows, per = _local_rows(start, bs)
         images = np.zeros((per,) + shape, np.uint8)
+        labels = np.zeros((per,), np.int32)
         mask = np.zeros((per,), np.float32)
         valid = [i for i in rows if i < n]
         if valid:
-            if hasattr(source, "get_batch"):
-                got = np.asarray(source.get_batch(np.asarray(valid))["image"])
-            else:
-                got = np.stack([np.asarray(source[i]["image"]) for i in valid])
-            images[:len(valid)] = got.reshape((len(valid),) + shape)
+            got, got_labels = _read_rows(source, valid, shape)
+            images[:len(valid)] = got
+            labels[:len(valid)] = got_labels
             mask[:len(valid)] = 1.0
         sums.append(batch_sums(variables, global_batch(images, run.mesh),
-                               global_batch(mask, run.mesh),
+                               global_batch(labels, run.mesh), global_batch(mask, run.mesh),
                                np.array([run.settings.seed, 6151, split_id, b], np.int32)))
     one = many = count = 0.0
     for s1, s2, c in jax.device_get(sums):

@@ -20,11 +20,21 @@ What a run does, in order:
    ``{"interrupted": True, "step": s, "signal": "SIGTERM" | "SIGINT"}`` is returned;
    rerunning the same command resumes exactly. A second Ctrl-C raises
    ``KeyboardInterrupt`` at once (progress since the last checkpoint is lost).
+   With ``config.early_stopping_patience = P > 0`` the run stops after the first
+   evaluation that is ``P`` evaluations past the best validation figure
+   (``results["stopped_early"]``); a resumed run stops at the same step.
 5. :func:`finish`: test bits/dim of the best-on-validation EMA parameters over the
    whole test split, sample grids at ``config.sample_temperatures``
    (``samples_T*.png``), ``results.json``. A non-finite final figure, or more skipped
    steps than ``config.optim.max_skipped_fraction``, fails the run
    (``FloatingPointError``, after ``results.json`` records why).
+
+Vector (tabular) datasets (:mod:`jaxflows.data.tabular`) run through the same loop:
+their figure is the negative log-likelihood in nats per dimension, so every
+``*_bpd`` key below is ``*_nats_per_dim`` for them (``run.score``), ``results.json``
+adds ``test_log_likelihood`` / ``val_log_likelihood`` (nats per example), samples are
+saved as ``samples_T*.npy``, and a 2-D run also writes ``density.png`` (the learned
+density beside the data and samples, with the grid's probability mass).
 
 Restoring verifies the checkpoint (SHA-256 manifest, readability, finite values) and
 falls back to the newest intact one, saying which step and file were damaged
@@ -50,11 +60,17 @@ import numpy as np
 
 from jaxflows.train import checkpoint as ckpt_lib
 from jaxflows.train.config import config_to_dict
-from jaxflows.train.evaluation import evaluate_split, save_samples
-from jaxflows.train.mesh import global_batch
+from jaxflows.train.evaluation import evaluate_split, save_density_plot, save_samples
 from jaxflows.train.metrics import MetricsLog, RunningMean
 from jaxflows.train.plots import plot_curves
-from jaxflows.train.run import Run, abstract_state, describe_model, init_state, prepare_run
+from jaxflows.train.run import (
+    Run,
+    abstract_state,
+    describe_model,
+    device_batch,
+    init_state,
+    prepare_run,
+)
 from jaxflows.train.state import TrainState
 
 __all__ = ["train_and_evaluate", "RunFiles", "Progress", "restore_or_init", "train_steps",
@@ -181,7 +197,8 @@ def restore_or_init(run: Run, files: RunFiles) -> Tuple[TrainState, Any, Progres
     return state, loader, progress
 
 
-def _account(progress: Progress, step: int, metrics, max_nonfinite: int) -> Progress:
+def _account(progress: Progress, step: int, metrics, max_nonfinite: int,
+             score: str = "bpd") -> Progress:
     """``progress`` with the metrics of train step ``step`` read from the device.
 
     Raises ``FloatingPointError`` after more than ``max_nonfinite`` non-finite steps in a
@@ -190,7 +207,7 @@ def _account(progress: Progress, step: int, metrics, max_nonfinite: int) -> Prog
     m = jax.device_get(metrics)
     lr = float(m.get("lr", math.nan))
     if bool(m["finite"]):
-        running = progress.running.add({"train_bpd": float(m["loss"]),
+        running = progress.running.add({f"train_{score}": float(m["loss"]),
                                         "grad_norm": float(m["grad_norm"])})
         return dataclasses.replace(progress, running=running, nonfinite_streak=0, lr=lr)
     streak = progress.nonfinite_streak + 1
@@ -246,10 +263,10 @@ def train_steps(run: Run, state: TrainState, batches: Iterator, progress: Progre
     while True:
         batch = next(batches)
         _check_batch(batch["image"], step + 1)
-        state, metrics = run.steps.train(state, global_batch(batch["image"], run.mesh))
+        state, metrics = run.steps.train(state, device_batch(run, batch))
         step += 1
         if pending is not None:
-            progress = _account(progress, *pending, limit)
+            progress = _account(progress, *pending, limit, run.score)
         pending = (step, metrics)
         for hook in hooks:
             hook(step, state)
@@ -257,7 +274,7 @@ def train_steps(run: Run, state: TrainState, batches: Iterator, progress: Progre
             on_step()
         if settings.logs_at(step) or settings.checkpoints_at(step) or stop():
             break
-    progress = _account(progress, *pending, limit)
+    progress = _account(progress, *pending, limit, run.score)
     return state, dataclasses.replace(progress, step=step)
 
 
@@ -293,11 +310,12 @@ def evaluate_and_checkpoint(run: Run, files: RunFiles, state: TrainState, loader
     evaluates = settings.evaluates_at(step)
     if evaluates:
         if run.val_src is not None:
-            record["val_bpd"] = evaluate_split(run, state, run.val_src, VAL_SPLIT_ID, eval_cache)
+            record[f"val_{run.score}"] = evaluate_split(run, state, run.val_src, VAL_SPLIT_ID,
+                                                        eval_cache)
         if run.test_src is not None and settings.eval_test_during_training:
-            record["test_bpd"] = evaluate_split(run, state, run.test_src, TEST_SPLIT_ID,
-                                                eval_cache)
-        score = record.get("val_bpd")
+            record[f"test_{run.score}"] = evaluate_split(run, state, run.test_src,
+                                                         TEST_SPLIT_ID, eval_cache)
+        score = record.get(f"val_{run.score}")
         # no validation split: the last evaluation is the "best"
         improved = run.val_src is None or (
             score is not None and math.isfinite(score) and (best_val is None or score < best_val))
@@ -310,7 +328,8 @@ def evaluate_and_checkpoint(run: Run, files: RunFiles, state: TrainState, loader
         files.metrics.write(record)
     if evaluates and files.is_main:
         plot_curves(os.path.join(files.workdir, "curves.png"), files.metrics.read(),
-                    title=f"{settings.model.name} on {settings.dataset.name}")
+                    title=f"{settings.model.name} on {settings.dataset.name}",
+                    score=run.score)
     if settings.checkpoints_at(step) or stopping:
         meta = progress.checkpoint_meta(files)
         files.checkpoints.save(state, loader.get_state(), meta)
@@ -345,7 +364,7 @@ def _train(run: Run, files: RunFiles, state: TrainState, loader, progress: Progr
     try:
         with _StopFlag() as flag:
             batches = iter(loader)
-            while progress.step < num_steps:
+            while progress.step < num_steps and not _stops_early(run, progress):
                 state, progress = train_steps(
                     run, state, batches, progress, stop=lambda: flag.stop, hooks=hooks,
                     on_step=None if pbar is None else lambda: pbar.update(1))
@@ -355,7 +374,8 @@ def _train(run: Run, files: RunFiles, state: TrainState, loader, progress: Progr
                     eval_cache=eval_cache)
                 if pbar is not None and record:
                     shown.update({k: v for k, v in record.items()
-                                  if k in ("train_bpd", "val_bpd", "test_bpd")})
+                                  if k in (f"train_{run.score}", f"val_{run.score}",
+                                           f"test_{run.score}")})
                     pbar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=False)
                 if stopping and progress.step < num_steps:
                     return state, progress, flag.signal
@@ -365,18 +385,29 @@ def _train(run: Run, files: RunFiles, state: TrainState, loader, progress: Progr
     return state, progress, None
 
 
-def _recorded_val(files: RunFiles, step: int) -> Optional[float]:
-    """``val_bpd`` of ``metrics.jsonl``'s line of ``step`` (None if there is none)."""
+def _stops_early(run: Run, progress: Progress) -> bool:
+    """Whether early stopping ends the run at ``progress.step`` (logged once)."""
+    if run.val_src is None or not run.settings.patience_exhausted(progress.step,
+                                                                  progress.best_step):
+        return False
+    log.info("early stopping at step %d: no validation improvement since step %d "
+             "(config.early_stopping_patience=%d evaluations)", progress.step,
+             progress.best_step, run.settings.early_stopping_patience)
+    return True
+
+
+def _recorded_val(files: RunFiles, step: int, score: str = "bpd") -> Optional[float]:
+    """``val_<score>`` of ``metrics.jsonl``'s line of ``step`` (None if there is none)."""
     for record in reversed(files.metrics.read()):
-        if record.get("step") == step and "val_bpd" in record:
-            return record["val_bpd"]
+        if record.get("step") == step and f"val_{score}" in record:
+            return record[f"val_{score}"]
     return None
 
 
 def _failures(run: Run, results: dict) -> list:
     """Why a completed run failed: non-finite final figures, too many skipped steps."""
     reasons = [f"the final {key} is {results[key]} (not finite)"
-               for key in ("val_bpd", "test_bpd")
+               for key in (f"val_{run.score}", f"test_{run.score}")
                if key in results and not math.isfinite(results[key])]
     limit = run.settings.optim.max_skipped_fraction
     steps = max(results["step"], 1)
@@ -416,28 +447,39 @@ def finish(run: Run, files: RunFiles, state: TrainState, progress: Progress, *,
                         else "last (the best checkpoint is damaged)")
             log.warning("evaluating the last state, step %d: %s", progress.step, selected)
     best_step = int(jax.device_get(final_state.step))
-    best_val = _recorded_val(files, best_step) if files.is_main else None
+    best_val = _recorded_val(files, best_step, run.score) if files.is_main else None
     if best_val is None and best is not None:
         best_val = best[1].get("best_val")
     if best is not None and progress.best_step not in (None, best_step):
         log.warning("the best checkpoint is of step %d, but the run recorded step %s as "
                     "best: reporting step %d", best_step, progress.best_step, best_step)
+    score = run.score
     results = {
         "step": progress.step, "best_step": best_step,
-        "best_val_bpd": best_val,
+        f"best_val_{score}": best_val,
         "num_skipped": int(jax.device_get(state.num_skipped)),
         "dataset": settings.dataset.name, "model": settings.model.name,
         "use_ema": settings.use_ema, "selected": selected,
     }
+    if progress.step < settings.num_train_steps:
+        results["stopped_early"] = True   # early stopping on validation (patience)
     if run.test_src is not None:
-        results["test_bpd"] = evaluate_split(run, final_state, run.test_src, TEST_SPLIT_ID,
-                                             eval_cache)
+        results[f"test_{score}"] = evaluate_split(run, final_state, run.test_src,
+                                                  TEST_SPLIT_ID, eval_cache)
     if run.val_src is not None:
-        results["val_bpd"] = evaluate_split(run, final_state, run.val_src, VAL_SPLIT_ID,
-                                            eval_cache)
+        results[f"val_{score}"] = evaluate_split(run, final_state, run.val_src, VAL_SPLIT_ID,
+                                                 eval_cache)
+    if score != "bpd":
+        # vector data: the log-likelihood in nats per example (the MAF/NAF/NSF tables' figure)
+        for split in ("test", "val"):
+            if f"{split}_{score}" in results:
+                results[f"{split}_log_likelihood"] = -run.num_dims * results[f"{split}_{score}"]
     results["samples"] = save_samples(run, final_state, files.workdir,
                                       settings.sample_temperatures,
                                       use_ema=settings.eval_use_ema)
+    if score != "bpd" and run.num_dims == 2:
+        results["density_plot"] = save_density_plot(run, final_state, files.workdir,
+                                                    write=files.is_main)
     failures = _failures(run, results)
     if failures:
         results["failed"] = "; ".join(failures)

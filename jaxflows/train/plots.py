@@ -7,7 +7,7 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["to_pixels", "image_grid", "save_image_grid", "plot_curves"]
+__all__ = ["to_pixels", "image_grid", "save_image_grid", "plot_curves", "plot_density_2d"]
 
 
 def to_pixels(samples: np.ndarray, num_bins: int) -> np.ndarray:
@@ -33,10 +33,13 @@ def image_grid(images: np.ndarray, ncols: int = 0, pad: int = 1) -> np.ndarray:
     return grid
 
 
-def save_image_grid(path: str, pixels: np.ndarray, upscale: int = 0):
-    """Save uint8 ``[n, H, W, C]`` as a PNG grid (small images are upscaled for viewing)."""
+def save_image_grid(path: str, pixels: np.ndarray, upscale: int = 0, ncols: int = 0):
+    """Save uint8 ``[n, H, W, C]`` as a PNG grid (small images are upscaled for viewing).
+
+    ``ncols``: columns of the grid (0: about square).
+    """
     from PIL import Image
-    grid = image_grid(pixels)
+    grid = image_grid(pixels, ncols=ncols)
     if upscale == 0:
         upscale = max(1, 256 // max(grid.shape[:2]))
     if upscale > 1:
@@ -50,15 +53,18 @@ def save_image_grid(path: str, pixels: np.ndarray, upscale: int = 0):
     os.replace(tmp, path)
 
 
-def plot_curves(path: str, records: Iterable[dict], title: str = ""):
-    """Train / val / test bits/dim against step, from metrics.jsonl records."""
+def plot_curves(path: str, records: Iterable[dict], title: str = "", score: str = "bpd"):
+    """Train / val / test ``<split>_<score>`` against step, from metrics.jsonl records.
+
+    ``score``: ``"bpd"`` (bits/dim) or ``"nats_per_dim"`` (vector data).
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     series = {"train": ([], []), "val": ([], []), "test": ([], [])}
     for r in records:
         for name in series:
-            key = f"{name}_bpd"
+            key = f"{name}_{score}"
             if key in r and r[key] is not None and math.isfinite(r[key]):
                 series[name][0].append(r["step"])
                 series[name][1].append(r[key])
@@ -67,11 +73,54 @@ def plot_curves(path: str, records: Iterable[dict], title: str = ""):
         if xs:
             ax.plot(xs, ys, label=name, marker="." if len(xs) < 50 else None)
     ax.set_xlabel("step")
-    ax.set_ylabel("bits/dim")
+    ax.set_ylabel("bits/dim" if score == "bpd" else "negative log-likelihood (nats/dim)")
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def plot_density_2d(path: str, density: np.ndarray, data: np.ndarray, *, limit: float,
+                    title: str = "", samples: np.ndarray = None):
+    """A PNG of a learned 2-D density beside the data (and the model's samples, if given).
+
+    Args:
+      path: the PNG to write.
+      density: ``[P, P]`` density on the grid ``[-limit, limit]^2`` (rows: second
+        coordinate), e.g. from :func:`jaxflows.data.toy2d.grid_density`.
+      data: ``[N, 2]`` points of the data, drawn as a 2-D histogram on the same square.
+      limit: half-width of the square.
+      title: the figure's title.
+      samples: optional ``[M, 2]`` samples of the model, drawn as a third panel.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = 3 if samples is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 4.2))
+    extent = (-limit, limit, -limit, limit)
+    bins = np.linspace(-limit, limit, 201)
+    axes[0].hist2d(data[:, 0], data[:, 1], bins=bins, cmap="viridis")
+    axes[0].set_title(f"data ({data.shape[0]} points)")
+    axes[1].imshow(np.nan_to_num(density), origin="lower", extent=extent, cmap="viridis",
+                   aspect="equal")
+    axes[1].set_title("learned density")
+    if samples is not None:
+        finite = np.all(np.isfinite(samples), axis=1)
+        axes[2].hist2d(samples[finite, 0], samples[finite, 1], bins=bins, cmap="viridis")
+        axes[2].set_title(f"samples ({int(finite.sum())})")
+    for ax in axes:
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=100)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import re
 from typing import Any, Dict, Optional
@@ -33,11 +34,11 @@ from jaxflows.train.settings import (
     read_settings,
 )
 from jaxflows.train.state import TrainState
-from jaxflows.train.step import Steps, make_steps
+from jaxflows.train.step import Steps, make_steps, parse_context
 
 __all__ = ["Run", "prepare_run", "build_flow", "validate_config", "dataset_info",
            "get_split_source", "model_fingerprint", "describe_model", "abstract_state",
-           "init_state"]
+           "init_state", "score_name", "context_shape", "device_batch"]
 
 # Compiled functions shared by runs of the same model/optimiser in one process
 # (tests, notebooks re-running a cell): jax.jit caches per function object.
@@ -58,7 +59,14 @@ class Run:
       tx: the optax optimiser; schedule: its learning-rate schedule.
       steps: the jitted ``init``, ``train``, ``evaluate`` and ``sample`` functions.
       train_src, val_src, test_src: the splits' sources (``None`` for a disabled split).
-      num_dims: pixels per image (``D`` of bits/dim).
+      num_dims: pixels per image (``D`` of bits/dim), or the vector dimension.
+      score: the name of the per-dimension figure: ``"bpd"`` (bits/dim, images) or
+        ``"nats_per_dim"`` (negative log-likelihood in nats per dimension, vectors);
+        metrics are ``train_<score>``, ``val_<score>``, ``test_<score>``.
+      sample_cond: the ``{"image", "label"}`` host batch of ``num_samples`` examples whose
+        context the samples get (``None`` without a context): for ``"label"``,
+        labels ``arange(num_samples) % num_classes``; for ``"lowres:F"``, the first
+        ``num_samples`` images of the validation split (else test, else train).
     """
 
     settings: RunSettings
@@ -73,6 +81,51 @@ class Run:
     val_src: Any
     test_src: Any
     num_dims: int
+    score: str = "bpd"
+    sample_cond: Any = None
+
+
+def score_name(info) -> str:
+    """``"nats_per_dim"`` for vector datasets, ``"bpd"`` for images."""
+    return "nats_per_dim" if getattr(info, "is_vector", False) else "bpd"
+
+
+def context_shape(context: str, info):
+    """``(shape without the batch axis, dtype)`` of the flow's context, or None.
+
+    Raises ``ValueError`` naming ``config.dataset.context`` when the dataset cannot give
+    it (no labels for ``"label"``; vectors, or ``H``/``W`` not divisible by ``F``, for
+    ``"lowres:F"``).
+    """
+    kind, factor = parse_context(context)
+    if kind == "":
+        return None
+    if kind == "label":
+        if not info.num_classes:
+            raise ValueError(f"config.dataset.context='label': dataset {info.name!r} has no "
+                             "class labels.")
+        return (), jnp.int32
+    shape = tuple(info.image_shape)
+    if len(shape) != 3:
+        raise ValueError(f"config.dataset.context={context!r}: a low-resolution context needs "
+                         f"images, but dataset {info.name!r} gives vectors of shape {shape}.")
+    h, w, c = shape
+    if h % factor or w % factor:
+        raise ValueError(f"config.dataset.context={context!r}: the image height and width "
+                         f"({h}x{w}, after config.dataset.pad) must be divisible by {factor}.")
+    return (h // factor, w // factor, c), jnp.float32
+
+
+def device_batch(run, batch) -> Any:
+    """This process's loader batch as the global array(s) the steps take.
+
+    The images alone when the run has no context, else ``{"image", "label"}``.
+    """
+    images = global_batch(batch["image"], run.mesh)
+    if not run.settings.dataset.context:
+        return images
+    return {"image": images, "label": global_batch(np.asarray(batch["label"], np.int32),
+                                                   run.mesh)}
 
 
 def dataset_info(dataset: DatasetSettings):
@@ -99,6 +152,12 @@ def get_split_source(dataset: DatasetSettings, split: str):
 _UNKNOWN_ARG = re.compile(r"unexpected keyword argument '(\w+)'|unknown argument '(\w+)'")
 
 
+def _is_vector_factory(factory) -> bool:
+    """Whether a ``MODELS`` factory builds flows on vectors (first argument ``dim``)."""
+    params = list(inspect.signature(factory).parameters)
+    return bool(params) and params[0] == "dim"
+
+
 def _model_error(model, info, error: Exception) -> str:
     """The message of a factory's (or its initialisation's) error, naming the config key."""
     message = str(error)
@@ -108,16 +167,19 @@ def _model_error(model, info, error: Exception) -> str:
     else:
         keys = [k for k in model.kwargs if re.search(rf"\b{re.escape(k)}\b", message)]
     where = " or ".join(f"config.model.{k}" for k in keys) if keys else "config.model"
-    return (f"{where}: {message.rstrip('. ')} (model {model.name!r} for images of shape "
-            f"{tuple(info.image_shape)} with {info.num_bins} bins, from the dataset; the "
-            f"other config.model fields are keyword arguments of "
+    data = (f"vectors of dimension {info.image_shape[0]}" if getattr(info, "is_vector", False)
+            else f"images of shape {tuple(info.image_shape)} with {info.num_bins} bins")
+    return (f"{where}: {message.rstrip('. ')} (model {model.name!r} for {data}, from the "
+            f"dataset; the other config.model fields are keyword arguments of "
             f"jaxflows.models.{model.name}).")
 
 
 def build_flow(config, info, *, check: bool = True):
     """The flow of ``config.model`` for images of the dataset ``info``.
 
-    ``MODELS[name](info.image_shape, num_bins=info.num_bins, **model_kwargs)``; with
+    ``MODELS[name](info.image_shape, num_bins=info.num_bins, **model_kwargs)`` for image
+    datasets, ``MODELS[name](D, **model_kwargs)`` for vector datasets (the flows on
+    vectors: maf, iaf, naf, nsf, realnvp_vector); with
     ``check`` the flow is also initialised abstractly (``jax.eval_shape`` of its ``init``
     on a one-example batch: shapes only, nothing computed), so that errors raised when
     its modules are set up surface here too.
@@ -133,17 +195,32 @@ def build_flow(config, info, *, check: bool = True):
         ``ValueError`` (a bad value) of the factory or of the initialisation, as one
         message naming ``config.model.<key>`` where the key can be told from it.
     """
-    model = as_settings(config).model
+    settings = as_settings(config)
+    model = settings.model
     shape = tuple(info.image_shape)
+    factory = models.MODELS[model.name]
+    vector_data = getattr(info, "is_vector", False)
+    if _is_vector_factory(factory) != vector_data:
+        raise ValueError(
+            f"config.model.name={model.name!r} is a flow on "
+            f"{'vectors' if _is_vector_factory(factory) else 'images'}, but dataset "
+            f"{info.name!r} (config.dataset.name) gives "
+            f"{'vectors' if vector_data else 'images'}: use "
+            f"{'maf, iaf, naf, nsf or realnvp_vector' if vector_data else 'an image model'}.")
+    ctx = context_shape(settings.dataset.context, info)
     try:
-        flow = models.MODELS[model.name](shape, num_bins=info.num_bins,
-                                         **model.factory_kwargs())
+        if vector_data:
+            flow = factory(shape[0], **model.factory_kwargs())
+        else:
+            flow = factory(shape, num_bins=info.num_bins, **model.factory_kwargs())
         if check:
-            def init(x):
+            def init(x, c):
                 key = jax.random.PRNGKey(0)
+                kw = {} if c is None else {"context": c}
                 return flow.init({"params": key, "dropout": key, "logdet": key}, x,
-                                 train=False)
-            jax.eval_shape(init, jax.ShapeDtypeStruct((1,) + shape, jnp.float32))
+                                 train=False, **kw)
+            c = None if ctx is None else jax.ShapeDtypeStruct((1,) + ctx[0], ctx[1])
+            jax.eval_shape(init, jax.ShapeDtypeStruct((1,) + shape, jnp.float32), c)
     except (TypeError, ValueError) as e:
         raise ValueError(_model_error(model, info, e)) from e
     return flow
@@ -167,10 +244,13 @@ def validate_config(config, *, num_devices: Optional[int] = None):
 
 def describe_model(config, info=None) -> Dict[str, Any]:
     """The human-readable payload hashed by :func:`model_fingerprint`."""
-    payload: Dict[str, Any] = {"model": as_settings(config).model.to_dict()}
+    settings = as_settings(config)
+    payload: Dict[str, Any] = {"model": settings.model.to_dict()}
     if info is not None:
         payload["image_shape"] = list(info.image_shape)
         payload["num_bins"] = info.num_bins
+    if settings.dataset.context:    # absent when unconditional (older fingerprints hold)
+        payload["context"] = settings.dataset.context
     return payload
 
 
@@ -179,7 +259,8 @@ def model_fingerprint(config, info=None) -> str:
 
     The model config (name and factory kwargs) plus the dataset's image shape (padded
     by ``config.dataset.pad``, so another pad is another fingerprint) and number of
-    bins. Stored with every checkpoint: a work directory whose checkpoint has another
+    bins, and ``config.dataset.context`` when it is set (a conditional model).
+    Stored with every checkpoint: a work directory whose checkpoint has another
     fingerprint is refused instead of silently mixed. ``config`` is a ConfigDict or a
     :class:`~jaxflows.train.settings.RunSettings`.
     """
@@ -188,18 +269,20 @@ def model_fingerprint(config, info=None) -> str:
 
 
 def _steps_for(settings: RunSettings, fingerprint: str, flow, tx, mesh, num_dims: int,
-               schedule) -> Steps:
+               schedule, continuous: bool) -> Steps:
     """The compiled steps of this model and optimiser (cached across runs in a process)."""
     key = json.dumps({
         "fp": fingerprint, "optim": dataclasses.asdict(settings.optim),
         "steps": settings.num_train_steps, "ema": settings.ema_decay,
         "use_ema": settings.eval_use_ema, "n": settings.num_samples,
-        "devices": [d.id for d in mesh.devices.flat]}, sort_keys=True)
+        "devices": [d.id for d in mesh.devices.flat],
+        "context": settings.dataset.context, "continuous": continuous}, sort_keys=True)
     steps = _STEPS_CACHE.get(key)
     if steps is None:
         steps = make_steps(flow, tx, mesh, num_dims=num_dims, ema_decay=settings.ema_decay,
                            use_ema=settings.eval_use_ema, num_samples=settings.num_samples,
-                           schedule=schedule)
+                           schedule=schedule, context=settings.dataset.context,
+                           continuous=continuous)
         if len(_STEPS_CACHE) > _STEPS_CACHE_SIZE:
             _STEPS_CACHE.pop(next(iter(_STEPS_CACHE)))
         _STEPS_CACHE[key] = steps
@@ -240,16 +323,50 @@ def prepare_run(config, workdir: Optional[str] = None, *, check_workdir: bool = 
     train_src = get_split_source(ds, ds.train_split)
     val_src = get_split_source(ds, ds.val_split) if ds.val_split else None
     test_src = get_split_source(ds, ds.test_split) if ds.test_split else None
+    if settings.early_stopping_patience and val_src is None:
+        raise ValueError("config.early_stopping_patience > 0 needs a validation split "
+                         "(config.dataset.val_split is empty).")
     if len(train_src) < settings.batch_size:
         raise ValueError(f"config.batch_size={settings.batch_size} is larger than the train "
                          f"split {ds.train_split!r} ({len(train_src)} examples).")
     tx = make_optimizer(settings.optim, settings.num_train_steps)
     schedule = make_schedule(settings.optim, settings.num_train_steps)
     num_dims = int(np.prod(info.image_shape))
-    steps = _steps_for(settings, fingerprint, flow, tx, mesh, num_dims, schedule)
+    continuous = bool(getattr(info, "is_vector", False))
+    steps = _steps_for(settings, fingerprint, flow, tx, mesh, num_dims, schedule, continuous)
     return Run(settings=settings, mesh=mesh, info=info, fingerprint=fingerprint, flow=flow,
                tx=tx, schedule=schedule, steps=steps, train_src=train_src, val_src=val_src,
-               test_src=test_src, num_dims=num_dims)
+               test_src=test_src, num_dims=num_dims, score=score_name(info),
+               sample_cond=_sample_cond(settings, info, (val_src, test_src, train_src)))
+
+
+def _sample_cond(settings: RunSettings, info, sources):
+    """The conditioning batch of the samples (see :attr:`Run.sample_cond`), or None.
+
+    ``"label"``: ``labels = arange(num_samples) % num_classes`` -- sample ``i`` is of
+    class ``i mod C``, so in a grid of ``C`` columns (what :func:`save_samples` draws)
+    column ``c`` holds class ``c`` and every row one sample of each class.
+    ``"lowres:F"``: the first ``num_samples`` images of the validation split, else the
+    test split, else the train split (fixed for the whole run).
+    """
+    kind, _ = parse_context(settings.dataset.context)
+    n = settings.num_samples
+    shape = tuple(info.image_shape)
+    if kind == "":
+        return None
+    if kind == "label":
+        dtype = np.float32 if getattr(info, "is_vector", False) else np.uint8
+        return {"image": np.zeros((n,) + shape, dtype),
+                "label": (np.arange(n) % info.num_classes).astype(np.int32)}
+    source = next(src for src in sources if src is not None)
+    if len(source) < n:
+        raise ValueError(f"config.num_samples={n}: the low-resolution contexts of the samples "
+                         f"are the first num_samples images of the validation (or test) "
+                         f"split, which has only {len(source)}.")
+    from jaxflows.data import sources as sources_lib
+    batch = sources_lib._get_batch(source, np.arange(n))
+    return {"image": np.asarray(batch["image"], np.uint8),
+            "label": np.asarray(batch["label"], np.int32)}
 
 
 def _init_batch_size(run: Run) -> int:
@@ -259,8 +376,11 @@ def _init_batch_size(run: Run) -> int:
 
 def abstract_state(run: Run) -> TrainState:
     """Shapes/dtypes/shardings of the run's TrainState, without computing it."""
-    images = jax.ShapeDtypeStruct((_init_batch_size(run),) + tuple(run.info.image_shape),
-                                  jnp.uint8)
+    n = _init_batch_size(run)
+    dtype = jnp.float32 if run.score != "bpd" else jnp.uint8
+    images = jax.ShapeDtypeStruct((n,) + tuple(run.info.image_shape), dtype)
+    if run.settings.dataset.context:
+        images = {"image": images, "label": jax.ShapeDtypeStruct((n,), jnp.int32)}
     shapes = jax.eval_shape(run.steps.init, images, jax.ShapeDtypeStruct((), jnp.int32))
     rep = replicated(run.mesh)
     return jax.tree_util.tree_map(
@@ -276,5 +396,4 @@ def init_state(run: Run) -> TrainState:
     from jaxflows import data as jdata
     loader = jdata.make_loader(run.train_src, global_batch_size=_init_batch_size(run),
                                seed=run.settings.seed + 1, shuffle=True)
-    images = next(iter(loader))["image"]
-    return run.steps.init(global_batch(images, run.mesh), np.int32(run.settings.seed))
+    return run.steps.init(device_batch(run, next(iter(loader))), np.int32(run.settings.seed))

@@ -29,8 +29,8 @@ __all__ = ["DatasetSettings", "ModelSettings", "OptimSettings", "RunSettings",
 
 OPTIMIZERS = ("adam", "adamax", "adamw")
 SCHEDULES = ("constant", "cosine")
-# Factory arguments that come from the dataset, never from config.model.
-FROM_DATASET = ("image_shape", "num_bins")
+# Factory arguments that come from the dataset, never from config.model (dim: vectors).
+FROM_DATASET = ("image_shape", "num_bins", "dim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +45,9 @@ class DatasetSettings:
         disables validation (the last evaluation is the "best"), an empty ``test_split``
         disables the test figures.
       pad: zero pixels added on each side of the images' height and width.
+      context: the per-example context given to the flow: ``""`` none, ``"label"``
+        (int32 labels ``[B]``) or ``"lowres:F"`` (the integer image box-downsampled by
+        ``F``, float32 ``[B, H/F, W/F, C]``); see :func:`jaxflows.train.step.make_context`.
     """
 
     name: str
@@ -54,6 +57,7 @@ class DatasetSettings:
     val_split: str
     test_split: str
     pad: int
+    context: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +138,7 @@ class RunSettings:
     checkpoint_every: int
     keep_checkpoints: int
     eval_test_during_training: bool
+    early_stopping_patience: int
     sample_temperatures: Tuple[float, ...]
     num_samples: int
     progress_bar: bool
@@ -150,6 +155,19 @@ class RunSettings:
     def evaluates_at(self, step: int) -> bool:
         """Whether ``step`` evaluates validation/test (every ``eval_every`` and the last)."""
         return step % self.eval_every == 0 or step == self.num_train_steps
+
+    def patience_exhausted(self, step: int, best_step: Optional[int]) -> bool:
+        """Whether early stopping ends the run after evaluation step ``step``.
+
+        True when ``early_stopping_patience > 0`` and the last ``patience`` evaluations
+        (every ``eval_every`` steps) did not improve on the best validation figure, of
+        ``best_step``: ``step - best_step >= patience * eval_every``. Derived from the
+        checkpointed ``best_step``, so a resumed run stops at the same step.
+        """
+        patience = self.early_stopping_patience
+        if patience <= 0 or best_step is None or not self.evaluates_at(step):
+            return False
+        return step - best_step >= patience * self.eval_every
 
     def checkpoints_at(self, step: int) -> bool:
         """Whether ``step`` saves a checkpoint (every evaluation and ``checkpoint_every``)."""
@@ -247,7 +265,16 @@ def _read_dataset(s: _Section) -> DatasetSettings:
         train_split=s.get_str("train_split", nonempty=True),
         val_split=s.get_str("val_split"),
         test_split=s.get_str("test_split"),
-        pad=s.get_int("pad", 0))
+        pad=s.get_int("pad", 0),
+        context=_read_context(s))
+
+
+def _read_context(s: _Section) -> str:
+    """``config.dataset.context`` normalised (``None`` -> ``""``), checked."""
+    from jaxflows.train.step import parse_context
+    value = s._get("context")
+    kind, factor = parse_context(value)
+    return f"lowres:{factor}" if kind == "lowres" else kind
 
 
 def _read_model(config) -> ModelSettings:
@@ -334,6 +361,7 @@ def read_settings(config, *, num_devices: Optional[int] = None) -> RunSettings:
         checkpoint_every=top.get_int("checkpoint_every", 1),
         keep_checkpoints=top.get_int("keep_checkpoints", 1),
         eval_test_during_training=top.get_bool("eval_test_during_training"),
+        early_stopping_patience=top.get_int("early_stopping_patience", 0),
         sample_temperatures=_read_temperatures(config, defaults),
         num_samples=top.get_int("num_samples", 1),
         progress_bar=top.get_bool("progress_bar"),

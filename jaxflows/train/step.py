@@ -14,6 +14,20 @@ loss is its mean over the global batch. A flow with a variational dequantiser (F
 ``log p(k + u) - log q(u | k)`` (:func:`dequantized_log_prob`; Ho et al., 2019, sec. 3.1),
 a tighter bound whose dequantiser trains jointly with the flow.
 
+Vector data. Float vectors of :mod:`jaxflows.data.tabular` (``continuous=True``) are not
+dequantised: the loss is the negative log-density in **nats per dimension**,
+``-log p(x) / D``, and evaluation reports the same (the run turns it into the test
+log-likelihood in nats per example, ``-D`` times it).
+
+Context. A run may condition the flow on a per-example context computed on device from
+the batch (``config.dataset.context``, :func:`make_context`): ``"label"`` gives the
+int32 labels ``[B]``, ``"lowres:F"`` the integer image box-downsampled by ``F``
+(float32 in ``[0, num_bins)``, ``[B, H/F, W/F, C]``, computed before dequantisation).
+Every step then takes the batch as a dict ``{"image": ..., "label": ...}`` (a bare
+image array is still accepted when there is no context) and passes ``context=`` to
+the flow's ``log_prob`` (and to :func:`dequantized_log_prob`); the sampling step takes
+the conditioning images and labels of its samples.
+
 Sharding. Every function is ``jax.jit``-ed with the batch split over the mesh's
 ``"batch"`` axis and the :class:`TrainState` replicated; XLA inserts the all-reduce of
 the gradients. Random numbers are generated for the *global* batch from a replicated
@@ -32,7 +46,7 @@ from jaxflows.train.mesh import batch_sharding, replicated
 from jaxflows.train.state import TrainState, ema_update
 
 __all__ = ["dequantize", "dequantized_log_prob", "variational", "Steps", "make_steps",
-           "MUTABLE_EXCLUDED"]
+           "MUTABLE_EXCLUDED", "make_context", "parse_context", "split_batch"]
 
 # Collections that are never updated by a train step.
 MUTABLE_EXCLUDED = ("params", "buffers", "intermediates")
@@ -43,14 +57,72 @@ def dequantize(rng: jax.Array, images: jax.Array, dtype=jnp.float32) -> jax.Arra
     return images.astype(dtype) + jax.random.uniform(rng, images.shape, dtype)
 
 
+def parse_context(value) -> tuple:
+    """``config.dataset.context`` as ``(kind, factor)``: ``("", 0)``, ``("label", 0)`` or
+    ``("lowres", F)``.
+
+    Raises ``ValueError`` naming ``config.dataset.context`` for anything else.
+    """
+    if value is None or value == "":
+        return "", 0
+    if value == "label":
+        return "label", 0
+    if isinstance(value, str) and value.startswith("lowres:"):
+        factor = value[len("lowres:"):]
+        if factor.isdigit() and int(factor) >= 1:
+            return "lowres", int(factor)
+    raise ValueError(f"config.dataset.context must be '' (none), 'label' or 'lowres:F' with "
+                     f"an integer factor F >= 1, got {value!r}.")
+
+
+def make_context(context: str) -> Callable[[jax.Array, Optional[jax.Array]], Any]:
+    """``(images, labels) -> context`` of a run's ``config.dataset.context`` (on device).
+
+    * ``""``: ``None`` (unconditional);
+    * ``"label"``: the labels as int32 ``[B]`` (the flow embeds them itself);
+    * ``"lowres:F"``: the integer images ``[B, H, W, C]`` averaged over ``F x F`` boxes,
+      float32 ``[B, H/F, W/F, C]`` in ``[0, num_bins)``, from the integer pixels (before
+      dequantisation, so the context carries no noise). ``H`` and ``W`` must be
+      divisible by ``F`` (checked by the trainer).
+    """
+    kind, factor = parse_context(context)
+    if kind == "":
+        return lambda images, labels: None
+    if kind == "label":
+        def label_context(images, labels):
+            if labels is None:
+                raise ValueError("config.dataset.context='label' needs the batch's labels: "
+                                 "pass the batch as {'image': ..., 'label': ...}.")
+            return labels.astype(jnp.int32)
+        return label_context
+
+    def lowres(images, labels):
+        del labels
+        b, h, w, c = images.shape
+        x = images.astype(jnp.float32).reshape(b, h // factor, factor, w // factor, factor, c)
+        return jnp.mean(x, axis=(2, 4))
+    return lowres
+
+
+def split_batch(batch):
+    """``(images, labels)`` of a batch given as an array or ``{"image", "label"}`` dict."""
+    if isinstance(batch, dict):
+        return batch["image"], batch.get("label")
+    return batch, None
+
+
 def variational(flow) -> bool:
     """Whether ``flow`` carries a variational dequantiser (``flow.dequantizer``, e.g. Flow++)."""
     return getattr(flow, "dequantizer", None) is not None
 
 
 def dequantized_log_prob(flow, variables, images, key, *, train: bool, rngs=None,
-                         mutable=()):
+                         mutable=(), context=None, continuous: bool = False):
     """``(log-density bound per image, updated collections)`` for integer ``images``.
+
+    ``context`` is passed to the flow (``None``: unconditional). ``continuous=True``
+    (float vectors of tabular data): ``images`` are used as they are, with no
+    dequantisation, and the result is the exact ``log p(x)`` (``key`` unused).
 
     Uniform dequantisation (every flow without a dequantiser): ``log p(k + u)``,
     ``u = U[0, 1)`` drawn from ``key`` by :func:`dequantize`. A flow with a variational
@@ -61,12 +133,14 @@ def dequantized_log_prob(flow, variables, images, key, *, train: bool, rngs=None
     with the flow's. ``mutable``: the collections to update (empty: none).
     """
     rngs = dict(rngs or {})
-    if variational(flow):
+    kw = {} if context is None else {"context": context}
+    if continuous:
+        arg = images
+    elif variational(flow):
         rngs["dequantize"] = key
-        kw = dict(method="dequantized_log_prob")
+        kw["method"] = "dequantized_log_prob"
         arg = images
     else:
-        kw = {}
         arg = dequantize(key, images)
     if mutable:
         return flow.apply(variables, arg, train=train, rngs=rngs, mutable=mutable, **kw)
@@ -96,11 +170,18 @@ def _mutable(model_state) -> Sequence[str]:
 
 def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
                ema_decay: float, use_ema: bool, num_samples: int,
-               schedule: Optional[optax.Schedule] = None) -> Steps:
+               schedule: Optional[optax.Schedule] = None, context: str = "",
+               continuous: bool = False) -> Steps:
     """Build the jitted functions of training a ``flow`` (a ``jaxflows.Flow``).
 
     Keys are derived inside the compiled functions from integer seeds (no eager
     PRNG ops, each of which would compile separately).
+
+    ``context`` (``config.dataset.context``, see :func:`make_context`): the steps
+    compute the flow's context from each batch, given as ``{"image", "label"}`` (the
+    ``images`` arguments below accept that dict, or a bare array when the context does
+    not need labels). ``continuous``: vector data, not dequantised, scored in nats per
+    dimension instead of bits per dimension (``loss`` and ``evaluate``'s sums).
 
     * ``init(images, seed) -> TrainState``: ``flow.init`` on a dequantised *global*
       batch (so ActNorm's data-dependent statistics are global-batch statistics).
@@ -109,26 +190,41 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
       the ``"dropout"`` and the ``"logdet"`` rng streams. Non-parameter collections
       other than ``"buffers"`` are mutable (``"lipschitz"``). A non-finite loss or
       gradient leaves params, optimiser state, EMA and model state unchanged and
-      increments ``num_skipped``. ``metrics``: ``loss`` (bits/dim), ``grad_norm``,
-      ``finite``, ``lr`` (``schedule(step)`` if given).
-    * ``evaluate(state, images, mask, ids) -> (sum of bits/dim over mask, mask count)``
-      with EMA params when ``use_ema``; padded rows have ``mask = 0``; the
+      increments ``num_skipped``. ``metrics``: ``loss`` (bits/dim; nats/dim when
+      ``continuous``), ``grad_norm``, ``finite``, ``lr`` (``schedule(step)`` if given).
+    * ``evaluate(state, images, mask, ids) -> (sum of the per-example score over
+      mask, mask count)`` with EMA params when ``use_ema``; padded rows have ``mask = 0``; the
       dequantisation key is ``fold_in``-ed from the int32 vector ``ids``.
-    * ``sample(variables, ids, temperature) -> (samples, intermediates)``:
-      ``num_samples`` draws at temperature ``T`` (base ``N(0, T^2 I)``), key from ``ids``.
+    * ``sample(variables, ids, temperature, cond=None) -> (samples, intermediates)``:
+      ``num_samples`` draws at temperature ``T`` (base ``N(0, T^2 I)``), key from ``ids``;
+      with a context, ``cond`` is the ``{"image", "label"}`` batch of ``num_samples``
+      examples whose context each sample gets (see ``Run.sample_cond``).
     """
     rep = replicated(mesh)
     data = batch_sharding(mesh)
+    context_of = make_context(context)
 
-    def init(images, seed):
+    def score(log_prob):
+        """Per-example loss: bits/dim of images, nats/dim of vectors."""
+        log_prob = log_prob.astype(jnp.float32)
+        if continuous:
+            return -log_prob / num_dims
+        return bits_per_dim(log_prob, num_dims)
+
+    def init(batch, seed):
+        images, labels = split_batch(batch)
+        ctx = context_of(images, labels)
+        ckw = {} if ctx is None else {"context": ctx}
         rng = jax.random.PRNGKey(seed)
         k_params, k_noise, k_drop, k_logdet, k_run = jax.random.split(rng, 5)
         rngs = {"params": k_params, "dropout": k_drop, "logdet": k_logdet}
-        if variational(flow):
+        if continuous:
+            variables = flow.init(rngs, images, train=False, **ckw)
+        elif variational(flow):
             variables = flow.init({**rngs, "dequantize": k_noise}, images, train=False,
-                                  method="dequantized_log_prob")
+                                  method="dequantized_log_prob", **ckw)
         else:
-            variables = flow.init(rngs, dequantize(k_noise, images), train=False)
+            variables = flow.init(rngs, dequantize(k_noise, images), train=False, **ckw)
         variables = dict(variables)
         variables.pop("intermediates", None)
         params = variables.pop("params")
@@ -137,7 +233,9 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
             ema_params=params, model_state=variables, rng=k_run,
             num_skipped=jnp.zeros((), jnp.int32))
 
-    def train(state: TrainState, images):
+    def train(state: TrainState, batch):
+        images, labels = split_batch(batch)
+        ctx = context_of(images, labels)
         key = jax.random.fold_in(state.rng, state.step)
         k_noise, k_drop, k_logdet = jax.random.split(key, 3)
         mutable = _mutable(state.model_state)
@@ -146,9 +244,9 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
             variables = {"params": params, **state.model_state}
             rngs = {"dropout": k_drop, "logdet": k_logdet}
             log_prob, updates = dequantized_log_prob(flow, variables, images, k_noise,
-                                                     train=True, rngs=rngs, mutable=mutable)
-            bpd = bits_per_dim(log_prob.astype(jnp.float32), num_dims)
-            return jnp.mean(bpd), dict(updates)
+                                                     train=True, rngs=rngs, mutable=mutable,
+                                                     context=ctx, continuous=continuous)
+            return jnp.mean(score(log_prob)), dict(updates)
 
         (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         grad_norm = optax.tree.norm(grads)
@@ -160,6 +258,9 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
             """``new`` where the step was finite, else ``old`` (leaf by leaf)."""
             return jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
 
+        # A skipped step leaves the optimiser state as it was too (Adam's moments and
+        # count, apply_if_finite's counters): the loop counts skipped steps itself.
+        opt_state = keep(opt_state, state.opt_state)
         model_state = dict(state.model_state)
         for name, value in updates.items():
             model_state[name] = keep(value, state.model_state[name])
@@ -176,17 +277,29 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
             metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
         return new_state, metrics
 
-    def evaluate(state: TrainState, images, mask, ids):
+    def evaluate(state: TrainState, batch, mask, ids):
+        images, labels = split_batch(batch)
+        key = _key_from(ids)
+        # "logdet": only a stochastic evaluation estimator draws from it (residual flows'
+        # eval_estimator kind="roulette"); the default deterministic one ignores it.
         log_prob, _ = dequantized_log_prob(flow, state.variables(use_ema and ema_decay > 0),
-                                           images, _key_from(ids), train=False)
-        bpd = bits_per_dim(log_prob.astype(jnp.float32), num_dims)
+                                           images, key, train=False,
+                                           rngs={"logdet": jax.random.fold_in(key, 1)},
+                                           context=context_of(images, labels),
+                                           continuous=continuous)
+        per_example = score(log_prob)
         mask = mask.astype(jnp.float32)
-        return jnp.sum(jnp.where(mask > 0, bpd, 0.0)), jnp.sum(mask)
+        return jnp.sum(jnp.where(mask > 0, per_example, 0.0)), jnp.sum(mask)
 
-    def sample(variables, ids, temperature):
+    def sample(variables, ids, temperature, cond=None):
+        ckw = {}
+        if cond is not None:
+            ctx = context_of(*split_batch(cond))
+            if ctx is not None:
+                ckw["context"] = ctx
         out, state = flow.apply(variables, num_samples, temperature=temperature,
                                 rngs={"sample": _key_from(ids)}, method="sample",
-                                mutable=["intermediates"])
+                                mutable=["intermediates"], **ckw)
         return out, state.get("intermediates", {})
 
     return Steps(
