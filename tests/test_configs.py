@@ -31,6 +31,7 @@ from jaxflows.bijectors.residual_settings import (
     as_settings,
 )
 from jaxflows.models import MODELS
+from jaxflows.train.run import context_shape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(ROOT, "experiments", "configs")
@@ -80,13 +81,20 @@ def check_config(module: types.ModuleType, variant: str):
     config = module.get_config(variant)
     info = jdata.get_info(config.dataset.name, pad=config.dataset.get("pad", 0))
     shape = tuple(info.image_shape)
-    flow = MODELS[config.model.name](shape, num_bins=info.num_bins, **model_kwargs(config))
+    if getattr(info, "is_vector", False):     # flows on vectors: factory(D, **kwargs)
+        flow = MODELS[config.model.name](shape[0], **model_kwargs(config))
+    else:
+        flow = MODELS[config.model.name](shape, num_bins=info.num_bins, **model_kwargs(config))
+    # A conditional model gets the context of config.dataset.context (shape and dtype).
+    ctx = context_shape(config.dataset.get("context", ""), info)
 
-    def init(key, x):
-        return flow.init({"params": key, "dropout": key, "logdet": key}, x)
+    def init(key, x, c):
+        kw = {} if c is None else {"context": c}
+        return flow.init({"params": key, "dropout": key, "logdet": key}, x, **kw)
 
     x = jax.ShapeDtypeStruct((2,) + shape, jnp.float32)
-    variables = jax.eval_shape(init, jax.random.PRNGKey(0), x)
+    c = None if ctx is None else jax.ShapeDtypeStruct((2,) + ctx[0], ctx[1])
+    variables = jax.eval_shape(init, jax.random.PRNGKey(0), x, c)
     assert jax.tree_util.tree_leaves(variables["params"]), "the model has no parameters"
     return config, variables
 
@@ -225,7 +233,8 @@ def test_configs_follow_the_papers():
     dense = args("idensenet_cifar10")  # Perugachi-Diaz et al. 2021
     assert (dense["depth"], dense["growth"], dense["activation"]) == (3, 172, "clipswish")
     acf = args("acf_cifar10")          # Mukherjee et al., arXiv:2109.12135
-    assert (acf["base"], acf["attention"], acf["heads"]) == ("resflow", "lipnorm", 3)
+    assert (acf["base"], acf["attention"], acf["heads"]) == ("resflow", "lipnorm", 1)
+    assert acf["placement"] == "between"
     assert acf["estimator"] == res["estimator"] and acf["levels"] == 3
     mnist = load("glow_mnist").get_config("small")
     assert mnist.dataset.name == "mnist_8k"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxflows import Flow
+from jaxflows.bijectors.conditional import FixedContext
 from jaxflows.models import MODELS
 from jaxflows.testing import perturb_params
 
@@ -35,6 +36,20 @@ TINY = {
     "realnvp_vector": dict(num_layers=2, hidden_features=8, num_blocks=1),
     "flowpp": dict(components=2, hidden_channels=4, num_blocks=1, heads=2,
                    layout="checkerboard,squeeze,channel", dequantization="uniform"),
+    "conditional_glow": dict(context_shape=(3,), levels=2, steps_per_level=1,
+                             hidden_channels=4),
+    "class_conditional_glow": dict(num_classes=3, levels=2, steps_per_level=1,
+                                   hidden_channels=4, embedding_features=2),
+    "cattnflow": dict(lr_shape=(2, 2, 1), levels=2, steps_per_level=1, hidden_channels=4,
+                      rrdb_features=2, rrdb_growth=2, rrdb_blocks=1, stacked_blocks=(0,)),
+}
+
+# Conditional models: one context row, bound with FixedContext (broadcast to every
+# example), so every test here runs them as the unconditional flow p(x | c0).
+CONTEXTS = {
+    "conditional_glow": np.array([[0.5, -1.0, 2.0]], np.float32),
+    "class_conditional_glow": np.array([2], np.int32),
+    "cattnflow": np.full((1, 2, 2, 1), 6.0, np.float32),
 }
 
 
@@ -53,6 +68,8 @@ def build_tiny(name):
         flow = MODELS[name](dim, **TINY[name])
         return flow, lambda key, n: jax.random.normal(key, (n, dim))
     flow = MODELS[name](SHAPE, num_bins=NUM_BINS, **TINY[name])
+    if name in CONTEXTS:
+        flow = Flow(bijector=FixedContext(flow.bijector, CONTEXTS[name]), event_shape=SHAPE)
     return flow, lambda key, n: jax.random.uniform(key, (n,) + SHAPE, maxval=NUM_BINS)
 
 

@@ -8,6 +8,13 @@ from jaxflows.bijectors.autoregressive import (
     batch_norm_statistics,
 )
 from jaxflows.bijectors.base import Bijector, Chain, Identity, Inverse, Repeat, sum_except_batch
+from jaxflows.bijectors.conditional import (
+    AffineInjector,
+    Conditioned,
+    FixedContext,
+    LevelContext,
+    SelectContext,
+)
 from jaxflows.bijectors.coupling import AdditiveCoupling, AffineCoupling, Coupling
 from jaxflows.bijectors.dequantization import VariationalDequantizer
 from jaxflows.bijectors.linear import Conv1x1, Permute, Reverse
@@ -40,4 +47,5 @@ __all__ = [
     "MixLogCDF", "MixLogCDFCoupling", "monotone_inverse_report", "VariationalDequantizer",
     "MaskedAutoregressive", "MAF", "IAF", "BatchNorm", "batch_norm_statistics",
     "DSF", "DDSF", "RationalQuadraticSpline",
+    "AffineInjector", "Conditioned", "FixedContext", "LevelContext", "SelectContext",
 ]

@@ -34,6 +34,38 @@ Bad values
 
   (Without ``checkify.checkify`` such a flow cannot be jitted: JAX refuses an
   unfunctionalised check.)
+
+Context (conditional flows)
+---------------------------
+A conditional flow models ``p(x | c)``: ``log_prob(x, context=c)``,
+``sample(n, context=c, temperature=T)``. The convention, for every flow of jaxflows:
+
+* **One context row per example.** ``context`` is batched like the data,
+  ``[batch, *context_shape]``: row ``i`` conditions example ``i`` (of ``x`` in
+  ``log_prob``, of the ``n`` samples in ``sample``). A context of batch **1** is
+  broadcast to every example. Any other batch size is a ``ValueError``. So
+  ``sample(n, context=c)`` draws one sample per row of ``c`` (``n`` = rows), or ``n``
+  samples of the single row of a batch-1 ``c``; for ``m`` samples of each of ``B``
+  rows, repeat the rows (``jnp.repeat(c, m, axis=0)``, ``n = B m``).
+* **What a context is.** What the flow's bijectors read: a vector ``[batch, K]``
+  (broadcast over the positions of image conditioners), an image-shaped map
+  ``[batch, h, w, K]`` (a low-resolution image, a one-hot segmentation map), or
+  integer class labels ``[batch]``. Conditional models
+  (:mod:`jaxflows.models.conditional`) encode it inside the flow (an RRDB encoder, a
+  class embedding) into one feature map per level
+  (:class:`~jaxflows.bijectors.conditional.LevelContext`), which every conditional
+  bijector picks by its input's resolution. The context is data, never transformed by
+  the flow: the density is over ``x`` only.
+* ``Flow.context_shape`` (per-example shape, e.g. ``(K,)``, ``(h, w, 3)``, ``()`` for
+  labels) declares a conditional flow: its context is then required and checked.
+  ``Flow.unconditional=True`` declares that the flow reads no context: passing one is
+  an error. With neither (the default, for flows built before this convention) the
+  flow passes any context on to its bijectors, which check what they read.
+* **Contexts** (conditional flows, see "Context" below): a missing context when the flow
+  declares one (``context_shape``), a context given to a flow built unconditional
+  (``unconditional=True``), a context whose shape does not fit, or whose batch is
+  neither 1 nor that of ``x`` / ``num_samples``, raise a ``ValueError`` (shapes are
+  static, so these are raised under ``jit`` too).
 * **Temperatures** ``T <= 0`` or non-finite are refused by :meth:`Flow.sample` with a
   ``ValueError`` when ``T`` is a concrete number; a traced ``T`` (under ``jit``) that
   is invalid gives NaN samples (and fails the check of ``checkify_inputs=True``).
@@ -54,6 +86,13 @@ from jaxflows.distributions.normal import StandardNormal
 __all__ = ["Flow", "check_finite_input", "check_temperature"]
 
 Array = jax.Array
+
+
+def _shape_of(context) -> str:
+    """A context's shape for error messages (arrays, or pytrees of arrays)."""
+    if hasattr(context, "shape"):
+        return str(tuple(context.shape))
+    return str(jax.tree_util.tree_map(lambda c: tuple(jnp.shape(c)), context))
 
 
 def _is_traced(x) -> bool:
@@ -123,6 +162,10 @@ class Flow(nn.Module):
         ``[B, *latent_shape]`` latents.
       event_shape: shape of one data example (e.g. ``(32, 32, 3)``).
       latent_shape: shape of one latent; defaults to ``event_shape``.
+      context_shape: per-example shape of the context of a conditional flow (``(K,)``,
+        ``(h, w, C)``, ``()`` for class labels): a context is then required and its
+        shape checked. ``None`` (default): not declared (see the module docstring).
+      unconditional: the flow reads no context; passing one is a ``ValueError``.
       checkify_inputs: also check inputs under ``jit`` with
         ``jax.experimental.checkify`` (NaN/inf in ``log_prob``'s ``x``, an invalid
         ``sample`` temperature); calls must then be wrapped in ``checkify.checkify``.
@@ -150,6 +193,8 @@ class Flow(nn.Module):
     event_shape: Sequence[int]
     latent_shape: Optional[Sequence[int]] = None
     checkify_inputs: bool = False
+    context_shape: Optional[Sequence[int]] = None
+    unconditional: bool = False
 
     @property
     def base(self) -> StandardNormal:
@@ -162,15 +207,42 @@ class Flow(nn.Module):
                 f"Flow: {arg} must have shape [batch, *{tuple(self.event_shape)}], "
                 f"got {tuple(x.shape)}.")
 
+    def _context_for(self, context, batch: int, who: str, what: str):
+        """``context`` checked against the declaration and broadcast to ``batch`` rows."""
+        if self.unconditional and context is not None:
+            raise ValueError(f"{who}: this flow is unconditional (it reads no context), but "
+                             f"got a `context` of shape {_shape_of(context)}.")
+        declared = self.context_shape
+        if declared is not None:
+            declared = tuple(int(d) for d in declared)
+            if context is None:
+                raise ValueError(f"{who}: this flow is conditional; `context` of shape "
+                                 f"[batch, *{declared}] is required.")
+            if not hasattr(context, "shape") or tuple(context.shape[1:]) != declared:
+                raise ValueError(f"{who}: `context` must have shape [batch, *{declared}] "
+                                 f"(one row per example), got {_shape_of(context)}.")
+        if context is None:
+            return None
+        leaves = jax.tree_util.tree_leaves(context)
+        for leaf in leaves:
+            if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] not in (1, batch):
+                raise ValueError(
+                    f"{who}: context must have batch size 1 or {what}={batch} (one row "
+                    f"per example, batch 1 broadcast), got shape {_shape_of(context)}.")
+        return jax.tree_util.tree_map(
+            lambda c: jnp.broadcast_to(c, (batch,) + tuple(jnp.shape(c)[1:])), context)
+
     def forward_and_log_det(self, x: Array, *, context: Optional[Array] = None,
                             train: bool = False) -> Tuple[Array, Array]:
         """The bijector's ``(f(x), log|det df/dx|)``: data to latent."""
         self._check_x(x)
+        context = self._context_for(context, x.shape[0], "Flow", "the batch of x")
         return self.bijector.forward_and_log_det(x, context=context, train=train)
 
     def inverse_and_log_det(self, z: Array, *, context: Optional[Array] = None,
                             train: bool = False) -> Tuple[Array, Array]:
         """The bijector's ``(f^{-1}(z), log|det df^{-1}/dz|)``: latent to data."""
+        context = self._context_for(context, z.shape[0], "Flow", "the batch of z")
         return self.bijector.inverse_and_log_det(z, context=context, train=train)
 
     def forward(self, x: Array, **kwargs) -> Array:
@@ -204,13 +276,7 @@ class Flow(nn.Module):
         if not isinstance(num_samples, int) or num_samples < 1:
             raise ValueError(
                 f"Flow.sample: num_samples must be a positive Python int, got {num_samples!r}.")
-        if context is not None:
-            if context.shape[0] == 1 and num_samples > 1:
-                context = jnp.broadcast_to(context, (num_samples,) + tuple(context.shape[1:]))
-            elif context.shape[0] != num_samples:
-                raise ValueError(
-                    f"Flow.sample: context must have batch size 1 or num_samples="
-                    f"{num_samples}, got shape {tuple(context.shape)}.")
+        context = self._context_for(context, num_samples, "Flow.sample", "num_samples")
         temperature = check_temperature(temperature, "Flow.sample", self.checkify_inputs)
         z = self.base.sample(self.make_rng("sample"), num_samples, temperature, dtype)
         return z, context
@@ -220,7 +286,8 @@ class Flow(nn.Module):
         """``num_samples`` draws ``f^{-1}(z)``, ``z ~ N(0, temperature^2 I)``.
 
         Uses the ``"sample"`` rng stream. ``context`` (batch 1 or ``num_samples``) is
-        passed to the bijector. ``temperature=1`` samples the model; lower values give
+        passed to the bijector: one sample per context row (see the module
+        docstring). ``temperature=1`` samples the model; lower values give
         Glow's reduced-temperature samples (every level's prior is scaled). A
         temperature ``<= 0`` or non-finite raises ``ValueError`` (NaN samples when it
         is traced under ``jit``).

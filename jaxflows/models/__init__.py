@@ -8,17 +8,21 @@ tests then build, round-trip and evaluate it at a tiny size).
 """
 from jaxflows.models.acf import acf
 from jaxflows.models.attnflow import attnflow
+from jaxflows.models.conditional import cattnflow, class_conditional_glow, conditional_glow
 from jaxflows.models.flowpp import FlowPP, flowpp
 from jaxflows.models.glow import glow
 from jaxflows.models.mar_scf import mar_scf
 from jaxflows.models.multiscale import MultiScale, multiscale
 from jaxflows.models.realnvp import realnvp
 from jaxflows.models.resflow import idensenet, iresnet, resflow
+from jaxflows.models.vae import VAE, vae
 from jaxflows.models.vector import iaf, maf, naf, nsf, realnvp_vector
 
 __all__ = ["MODELS", "get_model", "glow", "realnvp", "attnflow", "acf", "resflow", "iresnet",
            "idensenet", "MultiScale", "multiscale", "mar_scf", "flowpp", "FlowPP",
-           "maf", "iaf", "naf", "nsf", "realnvp_vector"]
+           "maf", "iaf", "naf", "nsf", "realnvp_vector",
+           "conditional_glow", "class_conditional_glow", "cattnflow",
+           "VAE", "vae"]   # a VAE is not a flow: not in MODELS
 
 MODELS = {
     "glow": glow,
@@ -36,6 +40,11 @@ MODELS = {
     "naf": naf,
     "nsf": nsf,
     "realnvp_vector": realnvp_vector,
+    # Conditional flows (p(x | context); Flow.context_shape declared): the context comes
+    # from config.dataset.context ("label", "lowres:F"), its shape from config.model.
+    "conditional_glow": conditional_glow,
+    "class_conditional_glow": class_conditional_glow,
+    "cattnflow": cattnflow,
 }
 
 

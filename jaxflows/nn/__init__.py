@@ -11,6 +11,7 @@ from jaxflows.nn.conditioners import (
 )
 from jaxflows.nn.conv import conv2d_same, conv_impl
 from jaxflows.nn.convlstm import ConvLSTM, ConvLSTMCell
+from jaxflows.nn.encoders import RRDB, ClassEmbedding, RRDBEncoder, SegmentationEncoder
 from jaxflows.nn.flowpp import FlowppConditioner, GatedAttention, GatedConv, concat_elu
 from jaxflows.nn.lipschitz import (
                                       CLIPSWISH_LIPSCHITZ,
@@ -30,4 +31,5 @@ __all__ = [
     "L2MultiHeadAttention", "LipNormAttention", "lambert_w0",
     "MADE", "made_degrees", "made_masks",
     "FlowppConditioner", "GatedConv", "GatedAttention", "concat_elu",
+    "RRDB", "RRDBEncoder", "SegmentationEncoder", "ClassEmbedding",
 ]
