@@ -25,8 +25,11 @@ KEY = jax.random.PRNGKey(0)
 # Bad input
 # --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("module, shape, match", [
-    (ITrans(heads=3), (1, 4, 4, 2), "heads"),
-    (ITrans(heads=2, qk_channels=3), (1, 4, 4, 2), "heads"),
+    (ITrans(heads=0), (1, 4, 4, 2), "heads"),
+    (ITrans(qk_channels=0), (1, 4, 4, 2), "qk_channels"),
+    (ITrans(patch_size="half"), (1, 6, 6, 2), "half"),
+    (ITrans(matrix_form="free"), (1, 4, 4, 2), "matrix_form"),
+    (ITrans(attention_mask="causal"), (1, 4, 4, 2), "attention_mask"),
     (ITrans(patch_size=4), (1, 6, 6, 2), "patch_size"),
     (ITrans(patch_size=3), (1, 6, 6, 2), "patch_size"),
     (ITrans(), (1, 5, 5, 2), "even spatial size"),
@@ -40,9 +43,9 @@ def test_attention_bijectors_reject_bad_input(module, shape, match):
 
 
 @pytest.mark.parametrize("cls", [L2MultiHeadAttention, LipNormAttention])
-def test_lipschitz_attention_rejects_heads_not_dividing_features(cls):
-    with pytest.raises(ValueError, match="heads=3"):
-        cls(heads=3).init(KEY, jnp.zeros((1, 4, 4)))
+def test_lipschitz_attention_rejects_bad_heads(cls):
+    with pytest.raises(ValueError, match="heads=0"):
+        cls(heads=0).init(KEY, jnp.zeros((1, 4, 4)))
     with pytest.raises(ValueError, match="positions"):
         cls().init(KEY, jnp.zeros((1, 4)))
 
@@ -249,7 +252,9 @@ def test_acf_branch_with_attention_is_a_contraction(kind, dense):
     from jaxflows.models.acf import attention_factory
     from jaxflows.nn.lipschitz import update_lipschitz_state
 
-    common = dict(attention=attention_factory(kind, heads=2),
+    # The attention first in the branch (the placement between the convolutions is
+    # checked by SVD of the exact Jacobian in tests/test_attention_paper.py).
+    common = dict(attention=attention_factory(kind, heads=2), attention_placement="first",
                   estimator=dict(kind="series", n_terms=1), eval_estimator=dict(kind="series"),
                   spectral_norm=dict(coeff=0.9, init_iterations=20))
     block = (DenseResidualBlock(depth=2, growth=4, **common) if dense
@@ -282,8 +287,14 @@ def test_acf_branch_with_attention_is_a_contraction(kind, dense):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(attention="conv"), "attention"),
     (dict(position=5), "position"),
-    (dict(attention="itrans", heads=3), "heads=3"),
+    (dict(attention="itrans", heads=0), "heads=0"),
     (dict(levels=4), "divisible"),
+    (dict(attention="itrans", patch_size=4), "patch_size=4 must divide"),   # level 1 is 2x2
+    (dict(attention="itrans", patch_size="half"), "half"),                  # 2x2: half is odd
+    (dict(attention="l2"), "acf"),                                          # not hostable
+    (dict(backbone="resflow"), "backbone"),
+    (dict(backbone="mar_scf", coupling="additive"), "coupling"),
+    (dict(attention="itrans", matrix_form="free"), "matrix_form"),
 ])
 def test_attnflow_rejects_bad_arguments(kwargs, match):
     from jaxflows.models import attnflow
@@ -294,8 +305,6 @@ def test_attnflow_rejects_bad_arguments(kwargs, match):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(base="glow"), "base"),
     (dict(attention="dot"), "attention"),
-    (dict(heads=3), "heads=3"),
-    (dict(heads=2), "heads=2"),              # resflow layout: 1 channel at level 0
     (dict(heads=0, squeeze_first=True), "heads"),
     (dict(hidden_chanels=8), "hidden_chanels"),
     (dict(base="idensenet", hidden_channels=8), "hidden_channels.*growth"),

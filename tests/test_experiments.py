@@ -225,6 +225,7 @@ def test_attention_configs_validate_and_follow_papers():
         a, r = load_config(acf_name, ""), load_config(base_name, "")
         assert (a.model.name, a.model.base) == ("acf", "resflow")
         model = a.model.to_dict()
+        assert model.pop("placement", "between") == "between"   # ACF: between the convs
         for k in ("name", "base", "attention", "heads"):
             model.pop(k)
         assert model == {k: v for k, v in r.model.to_dict().items() if k != "name"}

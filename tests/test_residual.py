@@ -404,7 +404,7 @@ def test_factory_solver_reaches_the_inverse():
     (LogDetEstimator, dict(n_samples=0), "n_samples"),
     (LogDetEstimator, dict(probe="exact"), "probe"),
     (LogDetEstimator, dict(neumann_grad=1), "neumann_grad"),
-    (EvalEstimator, dict(kind="roulette"), "kind"),
+    (EvalEstimator, dict(kind="neumann"), "kind"),
     (EvalEstimator, dict(n_terms=0), "n_terms"),
     (EvalEstimator, dict(n_samples=True), "n_samples"),
     (EvalEstimator, dict(probe="sobol"), "probe"),

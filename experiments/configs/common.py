@@ -151,9 +151,9 @@ def acf_small() -> ml_collections.ConfigDict:
     The layout and optimisation of the attention ablations (``experiments/ablations.py``):
     2 levels, each a squeeze then 2 residual blocks of hidden width 32 (Residual Flows'
     LipSwish, coefficient 0.98, roulette), half of the channels factored out with a fixed
-    N(0, I) prior after level 0 (the blocks see 4 and 8 channels, so 1 or 2 heads), logit
-    margin 0.05, one L2 attention head; Adam 1e-3 with 100 warm-up steps and cosine
-    decay, 300 steps of batch 64, EMA 0.995.
+    N(0, I) prior after level 0 (the attention sits between the convolutions, on the 32
+    hidden features; any number of heads), logit margin 0.05, one L2 attention head;
+    Adam 1e-3 with 100 warm-up steps and cosine decay, 300 steps of batch 64, EMA 0.995.
     """
     c = digits_splits(default_config())
     c.seed = 0

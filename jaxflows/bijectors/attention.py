@@ -18,7 +18,7 @@ recomputes the attention from it (the paper's "masked scheme", Eqs. 4-9).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -27,7 +27,8 @@ import numpy as np
 
 from jaxflows.bijectors.base import Bijector
 
-__all__ = ["IMap", "ITrans", "checkerboard_mask"]
+__all__ = ["IMap", "ITrans", "checkerboard_mask", "attention_weight_mask", "ITRANS_MATRICES",
+           "ITRANS_ATTENTION_MASKS"]
 
 
 def checkerboard_mask(height: int, width: int, channels: int, parity: int = 0) -> np.ndarray:
@@ -112,100 +113,162 @@ class IMap(Bijector):
         return out, (-log_det if inverse else log_det)
 
 
+ITRANS_MATRICES = ("dominant", "offset")
+ITRANS_ATTENTION_MASKS = ("none", "checkerboard")
+
+
+def attention_weight_mask(n: int) -> np.ndarray:
+    """The checkerboard ``M[i, j] = ((i + j) % 2 == 0)`` on the ``N x N`` attention weights
+    (AttnFlow supplement Fig. 1a, ``attn_mask = checkerboard`` in its pseudo-code); the
+    diagonal is kept.
+    """
+    i = np.arange(n)
+    return ((i[:, None] + i[None, :]) % 2 == 0).astype(np.float32)
+
+
 class ITrans(Bijector):
     """Transformer-based invertible attention (iTrans; Sukthanker et al. 2022, Sec. 3.3, Fig. 2d).
 
-    Tokens are non-overlapping ``p x p`` patches (``p = patch_size``): ``N = HW / p^2``
-    tokens of ``p^2 C`` features. With ``x_m = M * x`` (3-D checkerboard), queries and
-    keys are convolutions of the masked input only::
+    Tokens are non-overlapping ``p_h x p_w`` patches: ``patch_size=p`` (an even int:
+    ``p x p`` patches, ``N = HW / p^2``) or ``patch_size="half"`` (the supplement's
+    pseudo-code, ``p = W // 2``: patches of half the side, a 2 x 2 grid of ``N = 4``
+    tokens of ``(H/2)(W/2) C`` features at every level). With ``x_m = M * x`` (3-D
+    checkerboard), queries and keys are convolutions of the masked input only::
 
-        Q = conv_q(x_m),  K = conv_k(x_m)       (kernel_size x kernel_size, qk_channels outputs)
+        Q = conv_q(x_m),  K = conv_k(x_m)       (kernel_size x kernel_size)
 
-    split into ``heads`` groups of channels; head ``h`` gives the row-stochastic
-    ``A_h = softmax(Q_h K_h^T / sqrt(d_h))`` (N x N, ``d_h = p^2 qk_channels / heads``),
-    and the heads are **summed** as in the paper, ``A = sum_h A_h``. The unmasked
-    half of every token (its value, ``V = (1 - M) * x`` as ``N x p^2 C`` matrix) is
-    multiplied by::
+    with ``heads`` heads, each its own ``d`` query/key channels (``head_channels``;
+    default ``ceil(qk_channels / heads)``, ``qk_channels`` defaulting to the input
+    channels: when ``heads`` divides ``qk_channels`` this is one ``qk_channels``-wide
+    convolution split among the heads). Head ``h`` gives the row-stochastic
+    ``A_h = softmax(Q_h K_h^T / sqrt(p_h p_w d))`` (N x N), and the heads are **summed**
+    as in the paper (supplement Sec. 8), ``A = sum_h A_h``. Optionally
+    (``attention_mask="checkerboard"``, the supplement's Fig. 1a) ``A`` is multiplied
+    elementwise by the checkerboard ``M_A[i, j] = ((i + j) % 2 == 0)`` over token
+    indices (diagonal kept). The unmasked half of every token (its value,
+    ``V = (1 - M) * x`` as an ``N x p_h p_w C`` matrix) is multiplied by ``T``, while the
+    masked half passes unchanged::
 
-        T = (offset I + A) / (offset + heads)
+        y = M * x + (1 - M) * (T V),
 
-    (the paper's ``offset I + A`` divided by a positive constant, which makes ``T``
-    row-stochastic), while the masked half passes unchanged::
+    with ``T`` one of (``matrix_form``):
 
-        y = M * x + (1 - M) * (T V).
+    * ``"dominant"`` (default): ``T = (offset I + A) / (offset + heads)`` with
+      ``offset = heads * (1 + margin)``, ``margin = min_margin + softplus(raw) >
+      min_margin``. The rows of ``A`` sum to at most ``heads`` (exactly, without the
+      weight mask), so the off-diagonal row sums of ``offset I + A`` are
+      ``<= heads < offset <= offset + A_ii``: ``T`` is strictly (row) diagonally dominant
+      with positive diagonal, hence nonsingular with ``det T > 0`` (Levy-Desplanques /
+      Gershgorin), and with the dominance margin ``delta = min_i (T_ii - sum_{j!=i}
+      |T_ij|) >= margin / (2 + margin)`` one has ``||T^{-1}||_inf <= 1 / delta`` (Varah
+      1975): the inverse and the log-det stay numerically stable whatever the queries
+      and keys. This is a departure from the paper (its ``T`` is the next form) kept as
+      the default **for stability**: the supplement (Sec. 8) reports that its
+      attentions' inverses and log-dets "are often numerically unstable" in deeper
+      flows, and with the free offset nothing prevents ``T`` from becoming singular.
+    * ``"offset"``: the paper's ``T = A + offset I`` with a free learnable scalar
+      ``offset`` (init ``offset_init``). Invertible only while ``T`` is (the log-det is
+      ``log|det T|``); no guarantee.
 
-    Because ``p`` is even, every token has the same mask pattern, so each feature
-    column of a token is wholly masked or wholly unmasked and ``T`` mixes only
+    Because ``p_h`` and ``p_w`` are even, every token has the same mask pattern, so each
+    feature column of a token is wholly masked or wholly unmasked and ``T`` mixes only
     unmasked columns. ``T`` depends on the masked half only, hence::
 
-        log|det dy/dx| = n_cols * log det T,       n_cols = number of unmasked columns
-                                                   (= p^2 C / 2),
+        log|det dy/dx| = n_cols * log|det T|,       n_cols = number of unmasked columns
+                                                    (= p_h p_w C / 2),
 
     and the inverse solves ``T V = y_u`` for the unmasked half.
 
-    **Invertible by construction.** ``offset = heads * (1 + margin)`` with
-    ``margin = min_margin + softplus(raw)`` > ``min_margin`` for every parameter
-    value. Each ``A_h`` is row-stochastic, so the off-diagonal row sums of
-    ``offset I + A`` are ``heads - A_ii <= heads < offset <= offset + A_ii``: ``T`` is
-    strictly (row) diagonally dominant with positive diagonal, hence nonsingular
-    with ``det T > 0`` (Levy-Desplanques / Gershgorin), and with the dominance
-    margin ``delta = min_i (T_ii - sum_{j!=i} |T_ij|) >= margin / (2 + margin)``
-    one has ``||T^{-1}||_inf <= 1 / delta`` (Varah 1975): the inverse and the log-det
-    stay numerically stable whatever the queries and keys (the paper reports that its
-    unconstrained ``offset I + A`` became unstable in deeper flows).
-
     Attributes:
-      heads: number of attention heads (must divide ``qk_channels``).
-      patch_size: side ``p`` of the square patches (tokens); even, dividing H and W.
+      heads: number of attention heads (any integer >= 1; the paper's ablation: 1, 3,
+        5, 7).
+      patch_size: even token side ``p`` dividing H and W, or ``"half"`` (``p = side/2``,
+        which must then be even).
       kernel_size: spatial size of the query/key convolutions (the paper uses 1).
       qk_channels: channels of queries and keys (default: the input channels).
-      min_margin: lower bound of ``margin`` (see above).
+      head_channels: query/key channels of each head (default
+        ``ceil(qk_channels / heads)``).
+      matrix_form: ``"dominant"`` (default) or ``"offset"`` (see above).
+      attention_mask: ``"none"`` (default) or ``"checkerboard"`` (Fig. 1a).
+      min_margin: lower bound of ``margin`` (``"dominant"``).
       margin_init: initial ``margin``; ``T`` starts as ``2/3 I + 1/3 A/heads`` at 1.0.
+      offset_init: initial ``offset`` of ``matrix_form="offset"``.
       parity: which half of the checkerboard is masked (0 or 1).
     """
 
     input_ranks = (4,)
 
     heads: int = 1
-    patch_size: int = 2
+    patch_size: Union[int, str] = 2
     kernel_size: int = 1
     qk_channels: Optional[int] = None
+    head_channels: Optional[int] = None
+    matrix_form: str = "dominant"
+    attention_mask: str = "none"
     min_margin: float = 0.05
     margin_init: float = 1.0
+    offset_init: float = 1.0
     parity: int = 0
 
-    def _validate(self, x):
-        _, h, w, c = x.shape
+    def _patch(self, h: int, w: int) -> Tuple[int, int]:
+        """``(p_h, p_w)`` for an image of ``h x w``, validated."""
+        if self.patch_size == "half":
+            ph, pw = h // 2, w // 2
+            if h % 2 or w % 2 or ph % 2 or pw % 2:
+                raise ValueError(f"ITrans: patch_size='half' needs sides divisible by 4 (even "
+                                 f"tokens of half the side, so that every token has the same "
+                                 f"mask pattern), got an image of {h}x{w}.")
+            return ph, pw
         p = self.patch_size
-        qk = self.qk_channels or c
-        if self.heads < 1 or qk % self.heads:
-            raise ValueError(f"ITrans: heads={self.heads} must be >= 1 and divide the "
-                             f"query/key channels ({qk}; qk_channels defaults to the input "
-                             f"channels).")
-        if p < 2 or p % 2:
-            raise ValueError(f"ITrans: patch_size must be an even number >= 2 (the 3-D "
-                             f"checkerboard must give every token the same mask), got {p}.")
+        if isinstance(p, bool) or not isinstance(p, int) or p < 2 or p % 2:
+            raise ValueError(f"ITrans: patch_size must be an even integer >= 2 (the 3-D "
+                             f"checkerboard must give every token the same mask) or 'half', "
+                             f"got {p!r}.")
         if h % 2 or w % 2:
             raise ValueError(f"ITrans: the checkerboard over patches needs an even spatial size, "
                              f"got an image of {h}x{w}.")
         if h % p or w % p:
             raise ValueError(f"ITrans: patch_size={p} must divide the image size {h}x{w}.")
+        return p, p
+
+    def _head_channels(self, c: int) -> Tuple[int, int]:
+        """``(heads * d, d)``: total query/key channels and channels per head."""
+        qk = self.qk_channels or c
+        d = self.head_channels or -(-qk // self.heads)
+        return self.heads * d, d
+
+    def _validate(self, x):
+        _, h, w, c = x.shape
+        if isinstance(self.heads, bool) or not isinstance(self.heads, int) or self.heads < 1:
+            raise ValueError(f"ITrans: heads must be an integer >= 1, got heads={self.heads!r}.")
+        for name in ("qk_channels", "head_channels"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"ITrans: {name} must be an integer >= 1 or None, got {v!r}.")
+        self._patch(h, w)
         if self.parity not in (0, 1):
             raise ValueError(f"ITrans: parity must be 0 or 1, got {self.parity}.")
+        if self.matrix_form not in ITRANS_MATRICES:
+            raise ValueError(f"ITrans: matrix_form must be one of {ITRANS_MATRICES} "
+                             f"(dominant: invertible by construction; offset: the paper's "
+                             f"A + offset I), got {self.matrix_form!r}.")
+        if self.attention_mask not in ITRANS_ATTENTION_MASKS:
+            raise ValueError(f"ITrans: attention_mask must be one of {ITRANS_ATTENTION_MASKS}, "
+                             f"got {self.attention_mask!r}.")
         if self.min_margin <= 0 or self.margin_init <= self.min_margin:
             raise ValueError(f"ITrans: need 0 < min_margin < margin_init, got "
                              f"min_margin={self.min_margin}, margin_init={self.margin_init}.")
 
     def _tokens(self, x):
         b, h, w, c = x.shape
-        p = self.patch_size
-        t = x.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
-        return t.reshape(b, (h // p) * (w // p), p, p, c)
+        ph, pw = self._patch(h, w)
+        t = x.reshape(b, h // ph, ph, w // pw, pw, c).transpose(0, 1, 3, 2, 4, 5)
+        return t.reshape(b, (h // ph) * (w // pw), ph, pw, c)
 
     def _untokens(self, t, shape):
         b, h, w, c = shape
-        p = self.patch_size
-        t = t.reshape(b, h // p, w // p, p, p, c).transpose(0, 1, 3, 2, 4, 5)
+        ph, pw = self._patch(h, w)
+        t = t.reshape(b, h // ph, w // pw, ph, pw, c).transpose(0, 1, 3, 2, 4, 5)
         return t.reshape(b, h, w, c)
 
     @nn.compact
@@ -213,42 +276,48 @@ class ITrans(Bijector):
         """``T`` of shape ``[B, N, N]`` computed from the masked input ``M * x``."""
         _, _, _, c = x_masked.shape
         dtype = x_masked.dtype
-        qk = self.qk_channels or c
+        qk, dh = self._head_channels(c)
         conv = lambda name: nn.Conv(qk, (self.kernel_size, self.kernel_size), padding="SAME",
                                     use_bias=False, dtype=dtype, name=name)
-        q = self._tokens(conv("query")(x_masked))                  # [B, N, p, p, qk]
+        q = self._tokens(conv("query")(x_masked))                  # [B, N, ph, pw, qk]
         k = self._tokens(conv("key")(x_masked))
         b, n = q.shape[:2]
-        dh = qk // self.heads
-        q = q.reshape(b, n, -1, self.heads, dh)                    # [B, N, p*p, heads, dh]
+        q = q.reshape(b, n, -1, self.heads, dh)                    # [B, N, ph*pw, heads, dh]
         k = k.reshape(b, n, -1, self.heads, dh)
         scale = 1.0 / np.sqrt(q.shape[2] * dh)
         scores = jnp.einsum("bifhd,bjfhd->bhij", q, k) * scale
         attn = jnp.sum(jax.nn.softmax(scores, axis=-1), axis=1)    # [B, N, N], row sums = heads
+        if self.attention_mask == "checkerboard":
+            attn = attn * jnp.asarray(attention_weight_mask(n), dtype)
+        eye = jnp.eye(n, dtype=dtype)
+        if self.matrix_form == "offset":
+            offset = self.param("offset", nn.initializers.constant(self.offset_init),
+                                ()).astype(dtype)
+            return attn + offset * eye
         raw_init = float(np.log(np.expm1(self.margin_init - self.min_margin)))
         raw = self.param("raw_margin", nn.initializers.constant(raw_init), ()).astype(dtype)
         margin = self.min_margin + jax.nn.softplus(raw)
         offset = self.heads * (1 + margin)
-        eye = jnp.eye(n, dtype=dtype)
         return (offset * eye + attn) / (offset + self.heads)
 
     def transform(self, x, inverse, context, train):
         self._validate(x)
         _, h, w, c = x.shape
         dtype = x.dtype
+        ph, pw = self._patch(h, w)
         mask = jnp.asarray(checkerboard_mask(h, w, c, self.parity), dtype)
         x_m = mask * x
-        t_mat = self.matrix(x_m)                                   # [B, N, N]
+        t_mat = self.matrix(x_m)                                # [B, N, N]
         v = self._tokens(x)
         b, n = v.shape[:2]
-        v = v.reshape(b, n, -1)                                    # [B, N, p*p*C]
+        v = v.reshape(b, n, -1)                                    # [B, N, ph*pw*C]
         if inverse:
             mixed = jnp.linalg.solve(t_mat, v)
         else:
             mixed = jnp.einsum("bij,bjf->bif", t_mat, v)
-        mixed = self._untokens(mixed.reshape(b, n, self.patch_size, self.patch_size, c), x.shape)
+        mixed = self._untokens(mixed.reshape(b, n, ph, pw, c), x.shape)
         out = x_m + (1 - mask) * mixed
-        patch_mask = checkerboard_mask(self.patch_size, self.patch_size, c, self.parity)
+        patch_mask = checkerboard_mask(ph, pw, c, self.parity)
         n_cols = int(np.sum(1 - patch_mask))
         log_det = n_cols * jnp.linalg.slogdet(t_mat)[1]
         return out, (-log_det if inverse else log_det)

@@ -32,8 +32,12 @@ is computed by :func:`jaxflows.ops.log_det`, chosen by ``estimator`` (a
 
 ``eval_estimator`` (an :class:`~jaxflows.bijectors.residual_settings.EvalEstimator`) has
 ``kind="eval"`` (default, deterministic: ``n_terms=20`` series terms with a fixed set of
-``n_samples=8`` Gaussian probes per example), ``"exact"``, or ``"series"`` (the training
-series with a fixed probe). The inverse's fixed-point iteration follows ``solver`` (a
+``n_samples=8`` Gaussian probes per example; biased by the truncation), ``"roulette"``
+(unbiased: ``n_terms`` exact terms plus a Russian roulette, as the Residual Flows
+reference evaluates; random, so the forward direction needs ``rngs={"logdet": key}``
+with ``train=False`` too; an inverse without that stream, e.g. sampling, uses one fixed
+roulette draw), ``"exact"``, or ``"series"`` (the training series with a fixed
+probe). The inverse's fixed-point iteration follows ``solver`` (a
 :class:`~jaxflows.bijectors.residual_settings.FixedPointSolver`) and the layers' spectral
 normalisation ``spectral_norm`` (a
 :class:`~jaxflows.bijectors.residual_settings.SpectralNorm`: coefficient ``coeff`` and
@@ -63,24 +67,38 @@ Branches
   ``c``-Lipschitz since ``||[eta1 a, eta2 phi(W a)] - [eta1 b, eta2 phi(W b)]||^2 <=
   (eta1^2 + eta2^2 Lip(phi W)^2) ||a - b||^2``.
 
-Attention in the branch (extension point)
------------------------------------------
+Attention in the branch (ACF)
+-----------------------------
 Both blocks take ``attention``: ``None`` (default) or a factory of a module ``a`` with
-``Lip(a) <= 1`` on images ``[B, H, W, C] -> [B, H, W, C]``, called once per branch as
-``attention(name="attention")``. The convolutional branch then starts with it,
+``Lip(a) <= 1`` on images ``[B, H, W, F] -> [B, H, W, F]`` (any ``F``), called once per
+branch as ``attention(name="attention")``, and ``attention_placement``:
+
+* ``"between"`` (default; ACF Sec. 3, "inserted in between the convolutional layers",
+  as the reference code: on the hidden features, before the last Lipschitz
+  convolution). For the ResNet branch ``act -> conv1 -> act -> ... -> act -> a ->
+  conv_last``; for the DenseNet branch ``a`` acts on the concatenated features before
+  the final 1x1 convolution. The attention sees ``hidden_channels`` (DenseNet: ``C +
+  depth * growth``) features, so its heads are free of the block's input channels;
+* ``"first"``: on the block input, ``g(x) = g_base(a(x))`` (this library's earlier
+  placement; the attention then sees the ``C`` raw channels).
+
+Either way
 
 .. math::
 
-    g(x) = g_{\text{base}}(a(x)), \qquad
-    \mathrm{Lip}(g) \le \mathrm{Lip}(g_{\text{base}})\,\mathrm{Lip}(a) < c,
+    \mathrm{Lip}(g) \le \mathrm{Lip}(\text{layers after } a)\,\mathrm{Lip}(a)\,
+    \mathrm{Lip}(\text{layers before } a) < c,
 
-so the block stays a contraction with the same inverse and log-det estimators. This is
-how Attentive Contractive Flows (Mukherjee et al., arXiv:2109.12135) put Lipschitz
-self-attention into i-ResNet / Residual Flow / i-DenseNet branches, e.g.
-``ResidualBlock(attention=functools.partial(L2MultiHeadAttention, heads=2))`` with the
-attentions of :mod:`jaxflows.nn.attention` (see :func:`jaxflows.models.acf`). Fully
-connected branches (vector inputs, ``fully_connected=True``) have no positions to attend
-over: ``attention`` there is a ``ValueError``.
+so the block stays a contraction with the same inverse and log-det estimators, as long
+as ``Lip(a) <= 1`` (true of :mod:`jaxflows.nn.attention`'s normalised output with its
+derived bounds; **not** of ACF's Eq. 13 output or of the paper's LipNorm constant, see
+there). This is how Attentive Contractive Flows (Mukherjee et al., arXiv:2109.12135)
+put Lipschitz self-attention into i-ResNet / Residual Flow / i-DenseNet branches, e.g.
+``ResidualBlock(attention=functools.partial(L2MultiHeadAttention, heads=4))`` (see
+:func:`jaxflows.models.acf`). A branch with a single convolution has no "between":
+``attention_placement="between"`` there is a ``ValueError``, as is ``attention`` on a
+fully connected branch (vector inputs, ``fully_connected=True``: no positions to
+attend over).
 
 Inversion diagnostics
 ---------------------
@@ -124,7 +142,7 @@ from jaxflows.nn.lipschitz import CLipSwish, LipSwish, SpectralConv, SpectralDen
 from jaxflows.ops import fixed_point_inverse, log_det
 
 __all__ = ["ResidualBlock", "DenseResidualBlock", "fixed_point_report", "LogDetEstimator",
-           "EvalEstimator", "FixedPointSolver", "SpectralNorm"]
+           "EvalEstimator", "FixedPointSolver", "SpectralNorm", "ATTENTION_PLACEMENTS"]
 
 Array = jax.Array
 # The settings fields of every residual block and their classes.
@@ -132,6 +150,7 @@ _SETTINGS = (("estimator", LogDetEstimator), ("eval_estimator", EvalEstimator),
              ("solver", FixedPointSolver), ("spectral_norm", SpectralNorm))
 _ACTIVATIONS = ("lipswish", "clipswish", "elu")
 _STATE = ("params", "lipschitz")
+ATTENTION_PLACEMENTS = ("between", "first")
 
 
 def _activation(name: str, who: str):
@@ -158,11 +177,22 @@ class _Branch(nn.Module, kw_only=True):
     activation: str
     conv: bool
     attention: Optional[Callable[..., nn.Module]] = None
+    attention_placement: str = "between"
 
     def _input(self, x):
-        """``x`` (or its flattening, for an MLP branch), through the attention if any."""
+        """``x`` (or its flattening, for an MLP branch), through the attention if it
+        comes first in the branch.
+        """
         h = x if self.conv else x.reshape(x.shape[0], -1)
-        if self.attention is not None:
+        if self.attention is not None and self.attention_placement == "first":
+            h = self.attention(name="attention")(h)
+        return h
+
+    def _between(self, h):
+        """``h`` (hidden features before the last layer) through the attention if it
+        sits between the layers.
+        """
+        if self.attention is not None and self.attention_placement == "between":
             h = self.attention(name="attention")(h)
         return h
 
@@ -189,6 +219,8 @@ class _ResNetBranch(_Branch):
             last = i == n - 1
             act, mult = (None, 1) if last else _activation(self.activation, who)
             feats = self.out_features if last else max(self.hidden // mult, 1)
+            if last:
+                h = self._between(h)
             h = self._layer(feats, k)(h, train=train)
             if not last:
                 h = act(h)
@@ -238,6 +270,7 @@ class _DenseBranch(_Branch):
         for _ in range(self.depth):
             h = _DenseLayer(self.growth, self.spectral_norm, self.activation, self.conv,
                             self.kernel_size, self.learnable_concat)(h, train=train)
+        h = self._between(h)
         h = self._layer(self.out_features, 1)(h, train=train)
         return h.reshape(x.shape)
 
@@ -254,6 +287,7 @@ class _ResidualBase(Bijector, kw_only=True):
 
     fully_connected: bool = False
     attention: Optional[Callable[..., nn.Module]] = None
+    attention_placement: str = "between"
     estimator: LogDetEstimator = LogDetEstimator()
     eval_estimator: EvalEstimator = EvalEstimator()
     solver: FixedPointSolver = FixedPointSolver()
@@ -273,7 +307,8 @@ class _ResidualBase(Bijector, kw_only=True):
     def _branch_fields(self, conv: bool, out_features: int) -> Dict[str, Any]:
         """The :class:`_Branch` fields every branch takes from its block."""
         return dict(out_features=out_features, spectral_norm=self.spectral_norm,
-                    activation=self.activation, conv=conv, attention=self.attention)
+                    activation=self.activation, conv=conv, attention=self.attention,
+                    attention_placement=self.attention_placement)
 
     def _check(self, x: Array) -> bool:
         who = type(self).__name__
@@ -288,6 +323,17 @@ class _ResidualBase(Bijector, kw_only=True):
             raise ValueError(f"{who}: attention needs a convolutional branch on images "
                              f"[batch, height, width, channels] (fully_connected=False); got "
                              f"shape {x.shape} with fully_connected={self.fully_connected}.")
+        if self.attention_placement not in ATTENTION_PLACEMENTS:
+            raise ValueError(f"{who}: attention_placement must be one of "
+                             f"{ATTENTION_PLACEMENTS} (between: before the last convolution, "
+                             f"as ACF; first: on the block input), got "
+                             f"{self.attention_placement!r}.")
+        if (self.attention is not None and self.attention_placement == "between"
+                and isinstance(self, ResidualBlock) and len(tuple(self.kernels)) < 2):
+            raise ValueError(f"{who}: attention_placement='between' needs a branch of at "
+                             f"least two convolutions to sit between; kernels="
+                             f"{tuple(self.kernels)!r} has one. Use "
+                             f"attention_placement='first' or more kernels.")
         if self.attention is not None and not callable(self.attention):
             raise ValueError(f"{who}: attention must be None or a factory of a 1-Lipschitz "
                              f"module (e.g. functools.partial(L2MultiHeadAttention, heads=2)), "
@@ -323,7 +369,11 @@ class _ResidualBase(Bijector, kw_only=True):
         del context  # residual blocks are unconditional
         module, state = self._branch_state(x, train)
         config = self._estimator_config(train)
-        stochastic = train and config[0][1] != "exact"
+        # Random in training (except exact), and at evaluation with the roulette; an
+        # evaluation inverse (sampling) without a "logdet" stream uses a fixed key.
+        stochastic = config[0][1] == "roulette" or (train and config[0][1] != "exact")
+        if stochastic and not train and inverse and not self.has_rng("logdet"):
+            stochastic = False
         key = self.make_rng("logdet") if stochastic else jax.random.PRNGKey(0)
         if not inverse:
             gx, ld = _forward(module, config, state, x, key)
@@ -367,10 +417,12 @@ class ResidualBlock(_ResidualBase):
       preact: apply the activation to the block input first (pre-activation).
       fully_connected: on images, use an MLP on the flattened event (Residual Flows'
         fully connected end blocks).
-      attention: ``None`` or a factory of a 1-Lipschitz module applied first in the
-        (convolutional) branch, ``g(x) = g_base(a(x))``, e.g. ACF's Lipschitz
-        self-attention ``functools.partial(L2MultiHeadAttention, heads=2)``; called as
+      attention: ``None`` or a factory of a 1-Lipschitz module in the (convolutional)
+        branch, e.g. ACF's Lipschitz self-attention
+        ``functools.partial(L2MultiHeadAttention, heads=4)``; called as
         ``attention(name="attention")`` (see "Attention in the branch" above).
+      attention_placement: ``"between"`` (default, ACF: on the hidden features before
+        the last convolution) or ``"first"`` (on the block input).
       estimator: the training log-det estimator,
         :class:`~jaxflows.bijectors.residual_settings.LogDetEstimator` or a dict of its
         fields; default: Residual Flows' roulette (2 exact terms + Poisson(2), one
@@ -424,7 +476,8 @@ class DenseResidualBlock(_ResidualBase):
       kernel_size: kernel of the dense layers' convolutions (3).
       learnable_concat: learn the concatenation weights ``eta`` (else fixed, equal).
       activation: "clipswish" (paper) or "lipswish"/"elu".
-      Others (``fully_connected``, ``attention``, ``estimator``, ``eval_estimator``,
+      Others (``fully_connected``, ``attention``, ``attention_placement`` (``"between"``:
+      before the final 1x1 convolution), ``estimator``, ``eval_estimator``,
       ``solver``, ``spectral_norm``: keyword-only) as :class:`ResidualBlock`; the
       concatenation weights are normalised to ``spectral_norm.coeff``.
     """

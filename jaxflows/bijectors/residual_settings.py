@@ -156,16 +156,22 @@ class EvalEstimator:
     Attributes:
       kind: ``"eval"`` (default: the first ``n_terms`` terms of the power series with a
         **fixed** set of ``n_samples`` probes per example, so the same input always gets
-        the same value; the truncation error after ``n`` terms is at most
-        ``D c^(n+1) / ((n + 1)(1 - c))`` for ``Lip(g) <= c``), ``"exact"`` (``jacfwd`` +
+        the same value; biased: the truncation error after ``n`` terms is at most
+        ``D c^(n+1) / ((n + 1)(1 - c))`` for ``Lip(g) <= c``), ``"roulette"`` (the
+        Residual Flows reference's evaluation: ``n_terms`` exact terms plus a Russian
+        roulette over the rest with the training estimator's ``distribution``/``lam``/``p``,
+        random probes: **unbiased** but random, so it needs the ``"logdet"`` rng stream
+        at evaluation, and a result is reported with its standard error over draws, see
+        :func:`jaxflows.models.resflow.roulette_evaluation`), ``"exact"`` (``jacfwd`` +
         ``slogdet``, small inputs) or ``"series"`` (the training estimator's series:
         its ``n_terms``, ``n_samples`` and ``probe``, with a fixed probe). A training
         ``LogDetEstimator(kind="exact")`` is exact at evaluation too.
-      n_terms: series terms of ``kind="eval"`` (Residual Flows' evaluation: 20).
-      n_samples: probes per example of ``kind="eval"`` (8).
+      n_terms: series terms of ``kind="eval"`` and exact terms of ``kind="roulette"``
+        (Residual Flows' evaluation: 20).
+      n_samples: probes per example of ``kind="eval"``/``"roulette"`` (8).
       probe: probes of ``kind="eval"``: ``"gaussian"`` (default), ``"rademacher"``, or
         ``"exact"`` (the ``D`` basis vectors: exact traces of the truncated series, ``D``
-        vjps per term).
+        vjps per term); ``kind="roulette"``: gaussian or rademacher.
     """
 
     kind: str = "eval"
@@ -175,10 +181,13 @@ class EvalEstimator:
 
     def __post_init__(self):
         who = "EvalEstimator"
-        _choice(who, "kind", self.kind, ("eval", "exact", "series"))
+        _choice(who, "kind", self.kind, ("eval", "exact", "series", "roulette"))
         _int(who, "n_terms", self.n_terms, 1, "series terms")
         _int(who, "n_samples", self.n_samples, 1, "probes per example")
         _choice(who, "probe", self.probe, ("gaussian", "rademacher", "exact"))
+        if self.kind == "roulette" and self.probe == "exact":
+            raise ValueError(f"{who}: probe='exact' (basis vectors) is for kind='eval'; the "
+                             f"roulette uses random probes ('gaussian' or 'rademacher').")
 
     def log_det_kwargs(self, training: LogDetEstimator) -> LogDetKwargs:
         """:func:`jaxflows.ops.log_det` keywords at evaluation, given the training estimator."""
@@ -187,6 +196,11 @@ class EvalEstimator:
         if self.kind == "eval":
             return (("estimator", "eval"), ("n_terms", self.n_terms),
                     ("n_samples", self.n_samples), ("probe", self.probe))
+        if self.kind == "roulette":
+            return (("estimator", "roulette"), ("n_exact_terms", self.n_terms),
+                    ("distribution", training.distribution), ("p", float(training.p)),
+                    ("lam", float(training.lam)), ("n_samples", self.n_samples),
+                    ("probe", self.probe), ("max_terms", self.n_terms + 64))
         return training.series_kwargs()
 
 

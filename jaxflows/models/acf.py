@@ -9,19 +9,31 @@ dot-product attention with LipschitzNorm (Dasoulas et al. 2021).
 
 Here an ACF model is the base model of :mod:`jaxflows.models.resflow` (``iresnet``,
 ``resflow`` or ``idensenet``, with that factory's architecture and defaults) whose
-convolutional residual blocks get the attention as the first layer of their branch,
-over the ``N = H W`` positions of the block's input (tokens of ``C`` features), through
-the blocks' ``attention`` field (:class:`~jaxflows.bijectors.residual.ResidualBlock`)::
+convolutional residual blocks get the attention ``a`` in their branch, through the
+blocks' ``attention`` field (:class:`~jaxflows.bijectors.residual.ResidualBlock`):
 
-    g(x) = g_base(a(x)),    a(x) = (x + gamma * F(x) / L_F) / (1 + |gamma|),
+* ``placement="between"`` (default, the paper's Sec. 3: "in between the convolutional
+  layers"): on the hidden features before the last Lipschitz convolution,
+  ``g = conv_last o a o (act o conv ... o act)``; tokens are the ``N = H W`` positions,
+  with ``hidden_channels`` features (i-DenseNet: ``C + depth * growth``), so the paper's
+  heads (4 on MNIST, 16 on CIFAR-10) are reachable;
+* ``placement="first"``: on the block input, ``g(x) = g_base(a(x))`` (``C`` features).
 
-with ``F`` the attention, ``L_F`` its closed-form Lipschitz bound and ``gamma`` learnable
-(initialised at 0, so training starts from the plain residual flow); see
-:mod:`jaxflows.nn.attention`. ``Lip(a) <= 1`` for every parameter value, so
-``Lip(g) <= Lip(g_base) < coeff < 1``: the whole branch stays a contraction, and the
-block keeps its fixed-point inverse and log-det estimators unchanged. The fully
-connected end blocks (vectors: no positions to attend over) have no attention. With
-``attention="none"`` the model is exactly the base model.
+The attention's output (``output``):
+
+* ``"normalised"`` (default) ``a(x) = (x + gamma F(x) / L_F) / (1 + |gamma|)``:
+  ``Lip(a) <= 1`` for every parameter value, so ``Lip(g) < coeff < 1``: the branch
+  stays a contraction and the block keeps its fixed-point inverse and log-det series;
+* ``"eq13"``: the paper's Eq. 13 ``a(x) = x + gamma F(x) / L_F``, ``Lip(a) <= 1 + |gamma|``:
+  **not** contractive once ``|gamma| >= 1 / coeff^k - 1`` (see
+  :mod:`jaxflows.nn.attention`).
+
+``F`` is the attention, ``L_F`` its Lipschitz bound (LipNorm: ``bound="derived"``, a
+true bound, default; or ``"paper"``, ACF's Eq. 15 constant 10.55, which is not a bound
+on ``F``: docs/attention.md) and ``gamma`` is learnable, initialised at 0 so training
+starts from the plain residual flow. The fully connected end blocks (vectors: no
+positions to attend over) have no attention. With ``attention="none"`` the model is
+exactly the base model.
 
 :func:`attention_gains` reads the learned ``gamma`` of every attention from a model's
 parameters: with ``gamma = 0`` the attention is the identity and the model is the base
@@ -31,55 +43,82 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from typing import Any, Callable, Dict, Mapping
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import numpy as np
 
+from jaxflows.bijectors.residual import ATTENTION_PLACEMENTS
 from jaxflows.bijectors.residual_settings import check_moved
 from jaxflows.distributions.flow import Flow
 from jaxflows.models.common import RENAMED, renamed_arguments
-from jaxflows.models.resflow import idensenet, iresnet, level_channels, resflow
-from jaxflows.nn.attention import L2MultiHeadAttention, LipNormAttention
+from jaxflows.models.resflow import idensenet, iresnet, resflow
+from jaxflows.nn.attention import (
+    LIPNORM_BOUNDS,
+    OUTPUTS,
+    L2MultiHeadAttention,
+    LipNormAttention,
+)
 
-__all__ = ["acf", "attention_factory", "attention_gains", "ATTENTION_KINDS", "BASES"]
+__all__ = ["acf", "attention_factory", "attention_gains", "ATTENTION_KINDS", "BASES",
+           "ATTENTION_PLACEMENTS"]
 
 ATTENTION_KINDS = ("l2", "lipnorm")
 _ATTENTIONS = {"l2": L2MultiHeadAttention, "lipnorm": LipNormAttention}
 BASES = ("iresnet", "resflow", "idensenet")
 _FACTORIES = {"iresnet": iresnet, "resflow": resflow, "idensenet": idensenet}
 # Arguments of the base factories that acf sets itself (or that come from the data).
-_NOT_FORWARDED = ("image_shape", "attention")
+_NOT_FORWARDED = ("image_shape", "attention", "attention_placement")
 
 
 @dataclasses.dataclass(frozen=True)
 class _AttentionFactory:
-    """``cls(heads=heads, **kwargs)``; compared and hashed by value (unlike a partial),
-    so equal configurations give equal (jit-cache-sharing) residual branches.
+    """``cls(heads=heads, **options, **kwargs)``; compared and hashed by value (unlike a
+    partial), so equal configurations give equal (jit-cache-sharing) residual branches.
     """
 
     cls: type
     heads: int
+    options: Tuple[Tuple[str, Any], ...] = ()
 
     def __call__(self, **kwargs) -> nn.Module:
-        return self.cls(heads=self.heads, **kwargs)
+        return self.cls(heads=self.heads, **dict(self.options), **kwargs)
 
 
-def attention_factory(kind: str, heads: int) -> Callable[..., nn.Module]:
+def attention_factory(kind: str, heads: int, *, output: str = "normalised",
+                      bound: str = "derived",
+                      head_features: Optional[int] = None) -> Callable[..., nn.Module]:
     """The ``attention`` factory of a residual block for ACF's attention ``kind``.
 
     ``"l2"``: :class:`~jaxflows.nn.attention.L2MultiHeadAttention` (Kim et al. 2021);
     ``"lipnorm"``: :class:`~jaxflows.nn.attention.LipNormAttention` (Dasoulas et al.
-    2021); both normalised by their Lipschitz bound and mixed with the identity through
-    ``gamma`` (1-Lipschitz). The factory called with ``name=...`` returns
-    ``cls(heads=heads, name=...)``.
+    2021). ``output``: ``"normalised"`` (1-Lipschitz, default) or ``"eq13"`` (ACF's
+    ``X + gamma F / L``); ``bound`` (LipNorm only): ``"derived"`` or ``"paper"``
+    (ACF's Eq. 15 constant); ``head_features``: width of each head (default
+    ``ceil(features / heads)``). The factory called with ``name=...`` returns the module.
     """
     if kind not in _ATTENTIONS:
         raise ValueError(f"acf: attention must be one of {ATTENTION_KINDS}, got {kind!r}.")
     if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1:
-        raise ValueError(f"acf: heads must be a positive int, got heads={heads!r}.")
-    return _AttentionFactory(_ATTENTIONS[kind], heads)
+        raise ValueError(f"acf: heads must be an integer >= 1, got heads={heads!r}.")
+    if output not in OUTPUTS:
+        raise ValueError(f"acf: output must be one of {OUTPUTS}, got {output!r}.")
+    if bound not in LIPNORM_BOUNDS:
+        raise ValueError(f"acf: bound must be one of {LIPNORM_BOUNDS}, got {bound!r}.")
+    if bound != "derived" and kind != "lipnorm":
+        raise ValueError(f"acf: bound={bound!r} (ACF Eq. 15's LipNorm constant) applies to "
+                         f"attention='lipnorm' only; attention={kind!r} uses Kim et al.'s "
+                         f"bound.")
+    if head_features is not None and (isinstance(head_features, bool)
+                                      or not isinstance(head_features, int)
+                                      or head_features < 1):
+        raise ValueError(f"acf: head_features must be an integer >= 1 or None, got "
+                         f"{head_features!r}.")
+    options = [("output", output), ("head_features", head_features)]
+    if kind == "lipnorm":
+        options.append(("bound", bound))
+    return _AttentionFactory(_ATTENTIONS[kind], heads, tuple(options))
 
 
 def _base_params(base: str) -> Mapping[str, inspect.Parameter]:
@@ -89,7 +128,8 @@ def _base_params(base: str) -> Mapping[str, inspect.Parameter]:
 
 @renamed_arguments(RENAMED)
 def acf(image_shape, *, base: str = "resflow", attention: str = "l2", heads: int = 1,
-        **base_kwargs) -> Flow:
+        placement: str = "between", output: str = "normalised", bound: str = "derived",
+        head_features: Optional[int] = None, **base_kwargs) -> Flow:
     """An ACF flow on images: the ``base`` residual flow with attention in its branches.
 
     Args:
@@ -101,8 +141,17 @@ def acf(image_shape, *, base: str = "resflow", attention: str = "l2", heads: int
         5-term series; i-DenseNet: the Residual Flows layout with dense blocks).
       attention: ``"l2"`` (L2-MHA), ``"lipnorm"`` (LipschitzNorm attention) or
         ``"none"`` (the base model unchanged).
-      heads: attention heads; must divide the channels at every level
-        (:func:`~jaxflows.models.resflow.level_channels`).
+      heads: attention heads, any integer >= 1 (each head has its own projections of
+        width ``head_features``, default ``ceil(features / heads)``). The paper: 4 on
+        MNIST, 16 on CIFAR-10 (L2 attention).
+      placement: ``"between"`` (the paper: hidden features before the last convolution
+        of the branch) or ``"first"`` (the block input).
+      output: ``"normalised"`` (``(X + gamma F/L) / (1 + |gamma|)``, contractive by
+        construction) or ``"eq13"`` (the paper's ``X + gamma F/L``; not contractive for
+        large ``|gamma|``).
+      bound: LipNorm's normaliser: ``"derived"`` (an upper bound of ``Lip(F)``) or
+        ``"paper"`` (Eq. 15's constant 10.55, not a bound of this ``F``).
+      head_features: width of each head (default ``ceil(features / heads)``).
       **base_kwargs: any other argument of the base factory (``levels``,
         ``blocks_per_level``, ``hidden_channels`` or ``growth``, ``fc_blocks``,
         ``factor_out``, ``squeeze_first``, ``num_bins``, ``alpha``, and the settings
@@ -114,9 +163,10 @@ def acf(image_shape, *, base: str = "resflow", attention: str = "l2", heads: int
       ``Flow`` whose ``log_prob`` is the density (nats) of the pixel values.
 
     Raises:
-      ValueError: unknown ``base`` or ``attention``, ``heads`` not dividing the channels
-        of some level, an argument the base factory does not take, or any error of the
-        base factory.
+      ValueError: unknown ``base``, ``attention``, ``placement``, ``output`` or ``bound``;
+        ``heads < 1``; an attention option its kind cannot host (``bound="paper"`` with
+        L2); ``placement="between"`` in a branch of one convolution; an argument the
+        base factory does not take, or any error of the base factory.
       TypeError: a keyword of the base factories that moved into a settings object
         (``coeff=0.9``: pass ``spectral_norm=dict(coeff=0.9)``).
     """
@@ -131,21 +181,22 @@ def acf(image_shape, *, base: str = "resflow", attention: str = "l2", heads: int
         if key not in params:
             raise ValueError(f"acf: unknown argument {key!r} for base={base!r}; accepted: "
                              f"base, attention, heads, {', '.join(params)}.")
+    if placement not in ATTENTION_PLACEMENTS:
+        raise ValueError(f"acf: placement must be one of {ATTENTION_PLACEMENTS} (between: "
+                         f"before the last convolution of the branch, as the paper; first: "
+                         f"on the block input), got {placement!r}.")
     factory = None
     if attention != "none":
-        factory = attention_factory(attention, heads)
-        layout = {k: base_kwargs.get(k, params[k].default)
-                  for k in ("levels", "squeeze_first", "factor_out")}
-        if isinstance(layout["levels"], int) and layout["levels"] >= 1 and len(image_shape) == 3:
-            channels = level_channels(image_shape, layout["levels"],
-                                      squeeze_first=layout["squeeze_first"],
-                                      factor_out=layout["factor_out"])
-            for level, c in enumerate(channels):
-                if c % heads:
-                    raise ValueError(
-                        f"acf: heads={heads!r} must divide the channels at every level "
-                        f"({c} at level {level}; channels per level {channels}).")
-    return _FACTORIES[base](image_shape, attention=factory, **base_kwargs)
+        factory = attention_factory(attention, heads, output=output, bound=bound,
+                                    head_features=head_features)
+        kernels = base_kwargs.get("kernels", params["kernels"].default
+                                  if "kernels" in params else None)
+        if placement == "between" and kernels is not None and len(tuple(kernels)) < 2:
+            raise ValueError(f"acf: placement='between' needs residual branches of at least "
+                             f"two convolutions; kernels={tuple(kernels)!r} has one (use "
+                             f"placement='first').")
+    return _FACTORIES[base](image_shape, attention=factory, attention_placement=placement,
+                            **base_kwargs)
 
 
 
@@ -153,8 +204,9 @@ def attention_gains(params: Any) -> Dict[str, float]:
     """Summary of the learned attention gains ``gamma`` in a model's parameters.
 
     Every attention of :mod:`jaxflows.nn.attention` mixes ``a(x) = (x + gamma F(x) / L)
-    / (1 + |gamma|)``: ``gamma = 0`` is the identity (no attention), and the weight of
-    the attention path in ``a`` is ``|gamma| / (1 + |gamma|)``. ``params`` is any tree
+    / (1 + |gamma|)`` (or ACF's Eq. 13 ``x + gamma F(x) / L``): ``gamma = 0`` is the
+    identity (no attention), and the weight of the attention path in ``a`` is
+    ``|gamma| / (1 + |gamma|)`` (Eq. 13: ``|gamma|`` against 1). ``params`` is any tree
     holding them (a ``"params"`` collection, the whole variables, a ``TrainState``'s
     parameters); scanned blocks hold one ``gamma`` per step.
 

@@ -47,8 +47,10 @@ distribution="geometric", p=0.5)``. The old loose keywords (``coeff``, ``n_terms
 ``eval_terms``, ``max_iter``, ...) raise a ``TypeError`` saying where they went.
 
 Attention (ACF): every factory takes ``attention``, a factory of a 1-Lipschitz module
-put at the start of the branch of every **convolutional** block (not of the fully
-connected end blocks), ``g(x) = g_base(a(x))``; see
+put in the branch of every **convolutional** block (not of the fully connected end
+blocks), by default between the convolutions (``attention_placement="between"``, on the
+hidden features before the last convolution, as ACF) or first (``"first"``,
+``g(x) = g_base(a(x))``); see
 :class:`~jaxflows.bijectors.residual.ResidualBlock` and :func:`jaxflows.models.acf`
 (Mukherjee et al., arXiv:2109.12135), which builds its models through these factories.
 
@@ -58,6 +60,7 @@ the density of pixel values (the ``-D log num_bins`` of the rescaling included).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
@@ -86,7 +89,8 @@ from jaxflows.models.common import (
 )
 from jaxflows.models.multiscale import MultiScale
 
-__all__ = ["resflow", "iresnet", "idensenet", "residual_flow", "level_channels"]
+__all__ = ["resflow", "iresnet", "idensenet", "residual_flow", "level_channels",
+           "roulette_evaluation"]
 
 AttentionFactory = Optional[Callable[..., nn.Module]]
 EstimatorArg = Union[LogDetEstimator, Mapping[str, Any]]
@@ -234,11 +238,13 @@ def _settings(who: str, estimator, eval_estimator, solver, spectral_norm, *,
                                   name="spectral_norm", who=who))
 
 
-def _resnet_blocks(hidden_channels, fc_hidden, kernels, activation, attention, settings):
+def _resnet_blocks(hidden_channels, fc_hidden, kernels, activation, attention,
+                   attention_placement, settings):
     """``(make_block, make_fc_block)`` of ResNet-branch blocks; attention in conv blocks only."""
     common = dict(kernels=tuple(kernels), activation=activation, **settings)
     return (functools.partial(ResidualBlock, hidden_channels=hidden_channels,
-                              attention=attention, **common),
+                              attention=attention, attention_placement=attention_placement,
+                              **common),
             functools.partial(ResidualBlock, hidden_channels=fc_hidden, fully_connected=True,
                               **common))
 
@@ -255,7 +261,8 @@ def resflow(image_shape: Sequence[int], *, num_bins: float = 256, levels: int = 
             spectral_norm: SpectralNormArg = _RESFLOW_SPECTRAL_NORM,
             preprocessing: str = "logit", squeeze_first: bool = False,
             learn_split_prior: bool = False, remat: bool = False,
-            unroll: Union[int, bool] = 1, attention: AttentionFactory = None) -> Flow:
+            unroll: Union[int, bool] = 1, attention: AttentionFactory = None,
+            attention_placement: str = "between") -> Flow:
     """Residual Flow (Chen et al. 2019) on images of shape ``image_shape = (H, W, C)``.
 
     Defaults are the reference CIFAR-10 model (``train_img.py``): 3 levels of 16 blocks,
@@ -304,12 +311,15 @@ def resflow(image_shape: Sequence[int], *, num_bins: float = 256, levels: int = 
         unrolled; see :class:`~jaxflows.bijectors.Repeat`). Unrolling made the CPU
         training step of an 8-block flow markedly faster (``docs/performance.md``) and
         compiles longer; the default 1 keeps compile time flat in depth.
-      attention: ``None``, or a factory of a 1-Lipschitz module applied first in the branch
-        of every convolutional block (ACF; see :func:`jaxflows.models.acf`).
+      attention: ``None``, or a factory of a 1-Lipschitz module in the branch of every
+        convolutional block (ACF; see :func:`jaxflows.models.acf`).
+      attention_placement: ``"between"`` (ACF: on the hidden features, before the last
+        convolution of the branch) or ``"first"`` (on the block input); see
+        :class:`~jaxflows.bijectors.residual.ResidualBlock`.
     """
     settings = _settings("resflow", estimator, eval_estimator, solver, spectral_norm)
     make_block, make_fc = _resnet_blocks(hidden_channels, fc_hidden, kernels, activation,
-                                         attention, settings)
+                                         attention, attention_placement, settings)
     return residual_flow(image_shape, make_block=make_block, make_fc_block=make_fc,
                          who="resflow", **_layout(locals()))
 
@@ -326,7 +336,7 @@ def iresnet(image_shape: Sequence[int], *, num_bins: float = 256, levels: int = 
             spectral_norm: SpectralNormArg = _IRESNET_SPECTRAL_NORM,
             preprocessing: str = "shift", squeeze_first: bool = True,
             learn_split_prior: bool = True, remat: bool = False, unroll: Union[int, bool] = 1,
-            attention: AttentionFactory = None) -> Flow:
+            attention: AttentionFactory = None, attention_placement: str = "between") -> Flow:
     """Invertible ResNet for density estimation (Behrmann et al. 2019).
 
     Defaults are the reference CIFAR-10 density model (``dens_est_cifar.sh`` with
@@ -346,7 +356,7 @@ def iresnet(image_shape: Sequence[int], *, num_bins: float = 256, levels: int = 
                          default_estimator=_IRESNET_ESTIMATOR,
                          default_spectral_norm=_IRESNET_SPECTRAL_NORM)
     make_block, make_fc = _resnet_blocks(hidden_channels, fc_hidden, kernels, activation,
-                                         attention, settings)
+                                         attention, attention_placement, settings)
     return residual_flow(image_shape, make_block=make_block, make_fc_block=make_fc,
                          who="iresnet", **_layout(locals()))
 
@@ -363,7 +373,8 @@ def idensenet(image_shape: Sequence[int], *, num_bins: float = 256, levels: int 
               spectral_norm: SpectralNormArg = _RESFLOW_SPECTRAL_NORM,
               preprocessing: str = "logit", squeeze_first: bool = False,
               learn_split_prior: bool = False, remat: bool = False,
-              unroll: Union[int, bool] = 1, attention: AttentionFactory = None) -> Flow:
+              unroll: Union[int, bool] = 1, attention: AttentionFactory = None,
+              attention_placement: str = "between") -> Flow:
     """Invertible DenseNet (Perugachi-Diaz et al. 2021) on images.
 
     Defaults are the paper's CIFAR-10 model (reference README): the Residual Flows
@@ -379,7 +390,7 @@ def idensenet(image_shape: Sequence[int], *, num_bins: float = 256, levels: int 
     def make_block(preact: bool = True):
         return DenseResidualBlock(depth=depth, growth=growth, activation=activation,
                                   learnable_concat=learnable_concat, attention=attention,
-                                  **settings)
+                                  attention_placement=attention_placement, **settings)
 
     def make_fc(preact: bool = True):
         return DenseResidualBlock(depth=depth, growth=fc_growth, first_features=fc_first_features,
@@ -388,3 +399,65 @@ def idensenet(image_shape: Sequence[int], *, num_bins: float = 256, levels: int 
 
     return residual_flow(image_shape, make_block=make_block, make_fc_block=make_fc,
                          who="idensenet", **_layout(locals()))
+
+
+def roulette_evaluation(flow: Flow, variables: Any, batches, key: jax.Array, *,
+                        draws: int = 2, truncated_flow: Optional[Flow] = None
+                        ) -> Dict[str, float]:
+    r"""Unbiased bits/dim of a residual flow with its Monte Carlo standard error.
+
+    ``flow`` must be built with ``eval_estimator=dict(kind="roulette")`` (every block's
+    evaluation log-det is then ``n_terms`` exact series terms plus a Russian roulette:
+    unbiased, as the Residual Flows reference evaluates). ``batches`` is an iterable of
+    dequantised images ``[B, H, W, C]`` (values in ``[0, num_bins)``, the flow's input;
+    equal batch sizes). Each batch is evaluated ``draws`` times with independent keys
+    (the roulette draws one number of terms per batch, so the examples of a batch are not
+    independent draws: the spread is measured across draws, per batch). With ``m_bd``
+    the mean bits/dim of batch ``b`` at draw ``d`` and ``s_b^2`` its sample variance over
+    the draws::
+
+        estimate = mean_{b,d} m_bd,     SE = sqrt(sum_b s_b^2 / draws) / n_batches,
+
+    the standard error of the estimate as an estimate of the (truncation-free) bits/dim
+    of these images. With ``truncated_flow`` (the same model with the deterministic
+    ``eval_estimator``, e.g. the flow as trained) the deterministic, biased value is
+    returned beside it (same variables). Bits/dim: ``-log p(x) / (D ln 2)`` of the
+    dequantised values, ``D = H W C``.
+
+    Returns:
+      ``{"bpd_roulette", "bpd_roulette_se", "draws", "batches"}`` and, with
+      ``truncated_flow``, ``"bpd_truncated"`` and ``"roulette_minus_truncated"``.
+    """
+    import numpy as np
+
+    if not isinstance(draws, int) or draws < 2:
+        raise ValueError(f"roulette_evaluation: draws must be an integer >= 2 (the standard "
+                         f"error is measured across draws), got {draws!r}.")
+    log_prob = jax.jit(lambda v, x, k: flow.apply(v, x, rngs={"logdet": k},
+                                                  method=flow.log_prob))
+    trunc = None
+    if truncated_flow is not None:
+        trunc = jax.jit(lambda v, x: truncated_flow.apply(v, x, method=truncated_flow.log_prob))
+    means, variances, det = [], [], []
+    for b, x in enumerate(batches):
+        dims = math.prod(x.shape[1:])
+        per_draw = []
+        for d in range(draws):
+            k = jax.random.fold_in(jax.random.fold_in(key, b), d)
+            lp = np.asarray(log_prob(variables, x, k), np.float64)
+            per_draw.append(float(-lp.mean() / (dims * math.log(2))))
+        means.append(np.mean(per_draw))
+        variances.append(np.var(per_draw, ddof=1))
+        if trunc is not None:
+            det.append(float(-np.asarray(trunc(variables, x), np.float64).mean()
+                             / (dims * math.log(2))))
+    if not means:
+        raise ValueError("roulette_evaluation: batches is empty.")
+    n = len(means)
+    out = {"bpd_roulette": float(np.mean(means)),
+           "bpd_roulette_se": float(math.sqrt(sum(variances) / draws) / n),
+           "draws": draws, "batches": n}
+    if det:
+        out["bpd_truncated"] = float(np.mean(det))
+        out["roulette_minus_truncated"] = out["bpd_roulette"] - out["bpd_truncated"]
+    return out

@@ -12,7 +12,7 @@ import jax
 
 from jaxflows.bijectors.residual import DenseResidualBlock, ResidualBlock
 from jaxflows.bijectors.residual_settings import LogDetEstimator
-from jaxflows.nn.attention import L2MultiHeadAttention
+from jaxflows.nn.attention import L2MultiHeadAttention, LipNormAttention
 from jaxflows.nn.lipschitz import update_lipschitz_state
 from jaxflows.testing import BijectorCase
 
@@ -40,12 +40,19 @@ EXACT = LogDetEstimator(kind="exact")
 CASES = [
     _case("residual_block_conv",
           lambda: ResidualBlock(hidden_channels=8, estimator=EXACT), (2, 4, 4, 2)),
-    # ACF: L2 self-attention first in the branch (gamma perturbed away from 0).
+    # ACF: L2 self-attention between the convolutions (on the 4 hidden features; gamma
+    # perturbed away from 0).
     _case("residual_block_conv_attention",
           lambda: ResidualBlock(hidden_channels=4, kernels=(3, 1),
                                 estimator=dict(kind="exact"),
                                 attention=functools.partial(L2MultiHeadAttention, heads=2)),
           (2, 2, 2, 2)),
+    # LipNorm attention between the dense layers and the final 1x1 convolution, 3 heads
+    # on 4 features (one seed: compile time).
+    _case("dense_residual_block_lipnorm_between",
+          lambda: DenseResidualBlock(depth=1, growth=2, estimator=EXACT,
+                                     attention=functools.partial(LipNormAttention, heads=3)),
+          (2, 2, 2, 2), seeds=(0,)),
     _case("residual_block_mlp",
           lambda: ResidualBlock(hidden_channels=8, estimator=EXACT), (3, 5)),
     # The other branch variants: fully connected on images (ELU, no pre-activation) and
