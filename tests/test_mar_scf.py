@@ -153,7 +153,9 @@ def test_bad_arguments(kwargs, match):
 
 def test_bad_context_shape(tiny_flow):
     flow, variables, x = tiny_flow
-    with pytest.raises(ValueError, match=r"`context` must be batched like the input"):
+    # (the message of MARSplit's own check, or of Flow's earlier batch check)
+    with pytest.raises(ValueError, match=r"`context` must be batched like the input|"
+                                         r"context must have batch size 1 or the batch of x"):
         flow.apply(variables, x, context=jnp.zeros((2, 4)))
 
 
@@ -205,3 +207,33 @@ def test_mixlogcdf_coupling_model_round_trips_and_samples():
     np.testing.assert_allclose(logp, logp_s, rtol=1e-4, atol=1e-2)
     with pytest.raises(ValueError, match="heads=3 must divide hidden_channels=4"):
         mar_scf(SHAPE, **dict(TINY, coupling="mixlogcdf", heads=3))
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_batched_teacher_forcing_equals_the_sequential_scan(conditional):
+    """``standardize`` (embedding of r once, input gates and output convolution batched over
+    channels, only hidden-to-hidden convolutions in the scan) equals the straightforward scan
+    over the step module, values and parameter gradients, with dilation and 3 layers.
+    """
+    prior = MARPrior(conditional=conditional, features=4, num_layers=3, kernel_size=3,
+                     dilation=2, embed_features=3, embed_channels=2)
+    l = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 6, 5))
+    r = jax.random.normal(jax.random.PRNGKey(1), (2, 6, 6, 3)) if conditional else None
+    v = jax.jit(lambda k: prior.init(k, l, r, method=prior.standardize))(jax.random.PRNGKey(2))
+    v = perturb_params(v, jax.random.PRNGKey(3), 0.3)
+
+    def loss(params, method):
+        eps, ld = prior.apply({"params": params}, l, r, method=method)
+        return jnp.sum(eps ** 2) - jnp.sum(ld), (eps, ld)
+
+    @jax.jit
+    def run(params):
+        return (jax.value_and_grad(loss, has_aux=True)(params, prior.standardize),
+                jax.value_and_grad(loss, has_aux=True)(params, prior.standardize_sequential))
+
+    ((_, (eps, ld)), g), ((_, (eps_s, ld_s)), g_s) = run(v["params"])
+    assert float(jnp.std(ld)) > 0 and float(jnp.max(jnp.abs(eps - l))) > 1e-2
+    np.testing.assert_allclose(eps, eps_s, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ld, ld_s, rtol=1e-5, atol=1e-4)
+    for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(g_s)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)

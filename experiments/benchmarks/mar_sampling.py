@@ -23,12 +23,19 @@ here is an upper bound of what a GPU shows; the step **counts** are exact: MARPS
 ``sampling_steps`` vs ``N^2 C``.
 
 Also the training step of the mAR-SCF against the same Glow with Gaussian split priors
-(``--train_size``): the prior's overhead as a ratio.
+(``--train_size``): the prior's overhead as a ratio, for the prior's density as the library
+computes it (``MARPrior.standardize``: the step input embedding, the first LSTM layer's
+input gates and the output convolution batched over channels, only the hidden-to-hidden
+convolutions in the scan) and, measured in the same run, for the straightforward scan over
+the step module (``MARPrior.standardize_sequential``, swapped in with
+``flax.linen.intercept_methods``): ``prior_overhead_sequential`` against
+``prior_overhead``. ``--train_only`` skips the sampling part.
 
 Usage::
 
     python experiments/benchmarks/mar_sampling.py                     # N in 8,16,32,64
     python experiments/benchmarks/mar_sampling.py --sizes=8,16 --repeats=2   # quick
+    python experiments/benchmarks/mar_sampling.py --train_only --train_size=16
 
 Writes ``runs/benchmarks/mar_sampling.json`` (``--out``).
 """
@@ -103,15 +110,18 @@ def main():
     p.add_argument("--hidden", type=int, default=32)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--train_size", type=int, default=32)
+    p.add_argument("--train_only", action="store_true", help="skip the sampling part")
     p.add_argument("--out", default="runs/benchmarks/mar_sampling.json")
     args = p.parse_args()
 
     from jaxflows.perf import configure_cpu
     configure_cpu()
+    import flax.linen as nn
     import jax
     import jax.numpy as jnp
     import optax
 
+    from jaxflows.distributions.mar import MARPrior
     from jaxflows.models import glow, mar_scf
     from jaxflows.models.mar_scf import sampling_steps
 
@@ -120,7 +130,7 @@ def main():
     prior = dict(lstm_features=16, lstm_layers=2, kernel_sizes=3, dilations=1)
     arch = dict(levels=3, steps_per_level=args.steps, hidden_channels=args.hidden)
     rows: List[Dict] = []
-    for c in chans:
+    for c in ([] if args.train_only else chans):
         for n in sizes:
             shape = (n, n, c)
             x = jax.random.uniform(jax.random.PRNGKey(0), (args.batch,) + shape, maxval=256.0)
@@ -139,7 +149,7 @@ def main():
                   f"glow {row['glow']:.4f} s, pixel AR {row['pixel_ar']:.4f} s "
                   f"({row['pixel_ar_steps']} steps)", flush=True)
     slopes = {}
-    for c in chans:
+    for c in ([] if args.train_only else chans):
         sub = [r for r in rows if r["c"] == c]
         for name in ("marps", "glow", "pixel_ar"):
             slopes[f"{name}_c{c}"] = _slope([r["n"] for r in sub], [r[name] for r in sub])
@@ -150,25 +160,43 @@ def main():
     shape = (n, n, 1)
     x = jax.random.uniform(jax.random.PRNGKey(0), (args.batch * 4,) + shape, maxval=256.0)
     train = {}
-    for name, flow in (("mar_scf", mar_scf(shape, **arch, **prior)),
-                       ("glow", glow(shape, **arch))):
+
+    def sequential(next_fun, fargs, fkwargs, context):
+        """Routes the prior's density to the straightforward scan over the step module."""
+        if isinstance(context.module, MARPrior) and context.method_name == "standardize":
+            return context.module.standardize_sequential(*fargs, **fkwargs)
+        return next_fun(*fargs, **fkwargs)
+
+    flows = (("mar_scf", mar_scf(shape, **arch, **prior), False),
+             ("mar_scf_sequential", mar_scf(shape, **arch, **prior), True),
+             ("glow", glow(shape, **arch), False))
+    for name, flow, seq in flows:
         v = jax.jit(flow.init)(jax.random.PRNGKey(1), x)
         tx = optax.adam(1e-3)
         opt = tx.init(v["params"])
 
         @jax.jit
-        def step(params, opt, flow=flow, v=v, tx=tx):
+        def step(params, opt, flow=flow, v=v, tx=tx, seq=seq):
             def loss(p):
+                if seq:
+                    with nn.intercept_methods(sequential):
+                        return -jnp.mean(flow.apply({**v, "params": p}, x))
                 return -jnp.mean(flow.apply({**v, "params": p}, x))
-            g = jax.grad(loss)(params)
+            value, g = jax.value_and_grad(loss)(params)
             up, opt = tx.update(g, opt, params)
-            return optax.apply_updates(params, up), opt
+            return optax.apply_updates(params, up), opt, value
 
         train[name] = _time(lambda step=step, v=v, opt=opt: step(v["params"], opt), args.repeats)
+        train[name + "_loss"] = float(step(v["params"], opt)[2])
     ratio = train["mar_scf"] / train["glow"]
-    print(f"train step at {n}x{n}x1, batch {args.batch * 4}: mar_scf {train['mar_scf']:.4f} s, "
-          f"glow {train['glow']:.4f} s: mAR prior overhead {ratio:.2f}x")
+    ratio_seq = train["mar_scf_sequential"] / train["glow"]
+    print(f"train step at {n}x{n}x1, batch {args.batch * 4}: mar_scf {train['mar_scf']:.4f} s "
+          f"(straightforward scan: {train['mar_scf_sequential']:.4f} s), glow "
+          f"{train['glow']:.4f} s: mAR prior overhead {ratio:.2f}x (straightforward scan: "
+          f"{ratio_seq:.2f}x); losses {train['mar_scf_loss']:.4f} / "
+          f"{train['mar_scf_sequential_loss']:.4f}")
     out = dict(rows=rows, slopes=slopes, train=train, prior_overhead=ratio,
+               prior_overhead_sequential=ratio_seq,
                machine=f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)",
                jax=jax.__version__, backend=jax.default_backend(),
                date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), args=vars(args))
@@ -177,6 +205,8 @@ def main():
         json.dump(out, f, indent=1)
     print(f"wrote {args.out}")
     assert all(math.isfinite(r["marps"]) for r in rows)
+    assert math.isclose(train["mar_scf_loss"], train["mar_scf_sequential_loss"],
+                        rel_tol=1e-4, abs_tol=1e-3)
 
 
 if __name__ == "__main__":

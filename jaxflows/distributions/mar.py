@@ -28,6 +28,27 @@ true ``l^{j-1}`` is the input of step ``j``), and MARPS sampling (mAR-SCF Algori
 noise ``eps`` of every step. :class:`~jaxflows.bijectors.mar.MARSplit` puts this prior
 into a multi-scale flow.
 
+Training speed. The density (teacher forcing) does not run the step module ``C`` times.
+Everything that does not depend on the recurrent state is batched over the channels:
+the step input ``[l^{j-1}, e(r)]`` enters the network only through the linear input
+embedding and the input-to-hidden half of the first LSTM layer's gate convolution, so
+the embedding of ``e(r)`` is computed once (it is the same at every step), that of the
+``C`` known inputs ``l^{j-1}`` in one convolution over a ``C``-fold batch, and so are the
+first layer's input gates; the output convolution reads the top hidden states of all
+steps after the scan. The ``lax.scan`` over channels keeps only the hidden-to-hidden
+convolutions, and with constant kernels: parameter gradients accumulated inside a scan
+are 20-70x slower on XLA's CPU backend than the scan itself, so a first, gradient-free
+pass records the inputs ``X_n`` of every layer's recurrent convolution, and the scan that
+is differentiated adds ``e_n = conv(X_n, W_n) - conv(X_n, stop_gradient(W_n))`` (exactly
+zero, computed for all steps in one batched convolution) to the gates; the weight
+gradients then come out of that one batched convolution. It uses the parameters of the
+step module as they are (same tree, same checkpoints), with XLA's native convolutions:
+:func:`jaxflows.nn.conv.conv2d_same` (convolutions as matrix products) was measured slower
+at the prior's sizes (``_MATMUL_CONV`` switches it on for the undilated ones). The maths
+is the same as :meth:`MARPrior.standardize_sequential`
+(the straightforward scan over the step module, also used at ``init`` and by MARPS);
+only the summation order of the convolutions differs (float32 rounding).
+
 Departures from the reference code (``visinf/mar-scf``, ``mar_prior/``): nothing is tied to a
 batch or image size (the reference hard-codes both); the output convolution starts at
 zero, so the prior starts as ``N(0, I)`` (the flow starts as a plain factor-out), and the
@@ -43,12 +64,18 @@ import jax
 import jax.numpy as jnp
 
 from jaxflows.bijectors.base import sum_except_batch
+from jaxflows.nn.conv import conv2d_same
 from jaxflows.nn.convlstm import ConvLSTM, zero_state
 from jaxflows.nn.utils import param_dtype
 
 __all__ = ["MARPrior"]
 
 Array = jax.Array
+
+# Whether the batched density uses jaxflows.nn.conv.conv2d_same (convolutions as matrix
+# products on CPU) for its undilated convolutions. Off: at the prior's sizes (2x2 to 16x16
+# maps, 1 to 64 channels) XLA's native convolutions measured faster, with gradients, here.
+_MATMUL_CONV = False
 
 
 class _MARStep(nn.Module):
@@ -174,6 +201,97 @@ class MARPrior(nn.Module):
         _, (out, log_sigma) = scan(self.step, (state0, prev0), xs, cond)
         return jnp.moveaxis(out[..., 0], 0, -1), jnp.moveaxis(log_sigma[..., 0], 0, -1)
 
+    def _teacher_forced(self, l: Array, r: Optional[Array]) -> Tuple[Array, Array]:
+        """``(eps, log sigma)`` by teacher forcing, batched over channels (module docstring)."""
+        b, h, w, c = l.shape
+        dt = l.dtype
+        params = self.step.variables["params"]
+        f = self.features
+
+        def conv(x, kernel, dilation=1):
+            kernel = kernel.astype(dt)
+            if _MATMUL_CONV and dilation == 1 and kernel.shape[0] % 2 and kernel.shape[1] % 2:
+                return conv2d_same(x, kernel)
+            return jax.lax.conv_general_dilated(
+                x, kernel, (1, 1), "SAME", rhs_dilation=(dilation, dilation),
+                dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+        # Step input embedding: conv_k([l^{j-1}, e(r)]) = conv(l^{j-1}) + conv(e(r)) + b.
+        emb = params["embed"]
+        w_emb = emb["kernel"]                             # [k, k, 1 + E, F]
+        prev = jnp.concatenate([jnp.zeros((b, h, w, 1), dt), l[..., :-1]], axis=-1)
+        prev = jnp.moveaxis(prev, -1, 0).reshape(c * b, h, w, 1)
+        x = conv(prev, w_emb[:, :, :1]).reshape(c, b, h, w, f)
+        fixed = emb["bias"].astype(dt)
+        if w_emb.shape[2] > 1:
+            cond = self._condition(l, r, "l")             # e(r): once, not per step
+            fixed = fixed + conv(cond, w_emb[:, :, 1:])
+        x = x + fixed
+        # The first LSTM layer's input-to-hidden gates of every step at once.
+        cells = [params["lstm"][f"cell_{n}"]["gates"] for n in range(self.num_layers)]
+        w0 = cells[0]["kernel"]                           # [k, k, F + F, 4F]
+        gx = conv(x.reshape(c * b, h, w, f), w0[:, :, :f], self.dilation)
+        gx = (gx + cells[0]["bias"].astype(dt)).reshape(c, b, h, w, 4 * f)
+
+        def update(gates, cell):
+            i, fg, o, g = jnp.split(gates, 4, axis=-1)
+            cell = jax.nn.sigmoid(fg) * cell + jax.nn.sigmoid(i) * jnp.tanh(g)
+            return jax.nn.sigmoid(o) * jnp.tanh(cell), cell
+
+        # Hidden-to-hidden kernels of every layer (layer 0: its hidden half; layers n > 0:
+        # the whole kernel over [h^{n-1}_j, h^n_{j-1}]) and the biases of layers n > 0.
+        sg = jax.lax.stop_gradient
+        kernels = [w0[:, :, f:]] + [cells[n]["kernel"] for n in range(1, self.num_layers)]
+        biases = [None] + [cells[n]["bias"] for n in range(1, self.num_layers)]
+
+        def body(state, xs, kernels, biases, extra):
+            """One channel step; returns the new state, the top hidden state and the
+            inputs of every layer's recurrent convolution.
+            """
+            gx_j = xs[0]
+            new, inputs = [], []
+            below = None
+            for n in range(self.num_layers):
+                hid, cell = state[n]
+                inp = hid if n == 0 else jnp.concatenate([below, hid], axis=-1)
+                gates = conv(inp, kernels[n], self.dilation)
+                gates = gates + (gx_j if n == 0 else biases[n].astype(dt))
+                if extra:
+                    gates = gates + xs[1][n]
+                hid, cell = update(gates, cell)
+                new.append((hid, cell))
+                inputs.append(inp)
+                below = hid
+            return tuple(new), (below, tuple(inputs))
+
+        state0 = zero_state(l, f, self.num_layers)
+        # Parameter gradients accumulated inside a scan are very slow on XLA's CPU backend
+        # (measured 20-70x the cost of the same scan without them). So the scan runs with
+        # constant (stop_gradient) kernels and biases, and their gradients come from
+        # e_n = conv(X_n, W_n) + b_n - (the same with W_n, b_n constant), which is exactly
+        # zero, computed for all steps at once outside the scan from the recurrent
+        # convolutions' inputs X_n of a first, gradient-free pass, and added to the gates
+        # inside: the cotangent of e_n at step j is dL/d(gates_j) (all later steps
+        # included), so the batched convolution yields sum_j dL/d(gates_j) d(gates_j)/dW_n.
+        k_sg = [sg(k) for k in kernels]
+        b_sg = [None if bb is None else sg(bb) for bb in biases]
+        _, (_, x_rec) = jax.lax.scan(
+            lambda st, g: body(st, (g,), k_sg, b_sg, False), sg(state0), sg(gx))
+        extras = []
+        for n in range(self.num_layers):
+            xn = sg(x_rec[n]).reshape((c * b,) + x_rec[n].shape[2:])
+            e = conv(xn, kernels[n], self.dilation) - conv(xn, k_sg[n], self.dilation)
+            if n > 0:
+                e = e + (biases[n] - b_sg[n]).astype(dt)
+            extras.append(e.reshape(c, b, h, w, 4 * f))
+        _, (tops, _) = jax.lax.scan(
+            lambda st, xs: body(st, xs, k_sg, b_sg, True), state0, (gx, tuple(extras)))
+        out = params["out"]
+        o = conv(tops.reshape(c * b, h, w, f), out["kernel"]) + out["bias"].astype(dt)
+        o = jnp.moveaxis(o.reshape(c, b, h, w, 2), 0, -2)    # [B, H, W, C, 2]
+        mu, log_sigma = o[..., 0], o[..., 1]
+        return (l - mu) * jnp.exp(-log_sigma), log_sigma
+
     def _sow(self, log_sigma: Array) -> None:
         """Sows the mean ``log sigma`` of every channel (``"intermediates"``,
         ``"channel_log_sigma"``, shape ``[C]``): one entry per sequential step.
@@ -181,7 +299,25 @@ class MARPrior(nn.Module):
         self.sow("intermediates", "channel_log_sigma", jnp.mean(log_sigma, axis=(0, 1, 2)))
 
     def standardize(self, l: Array, r: Optional[Array] = None) -> Tuple[Array, Array]:
-        """``l -> eps`` by teacher forcing; returns ``(eps, -sum log sigma)``."""
+        """``l -> eps`` by teacher forcing; returns ``(eps, -sum log sigma)``.
+
+        Batched over channels wherever the recurrence allows (module docstring); at
+        ``init`` it runs :meth:`standardize_sequential`, which creates the parameters.
+        """
+        if self.is_initializing():
+            return self.standardize_sequential(l, r)
+        if l.ndim != 4:
+            raise ValueError(f"MARPrior: `l` must be an NHWC batch of rank 4, got shape "
+                             f"{tuple(l.shape)}.")
+        if not self.conditional:
+            self._condition(l, r, "l")                    # argument checks only
+        eps, log_sigma = self._teacher_forced(l, r)
+        self._sow(log_sigma)
+        return eps, -sum_except_batch(log_sigma)
+
+    def standardize_sequential(self, l: Array, r: Optional[Array] = None
+                               ) -> Tuple[Array, Array]:
+        """:meth:`standardize` as one scan over the step module (the reference form)."""
         cond = self._condition(l, r, "l")
         eps, log_sigma = self._scan(l, cond, generate=False)
         self._sow(log_sigma)
