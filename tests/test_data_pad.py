@@ -95,30 +95,16 @@ def test_bad_pad_is_a_value_error(pad):
 
 
 def _tiny_config(pad):
-    c = jt.default_config()
-    c.dataset.name = "digits"
-    c.dataset.train_split = "train[:256]"
-    c.dataset.val_split = ""
-    c.dataset.test_split = "test[:64]"
-    c.dataset.pad = pad
-    c.model.name = "glow"
-    c.model.levels = 1
-    c.model.steps_per_level = 1
-    c.model.hidden_channels = 4
-    c.model.preprocessing = "logit"
-    c.batch_size = 16
-    c.eval_batch_size = 64
-    c.init_batch_size = 32
-    c.num_train_steps = 2
-    c.optim.warmup_steps = 1
-    c.log_every = 1
-    c.eval_every = 2
-    c.checkpoint_every = 2
-    c.eval_test_during_training = False
-    c.sample_temperatures = (0.7,)
-    c.num_samples = 4
-    c.progress_bar = False
-    return c
+    return jt.set_fields(
+        jt.default_config(),
+        dataset=dict(name="digits", train_split="train[:256]", val_split="",
+                     test_split="test[:64]", pad=pad),
+        model=dict(name="glow", levels=1, steps_per_level=1, hidden_channels=4,
+                   preprocessing="logit"),
+        batch_size=16, eval_batch_size=64, init_batch_size=32, num_train_steps=2,
+        optim=dict(warmup_steps=1), log_every=1, eval_every=2, checkpoint_every=2,
+        eval_test_during_training=False, sample_temperatures=(0.7,), num_samples=4,
+        progress_bar=False)
 
 
 def test_training_with_pad_uses_the_padded_shape(tmp_path):

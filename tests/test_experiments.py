@@ -53,25 +53,15 @@ def model_setting(c, key):
 def shrink(c):
     """Tiny overrides so that a config compiles and runs in seconds."""
     if c.model.name == "glow":
-        c.model.steps_per_level = 1
-        c.model.hidden_channels = 8
+        jt.set_fields(c, model=dict(steps_per_level=1, hidden_channels=8))
     elif c.model.name == "realnvp":
-        c.model.hidden_channels = 4
-        c.model.num_blocks = 1
-        c.model.couplings_per_stage = 1
-        c.model.final_couplings = 1
+        jt.set_fields(c, model=dict(hidden_channels=4, num_blocks=1, couplings_per_stage=1,
+                                    final_couplings=1))
     # sampling is covered by test_train.py and the launcher test
-    c.sample_temperatures = ()
-    c.batch_size = 8
-    c.eval_batch_size = 32
-    c.init_batch_size = 16
-    c.num_train_steps = 2
-    c.log_every = 1
-    c.eval_every = 2
-    c.checkpoint_every = 2
-    c.eval_test_during_training = False
-    c.progress_bar = False
-    return c
+    return jt.set_fields(
+        c, sample_temperatures=(), batch_size=8, eval_batch_size=32, init_batch_size=16,
+        num_train_steps=2, log_every=1, eval_every=2, checkpoint_every=2,
+        eval_test_during_training=False, progress_bar=False)
 
 
 # The shipped mnist_8k digits, and TFDS's cifar10 pipeline on mock data (the realnvp model is

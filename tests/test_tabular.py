@@ -15,7 +15,6 @@ import pytest
 from jaxflows import data as jd
 from jaxflows import train as jt
 from jaxflows.data import tabular
-from tests.test_train import set_overrides
 
 # --------------------------------------------------------------------------------------
 # sources
@@ -164,28 +163,17 @@ def test_missing_nan_and_wrong_columns_are_reported(tmp_path):
 
 
 def tiny_config(**overrides):
-    c = jt.default_config()
-    c.dataset.name = "two_moons"
-    c.dataset.train_split = "train[:2000]"
-    c.dataset.val_split = "validation[:500]"
-    c.dataset.test_split = "test[:500]"
-    c.model.name = "maf"
-    c.model.num_layers = 2
-    c.model.hidden_features = (8, 8)
-    c.batch_size = 32
-    c.eval_batch_size = 250
-    c.init_batch_size = 32
-    c.num_train_steps = 8
-    c.optim.learning_rate = 3e-3
-    c.optim.warmup_steps = 0
-    c.ema_decay = 0.9
-    c.log_every = 2
-    c.eval_every = 4
-    c.checkpoint_every = 4
-    c.sample_temperatures = (1.0,)
-    c.num_samples = 50
-    c.progress_bar = False
-    return set_overrides(c, overrides)
+    """A tiny MAF run on two moons, with ``{"section.key": value}`` overrides."""
+    c = jt.set_fields(
+        jt.default_config(),
+        dataset=dict(name="two_moons", train_split="train[:2000]",
+                     val_split="validation[:500]", test_split="test[:500]"),
+        model=dict(name="maf", num_layers=2, hidden_features=(8, 8)),
+        batch_size=32, eval_batch_size=250, init_batch_size=32, num_train_steps=8,
+        optim=dict(learning_rate=3e-3, warmup_steps=0), ema_decay=0.9, log_every=2,
+        eval_every=4, checkpoint_every=4, sample_temperatures=(1.0,), num_samples=50,
+        progress_bar=False)
+    return jt.set_fields(c, overrides)
 
 
 class _CrashError(Exception):

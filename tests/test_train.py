@@ -20,42 +20,17 @@ from tests.test_baselines import digits_baselines
 
 def tiny_config(**overrides):
     """The shared tiny Glow run on digits, with ``{"section.key": value}`` overrides."""
-    c = jt.default_config()
-    c.dataset.name = "digits"
-    c.dataset.train_split = "train[:1200]"
-    c.dataset.val_split = "train[1200:1300]"
-    c.dataset.test_split = "test"
-    c.model.name = "glow"
-    c.model.levels = 1
-    c.model.steps_per_level = 1
-    c.model.hidden_channels = 8
-    c.model.preprocessing = "logit"
-    c.model.dropout = 0.1
-    c.batch_size = 16
-    c.eval_batch_size = 200
-    c.init_batch_size = 64
-    c.num_train_steps = 10
-    c.optim.warmup_steps = 2
-    c.ema_decay = 0.9
-    c.log_every = 1
-    c.eval_every = 4
-    c.checkpoint_every = 4
-    c.keep_checkpoints = 2
-    c.sample_temperatures = (0.7,)
-    c.num_samples = 4
-    c.progress_bar = False
-    return set_overrides(c, overrides)
-
-
-def set_overrides(config, overrides):
-    """``config`` with ``{"section.key": value}`` overrides set in place (and returned)."""
-    for k, v in overrides.items():
-        section = config
-        *path, last = k.split(".")
-        for p in path:
-            section = section[p]
-        section[last] = v
-    return config
+    c = jt.set_fields(
+        jt.default_config(),
+        dataset=dict(name="digits", train_split="train[:1200]", val_split="train[1200:1300]",
+                     test_split="test"),
+        model=dict(name="glow", levels=1, steps_per_level=1, hidden_channels=8,
+                   preprocessing="logit", dropout=0.1),
+        batch_size=16, eval_batch_size=200, init_batch_size=64, num_train_steps=10,
+        optim=dict(warmup_steps=2), ema_decay=0.9, log_every=1, eval_every=4,
+        checkpoint_every=4, keep_checkpoints=2, sample_temperatures=(0.7,), num_samples=4,
+        progress_bar=False)
+    return jt.set_fields(c, overrides)
 
 
 def leaves_equal(a, b):

@@ -71,29 +71,16 @@ def registered():
 
 
 def config(context, **overrides):
-    c = jt.default_config()
-    c.dataset.name = "digits"
-    c.dataset.train_split = "train[:400]"
-    c.dataset.val_split = "train[1400:1480]"
-    c.dataset.test_split = "test[:80]"
-    c.dataset.context = context
-    c.model.name = NAME
-    c.batch_size = 16
-    c.eval_batch_size = 40
-    c.init_batch_size = 16
-    c.num_train_steps = 6
-    c.optim.learning_rate = 3e-3
-    c.optim.warmup_steps = 0
-    c.ema_decay = 0.0
-    c.log_every = 3
-    c.eval_every = 3
-    c.checkpoint_every = 3
-    c.sample_temperatures = (1.0,)
-    c.num_samples = 20
-    c.progress_bar = False
-    for k, v in overrides.items():
-        c[k] = v
-    return c
+    """The tiny run of the test model on digits with ``context``, and ``key=value`` overrides."""
+    c = jt.set_fields(
+        jt.default_config(),
+        dataset=dict(name="digits", train_split="train[:400]", val_split="train[1400:1480]",
+                     test_split="test[:80]", context=context),
+        model=dict(name=NAME), batch_size=16, eval_batch_size=40, init_batch_size=16,
+        num_train_steps=6, optim=dict(learning_rate=3e-3, warmup_steps=0), ema_decay=0.0,
+        log_every=3, eval_every=3, checkpoint_every=3, sample_temperatures=(1.0,),
+        num_samples=20, progress_bar=False)
+    return jt.set_fields(c, overrides)
 
 
 class _CrashError(Exception):

@@ -35,10 +35,4 @@ VARIANTS = ("", "resflow_lipnorm", "resflow_l2", "iresnet_l2", "idensenet_l2", "
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("acf_cifar10", arg, VARIANTS)
-    if arg == "small":
-        return common.acf_small()
-    if arg == "first":
-        c = acf_table1.row("cifar10", "resflow_lipnorm", placement="first")
-        c.model.heads = 3
-        return c
-    return acf_table1.row("cifar10", arg or "resflow_lipnorm")
+    return acf_table1.variant("cifar10", arg, default="resflow_lipnorm", first_heads=3)

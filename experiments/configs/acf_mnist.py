@@ -43,10 +43,4 @@ VARIANTS = ("", "resflow_l2", "iresnet_l2", "resflow_lipnorm", "idensenet_l2", "
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("acf_mnist", arg, VARIANTS)
-    if arg == "small":
-        return common.acf_small()
-    if arg == "first":
-        c = acf_table1.row("mnist", "resflow_l2", placement="first")
-        c.model.heads = 1
-        return c
-    return acf_table1.row("mnist", arg or "resflow_l2")
+    return acf_table1.variant("mnist", arg, default="resflow_l2", first_heads=1)

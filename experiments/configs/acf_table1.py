@@ -1,7 +1,8 @@
 """The rows of ACF's Table 1 as configs (Mukherjee, Patro & Namboodiri, arXiv:2109.12135).
 
 Not a config itself (no ``get_config``): ``acf_mnist.py``, ``acf_cifar10.py``,
-``acf_imagenet32.py`` and ``acf_imagenet64.py`` build their variants with :func:`row`.
+``acf_imagenet32.py`` and ``acf_imagenet64.py`` build their variants with :func:`row`
+(:func:`variant` for the MNIST and CIFAR-10 variants).
 
 Table 1 rows and where they have a result: iResNet + L2SA (MNIST 0.87, CIFAR-10 3.40),
 ResFlow + L2SA (MNIST 0.90, CIFAR-10 3.34, ImageNet32 3.86, ImageNet64 3.70), ResFlow +
@@ -28,6 +29,9 @@ over 1,024 dimensions, not comparable with 784-pixel figures). ImageNet64 uses 4
 """
 import ml_collections
 
+from experiments.configs import common
+from jaxflows.train import set_fields
+
 ROWS = {
     "iresnet_l2": ("iresnet", "l2"),
     "resflow_l2": ("resflow", "l2"),
@@ -37,6 +41,7 @@ ROWS = {
 L2_HEADS = {"mnist": 4, "cifar10": 16, "imagenet32": 16, "imagenet64": 16}
 _TFDS = {"mnist": "mnist", "cifar10": "cifar10", "imagenet32": "downsampled_imagenet/32x32",
          "imagenet64": "downsampled_imagenet/64x64"}
+_BOUNDARY = {"mnist": "55000", "cifar10": "45000", "imagenet32": "98%", "imagenet64": "98%"}
 
 
 def _base_config(base: str, dataset: str) -> ml_collections.ConfigDict:
@@ -52,21 +57,34 @@ def _base_config(base: str, dataset: str) -> ml_collections.ConfigDict:
         c = iresnet_cifar10.get_config()
     else:
         c = idensenet_cifar10.get_config()
-    c.dataset.name = _TFDS[dataset]
+    # TFDS name and held-out end of train (ImageNet's test split is TFDS validation,
+    # jaxflows.data)
+    common.held_out_splits(c, _TFDS[dataset], _BOUNDARY[dataset])
     if dataset == "mnist":
-        c.dataset.train_split = "train[:55000]"
-        c.dataset.val_split = "train[55000:]"
         if base == "iresnet":
             c.dataset.pad = 2                 # three squeezes before the levels: 32x32
         else:
             c.model.alpha = 1e-6              # Residual Flows' MNIST logit margin
-    elif dataset.startswith("imagenet"):
-        c.dataset.train_split = "train[:98%]"
-        c.dataset.val_split = "train[98%:]"
-        c.dataset.test_split = "test"         # TFDS validation (jaxflows.data)
-        if dataset == "imagenet64":
-            c.model.levels = 4
+    elif dataset == "imagenet64":
+        c.model.levels = 4
     return c
+
+
+def variant(dataset: str, arg: str, *, default: str,
+            first_heads: int) -> ml_collections.ConfigDict:
+    """The config of variant ``arg`` of ``acf_<dataset>.py`` (``"mnist"`` or ``"cifar10"``).
+
+    ``""``: Table 1 row ``default``; a key of :data:`ROWS`: that row; ``"first"``: row
+    ``default`` with the attention first in the branch (``placement="first"``, this
+    library's earlier placement) and ``first_heads`` heads; ``"small"``: the ``digits``
+    variant :func:`experiments.configs.common.acf_small`.
+    """
+    if arg == "small":
+        return common.acf_small()
+    if arg == "first":
+        return set_fields(row(dataset, default, placement="first"),
+                          model=dict(heads=first_heads))
+    return row(dataset, arg or default)
 
 
 def row(dataset: str, name: str, *, placement: str = "between") -> ml_collections.ConfigDict:
@@ -75,9 +93,6 @@ def row(dataset: str, name: str, *, placement: str = "between") -> ml_collection
     """
     base, attention = ROWS[name]
     c = _base_config(base, dataset)
-    c.model.name = "acf"
-    c.model.base = base
-    c.model.attention = attention
-    c.model.heads = L2_HEADS[dataset] if attention == "l2" else 1
-    c.model.placement = placement
-    return c
+    return set_fields(c, model=dict(name="acf", base=base, attention=attention,
+                                    heads=L2_HEADS[dataset] if attention == "l2" else 1,
+                                    placement=placement))

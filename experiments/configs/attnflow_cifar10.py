@@ -30,7 +30,6 @@ Variants:
 import ml_collections
 
 from experiments.configs import common
-from experiments.configs.attnflow_mnist import paper_model
 from jaxflows.train import default_config
 
 VARIANTS = ("", "imap", "itrans", "glow", "small")
@@ -38,35 +37,8 @@ VARIANTS = ("", "imap", "itrans", "glow", "small")
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("attnflow_cifar10", arg, VARIANTS)
-    c = default_config()
+    c = common.held_out_splits(default_config(), "cifar10", "45000")
     c.seed = 0
-    c.dataset.name = "cifar10"
-    c.dataset.train_split = "train[:45000]"
-    c.dataset.val_split = "train[45000:]"
-    c.dataset.test_split = "test"
-
-    c.model = paper_model(steps_per_level=4, hidden_channels=256)
-
-    c.batch_size = 32
-    c.eval_batch_size = 500
-    c.init_batch_size = 512
-    c.num_train_steps = 90_000
-    c.optim.name = "adam"
-    c.optim.learning_rate = 8e-4
-    c.optim.warmup_steps = 2000
-    c.ema_decay = 0.999
-    c.log_every = 100
-    c.eval_every = 5000
-    c.checkpoint_every = 5000
-
-    if arg == "itrans":
-        c.model.attention = "itrans"
-        c.model.heads = 5
-        c.model.patch_size = "half"
-    elif arg == "glow":
-        c.model = ml_collections.ConfigDict(dict(
-            name="attnflow", backbone="glow", attention="imap", position=4, levels=3,
-            steps_per_level=4))
-    elif arg == "small":
-        common.attnflow_digits_small(c)
-    return c
+    c.model = common.attnflow_paper_model(steps_per_level=4, hidden_channels=256)
+    common.attnflow_paper_schedule(c, num_train_steps=90_000, warmup_steps=2000)
+    return common.attnflow_variant(c, arg, steps_per_level=4)

@@ -50,46 +50,11 @@ from jaxflows.train import default_config
 VARIANTS = ("", "imap", "itrans", "glow", "small")
 
 
-def paper_model(steps_per_level: int, hidden_channels: int) -> ml_collections.ConfigDict:
-    """AttnFlow on mAR-SCF with MixLogCDF couplings, L=3, iMap at pos-4."""
-    return ml_collections.ConfigDict(dict(
-        name="attnflow", backbone="mar_scf", coupling="mixlogcdf", attention="imap",
-        position=4, levels=3, steps_per_level=steps_per_level,
-        hidden_channels=hidden_channels, dropout=0.2))
-
-
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("attnflow_mnist", arg, VARIANTS)
-    c = default_config()
+    c = common.held_out_splits(default_config(), "mnist", "55000")
     c.seed = 0
-    c.dataset.name = "mnist"
-    c.dataset.train_split = "train[:55000]"
-    c.dataset.val_split = "train[55000:]"
-    c.dataset.test_split = "test"
     c.dataset.pad = 2             # 28x28 -> 32x32: three squeezes (L=3)
-
-    c.model = paper_model(steps_per_level=2, hidden_channels=96)
-
-    c.batch_size = 32
-    c.eval_batch_size = 500
-    c.init_batch_size = 512
-    c.num_train_steps = 100_000
-    c.optim.name = "adam"
-    c.optim.learning_rate = 8e-4
-    c.optim.warmup_steps = 1000
-    c.ema_decay = 0.999
-    c.log_every = 100
-    c.eval_every = 5000
-    c.checkpoint_every = 5000
-
-    if arg == "itrans":
-        c.model.attention = "itrans"
-        c.model.heads = 5
-        c.model.patch_size = "half"
-    elif arg == "glow":
-        c.model = ml_collections.ConfigDict(dict(
-            name="attnflow", backbone="glow", attention="imap", position=4, levels=3,
-            steps_per_level=2))
-    elif arg == "small":
-        common.attnflow_digits_small(c)
-    return c
+    c.model = common.attnflow_paper_model(steps_per_level=2, hidden_channels=96)
+    common.attnflow_paper_schedule(c, num_train_steps=100_000, warmup_steps=1000)
+    return common.attnflow_variant(c, arg, steps_per_level=2)

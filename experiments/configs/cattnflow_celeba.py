@@ -41,7 +41,7 @@ Inconsistencies of the source, and how they are resolved here:
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 VARIANTS = ("", "srflow", "small")
 
@@ -50,62 +50,28 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("cattnflow_celeba", arg, VARIANTS)
     c = default_config()
     c.seed = 0
-    c.dataset.name = "celeb_a"
-    c.dataset.train_split = "train"
-    c.dataset.val_split = "validation"
-    c.dataset.test_split = "test"
-    c.dataset.context = "lowres:8"
-
-    c.model.name = "cattnflow"
-    c.model.lr_shape = (8, 8, 3)
-    c.model.scale = 8
-    c.model.levels = 1
-    c.model.steps_per_level = 1
-    c.model.attention = "imap"
-    c.model.position = 4
-    c.model.heads = 3
-
-    c.batch_size = 16
-    c.eval_batch_size = 100
-    c.init_batch_size = 64
-    c.num_train_steps = 500_000
-    c.optim.name = "adam"
-    c.optim.learning_rate = 8e-4
-    c.log_every = 100
-    c.eval_every = 5000
-    c.checkpoint_every = 5000
-    c.sample_temperatures = (0.5, 0.9, 1.0)
-    c.num_samples = 16
+    set_fields(c, dataset=dict(name="celeb_a", train_split="train", val_split="validation",
+                               test_split="test", context="lowres:8"))
+    set_fields(c, model=dict(name="cattnflow", lr_shape=(8, 8, 3), scale=8, levels=1,
+                             steps_per_level=1, attention="imap", position=4, heads=3))
+    set_fields(
+        c, batch_size=16, eval_batch_size=100, init_batch_size=64, num_train_steps=500_000,
+        optim=dict(name="adam", learning_rate=8e-4),
+        log_every=100, eval_every=5000, checkpoint_every=5000,
+        sample_temperatures=(0.5, 0.9, 1.0), num_samples=16)
 
     if arg == "srflow":
-        c.model.levels = 4
-        c.model.steps_per_level = 16
-        c.model.attention = None
-        c.optim.learning_rate = 5e-4
-        c.optim.b2 = 0.99
-        c.num_train_steps = 200_000
+        set_fields(c, model=dict(levels=4, steps_per_level=16, attention=None),
+                   optim=dict(learning_rate=5e-4, b2=0.99), num_train_steps=200_000)
     elif arg == "small":
         common.digits_splits(c)
         c.dataset.context = "lowres:4"
-        c.model.lr_shape = (2, 2, 1)
-        c.model.scale = 4
-        c.model.levels = 2
-        c.model.steps_per_level = 4
-        c.model.hidden_channels = 32
-        c.model.rrdb_features = 16
-        c.model.rrdb_growth = 8
-        c.model.rrdb_blocks = 2
-        c.model.stacked_blocks = (0,)
-        c.model.preprocessing = "logit"
-        c.model.dropout = 0.2
-        c.batch_size = 64
-        c.eval_batch_size = 300
-        c.init_batch_size = 512
-        c.num_train_steps = 300
-        c.optim.learning_rate = 1e-3
-        c.optim.warmup_steps = 50
-        c.log_every = 50
-        c.eval_every = 100
-        c.checkpoint_every = 100
-        c.num_samples = 64
+        set_fields(c, model=dict(
+            lr_shape=(2, 2, 1), scale=4, levels=2, steps_per_level=4, hidden_channels=32,
+            rrdb_features=16, rrdb_growth=8, rrdb_blocks=2, stacked_blocks=(0,),
+            preprocessing="logit", dropout=0.2))
+        set_fields(
+            c, batch_size=64, eval_batch_size=300, init_batch_size=512, num_train_steps=300,
+            optim=dict(learning_rate=1e-3, warmup_steps=50),
+            log_every=50, eval_every=100, checkpoint_every=100, num_samples=64)
     return c

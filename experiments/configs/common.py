@@ -24,6 +24,10 @@ Conventions
 * The ``small`` variants run on a laptop CPU in minutes on offline data: ``digits``
   (scikit-learn's 8x8 digits, :func:`digits_splits`) or ``mnist_8k`` (8,000 real MNIST
   digits shipped in ``jaxflows.data``, :func:`mnist_8k_splits`).
+* A block of settings is one :func:`jaxflows.train.set_fields` call (a training schedule:
+  ``set_fields(c, batch_size=64, optim=dict(learning_rate=1e-3), ema_decay=0.999)``), so
+  a misspelt key is an error, not a new field; a schedule or variant that several configs
+  share is a function here.
 """
 from __future__ import annotations
 
@@ -31,10 +35,13 @@ from typing import Sequence
 
 import ml_collections
 
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
-__all__ = ["check_variant", "digits_splits", "mnist_8k_splits", "residual_small",
-           "with_attention", "acf_small", "attnflow_digits_small"]
+__all__ = ["check_variant", "digits_splits", "mnist_8k_splits", "held_out_splits",
+           "residual_small", "residual_flows_schedule", "residual_cifar10", "with_attention",
+           "ablation_schedule", "acf_small", "attnflow_digits_small", "attnflow_paper_model",
+           "attnflow_paper_schedule", "attnflow_variant", "cifar10_small_schedule",
+           "mar_scf_reference_schedule", "mar_scf_mixlogcdf"]
 
 
 def check_variant(name: str, arg: str, variants: Sequence[str]) -> None:
@@ -46,11 +53,11 @@ def check_variant(name: str, arg: str, variants: Sequence[str]) -> None:
 
 def digits_splits(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """``digits`` (8x8, 17 levels): 1,350 train / 150 validation / 297 test images."""
-    c.dataset.name = "digits"
-    c.dataset.train_split = "train[:90%]"   # 1,350 images
-    c.dataset.val_split = "train[90%:]"     # 150 images, best-checkpoint selection
-    c.dataset.test_split = "test"           # 297 images
-    return c
+    return set_fields(c, dataset=dict(
+        name="digits",
+        train_split="train[:90%]",    # 1,350 images
+        val_split="train[90%:]",      # 150 images, best-checkpoint selection
+        test_split="test"))           # 297 images
 
 
 def mnist_8k_splits(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -58,11 +65,23 @@ def mnist_8k_splits(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
     The dataset's ``train`` split is its first 7,200 digits and ``test`` the last 800.
     """
-    c.dataset.name = "mnist_8k"
-    c.dataset.train_split = "train[:90%]"   # 6,480 digits
-    c.dataset.val_split = "train[90%:]"     # 720 digits
-    c.dataset.test_split = "test"           # 800 digits
-    return c
+    return set_fields(c, dataset=dict(
+        name="mnist_8k",
+        train_split="train[:90%]",    # 6,480 digits
+        val_split="train[90%:]",      # 720 digits
+        test_split="test"))           # 800 digits
+
+
+def held_out_splits(c: ml_collections.ConfigDict, name: str,
+                    boundary: str) -> ml_collections.ConfigDict:
+    """TFDS ``name`` trained on ``train[:boundary]``, validated on ``train[boundary:]``.
+
+    The held-out end of ``train`` selects the best checkpoint and ``test`` is reported,
+    e.g. ``held_out_splits(c, "mnist", "55000")`` (55,000 / 5,000) or
+    ``held_out_splits(c, "cifar10", "95%")`` (47,500 / 2,500).
+    """
+    return set_fields(c, dataset=dict(name=name, train_split=f"train[:{boundary}]",
+                                      val_split=f"train[{boundary}:]", test_split="test"))
 
 
 def residual_small(c: ml_collections.ConfigDict, model_name: str) -> ml_collections.ConfigDict:
@@ -83,25 +102,45 @@ def residual_small(c: ml_collections.ConfigDict, model_name: str) -> ml_collecti
         model.update(depth=2, growth=32, fc_growth=16, fc_first_features=32)
     else:
         model.update(hidden_channels=32, fc_hidden=64)
-    c.model = ml_collections.ConfigDict(model)
-    c.batch_size = 64
-    c.eval_batch_size = 300
-    c.init_batch_size = 256
-    c.num_train_steps = 1200
-    c.optim.name = "adam"
-    c.optim.learning_rate = 2e-3
-    c.optim.b2 = 0.99
-    c.optim.warmup_steps = 50
-    c.optim.schedule = "cosine"
-    c.optim.final_lr_fraction = 0.05
-    c.optim.grad_clip_norm = 5.0
-    c.ema_decay = 0.99
-    c.log_every = 25
-    c.eval_every = 200
-    c.checkpoint_every = 400
-    c.keep_checkpoints = 1
-    c.sample_temperatures = (0.7, 1.0)
-    c.num_samples = 36
+    c.model = ml_collections.ConfigDict(model)    # replaces the full model's settings
+    return set_fields(
+        c, batch_size=64, eval_batch_size=300, init_batch_size=256, num_train_steps=1200,
+        optim=dict(name="adam", learning_rate=2e-3, b2=0.99, warmup_steps=50,
+                   schedule="cosine", final_lr_fraction=0.05, grad_clip_norm=5.0),
+        ema_decay=0.99, log_every=25, eval_every=200, checkpoint_every=400,
+        keep_checkpoints=1, sample_temperatures=(0.7, 1.0), num_samples=36)
+
+
+def residual_flows_schedule(c: ml_collections.ConfigDict,
+                            num_train_steps: int) -> ml_collections.ConfigDict:
+    """The optimisation of the Residual Flows reference ``train_img.py`` (Chen et al. 2019).
+
+    Used by ``resflow_mnist.py``, ``resflow_cifar10.py`` and ``idensenet_cifar10.py``
+    (i-DenseNet trains with the Residual Flows code): Adam, learning rate 1e-3, betas
+    0.9/0.99, 1,000 linear warm-up steps, gradient clipping at norm 1, batch 64, EMA
+    0.999 for evaluation, ``num_train_steps`` steps; evaluation (batch 200) and a
+    checkpoint every 5,000 steps.
+    """
+    return set_fields(
+        c, batch_size=64, eval_batch_size=200, init_batch_size=256,
+        num_train_steps=num_train_steps,
+        optim=dict(name="adam", learning_rate=1e-3, b2=0.99, warmup_steps=1000,
+                   grad_clip_norm=1.0),
+        ema_decay=0.999, log_every=100, eval_every=5000, checkpoint_every=5000)
+
+
+def residual_cifar10(model_name: str, arg: str) -> ml_collections.ConfigDict:
+    """``resflow_cifar10.py`` and ``idensenet_cifar10.py``: ``model_name`` on CIFAR-10.
+
+    45,000 training images and 5,000 held out; the model is the factory's defaults (the
+    paper's) and the optimisation :func:`residual_flows_schedule` for 300,000 steps;
+    ``arg == "small"``: :func:`residual_small`.
+    """
+    c = held_out_splits(default_config(), "cifar10", "45000")
+    c.model.name = model_name               # the factory's defaults are the paper's model
+    residual_flows_schedule(c, num_train_steps=300_000)
+    if arg == "small":
+        residual_small(c, model_name)
     return c
 
 
@@ -112,12 +151,8 @@ def with_attention(c: ml_collections.ConfigDict, attention: str,
     The model becomes ``acf`` with ``base`` the former model and the same arguments, plus
     the attention kind (``"l2"``, ``"lipnorm"`` or ``"none"``) and number of heads.
     """
-    base = c.model.name
-    c.model.name = "acf"
-    c.model.base = base
-    c.model.attention = attention
-    c.model.heads = heads
-    return c
+    return set_fields(c, model=dict(name="acf", base=c.model.name, attention=attention,
+                                    heads=heads))
 
 
 def ablation_schedule(c: ml_collections.ConfigDict, *, learning_rate: float,
@@ -127,22 +162,13 @@ def ablation_schedule(c: ml_collections.ConfigDict, *, learning_rate: float,
     Adam at ``learning_rate`` with 100 warm-up steps and cosine decay to 5 %, 300 steps
     of batch 64, EMA 0.995; evaluation and a checkpoint every 100 steps.
     """
-    c.batch_size = 64
-    c.eval_batch_size = 300
-    c.init_batch_size = init_batch_size
-    c.num_train_steps = 300
-    c.optim.name = "adam"
-    c.optim.learning_rate = learning_rate
-    c.optim.warmup_steps = 100
-    c.optim.schedule = "cosine"
-    c.optim.final_lr_fraction = 0.05
-    c.ema_decay = 0.995
-    c.log_every = 50
-    c.eval_every = 100
-    c.checkpoint_every = 100
-    c.keep_checkpoints = 2
-    c.num_samples = num_samples
-    return c
+    return set_fields(
+        c, batch_size=64, eval_batch_size=300, init_batch_size=init_batch_size,
+        num_train_steps=300,
+        optim=dict(name="adam", learning_rate=learning_rate, warmup_steps=100,
+                   schedule="cosine", final_lr_fraction=0.05),
+        ema_decay=0.995, log_every=50, eval_every=100, checkpoint_every=100,
+        keep_checkpoints=2, num_samples=num_samples)
 
 
 def acf_small() -> ml_collections.ConfigDict:
@@ -156,8 +182,7 @@ def acf_small() -> ml_collections.ConfigDict:
     Adam 1e-3 with 100 warm-up steps and cosine decay, 300 steps of batch 64, EMA 0.995.
     """
     c = digits_splits(default_config())
-    c.seed = 0
-    c.model = ml_collections.ConfigDict(dict(
+    set_fields(c, seed=0, model=dict(
         name="acf", base="resflow", attention="l2", heads=1, levels=2, blocks_per_level=2,
         hidden_channels=32, fc_blocks=0,
         squeeze_first=True,                 # every level: squeeze -> blocks -> factor out
@@ -181,3 +206,94 @@ def attnflow_digits_small(c: ml_collections.ConfigDict) -> ml_collections.Config
         name="attnflow", attention="itrans", heads=2, levels=2, steps_per_level=2,
         hidden_channels=32, preprocessing="logit", dropout=0.2))
     return ablation_schedule(c, learning_rate=8e-4, init_batch_size=512, num_samples=64)
+
+
+def attnflow_paper_model(steps_per_level: int,
+                         hidden_channels: int) -> ml_collections.ConfigDict:
+    """AttnFlow's model section on mAR-SCF (Sukthanker et al., CVPR 2022, supplement Sec. 4).
+
+    mAR-SCF backbone with MixLogCDF couplings, L=3 levels of ``steps_per_level`` steps,
+    ``hidden_channels`` conditioner filters, dropout 0.2, iMap attention at pos-4
+    (``attnflow_mnist.py``: K=2, 96 filters; ``attnflow_cifar10.py``: K=4, 256 filters).
+    """
+    return ml_collections.ConfigDict(dict(
+        name="attnflow", backbone="mar_scf", coupling="mixlogcdf", attention="imap",
+        position=4, levels=3, steps_per_level=steps_per_level,
+        hidden_channels=hidden_channels, dropout=0.2))
+
+
+def attnflow_paper_schedule(c: ml_collections.ConfigDict, *, num_train_steps: int,
+                            warmup_steps: int) -> ml_collections.ConfigDict:
+    """AttnFlow's optimisation (supplement Sec. 4): Adam at 8e-4, batch 32.
+
+    ``num_train_steps`` (MNIST 100k, CIFAR-10 90k); the linear warm-up over
+    ``warmup_steps`` and EMA 0.999 for evaluation are this project's additions;
+    evaluation and a checkpoint every 5,000 steps.
+    """
+    return set_fields(
+        c, batch_size=32, eval_batch_size=500, init_batch_size=512,
+        num_train_steps=num_train_steps,
+        optim=dict(name="adam", learning_rate=8e-4, warmup_steps=warmup_steps),
+        ema_decay=0.999, log_every=100, eval_every=5000, checkpoint_every=5000)
+
+
+def attnflow_variant(c: ml_collections.ConfigDict, arg: str,
+                     steps_per_level: int) -> ml_collections.ConfigDict:
+    """Applies the variant ``arg`` shared by ``attnflow_mnist.py`` and ``attnflow_cifar10.py``.
+
+    ``""``/``"imap"``: ``c`` unchanged (:func:`attnflow_paper_model`). ``"itrans"``: iTrans
+    with 5 summed heads over tokens of half the level's side. ``"glow"``: the same layout
+    (iMap at pos-4, L=3, ``steps_per_level``) on a Glow backbone with the factory's
+    defaults. ``"small"``: :func:`attnflow_digits_small`.
+    """
+    if arg == "itrans":
+        set_fields(c, model=dict(attention="itrans", heads=5, patch_size="half"))
+    elif arg == "glow":
+        c.model = ml_collections.ConfigDict(dict(
+            name="attnflow", backbone="glow", attention="imap", position=4, levels=3,
+            steps_per_level=steps_per_level))
+    elif arg == "small":
+        attnflow_digits_small(c)
+    return c
+
+
+def cifar10_small_schedule(c: ml_collections.ConfigDict, *, batch_size: int = 32,
+                           init_batch_size: int = 128, num_train_steps: int = 200,
+                           warmup_steps: int = 50) -> ml_collections.ConfigDict:
+    """The CPU smoke schedule of the CIFAR-10 ``small`` variants (Glow, Real NVP, Flow++).
+
+    ``num_train_steps`` steps (default 200) of batch ``batch_size`` (32) with
+    ``warmup_steps`` (50) warm-up steps, the full config's optimiser otherwise, EMA 0.99;
+    evaluation (batch 250) and a checkpoint every 100 steps, 16 samples per grid.
+    """
+    return set_fields(
+        c, batch_size=batch_size, eval_batch_size=250, init_batch_size=init_batch_size,
+        num_train_steps=num_train_steps, optim=dict(warmup_steps=warmup_steps),
+        ema_decay=0.99, log_every=20, eval_every=100, checkpoint_every=100, num_samples=16)
+
+
+def mar_scf_reference_schedule(c: ml_collections.ConfigDict, *, batch_size: int,
+                               num_train_steps: int) -> ml_collections.ConfigDict:
+    """The optimisation of the mAR-SCF reference code (``visinf/mar-scf``).
+
+    Adamax at 8e-4, batch ``batch_size``, EMA 0.999 for evaluation. The reference's
+    warm-up ``min(1, s / 10000)`` counts **samples**, so it is stated here in steps:
+    ``10000 // batch_size`` (78 at batch 128, 156 at batch 64; see mar_scf_mnist.py).
+    """
+    return set_fields(
+        c, batch_size=batch_size, eval_batch_size=500, init_batch_size=512,
+        num_train_steps=num_train_steps,
+        optim=dict(name="adamax", learning_rate=8e-4, warmup_steps=10_000 // batch_size),
+        ema_decay=0.999, log_every=100, eval_every=5000, checkpoint_every=5000)
+
+
+def mar_scf_mixlogcdf(c: ml_collections.ConfigDict,
+                      hidden_channels: int) -> ml_collections.ConfigDict:
+    """mAR-SCF's best model: MixLogCDF couplings, ``hidden_channels`` filters, dropout 0.2.
+
+    With the factory's MixLogCDF defaults: K = 4 steps per level, 32 components, a Flow++
+    conditioner of 10 blocks with 4 heads (``mar_scf_mnist.py:mixlogcdf``: 96 filters,
+    ``mar_scf_cifar10.py:mixlogcdf``: 256).
+    """
+    return set_fields(c, model=dict(coupling="mixlogcdf", hidden_channels=hidden_channels,
+                                    dropout=0.2))

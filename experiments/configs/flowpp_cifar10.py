@@ -22,53 +22,28 @@ pipeline on 2 blocks of 16 filters, K = 4, for a smoke run on a CPU.
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 VARIANTS = ("", "small")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("flowpp_cifar10", arg, VARIANTS)
-    c = default_config()
-    c.dataset.name = "cifar10"
-    c.dataset.train_split = "train[:95%]"
-    c.dataset.val_split = "train[95%:]"
-    c.dataset.test_split = "test"
-
+    c = common.held_out_splits(default_config(), "cifar10", "95%")
     c.model.name = "flowpp"           # the factory's defaults are the paper's model
-
-    c.batch_size = 64
-    c.eval_batch_size = 500
-    c.init_batch_size = 128           # the reference's init_bs
-    c.num_train_steps = 1_000_000
-    c.optim.name = "adam"
-    c.optim.learning_rate = 3e-4
-    c.optim.warmup_steps = 2000
-    c.optim.grad_clip_norm = 1.0
-    c.ema_decay = 0.999
-    c.log_every = 100
-    c.eval_every = 10_000
-    c.checkpoint_every = 5000
+    set_fields(
+        c, batch_size=64, eval_batch_size=500,
+        init_batch_size=128,          # the reference's init_bs
+        num_train_steps=1_000_000,
+        optim=dict(name="adam", learning_rate=3e-4, warmup_steps=2000, grad_clip_norm=1.0),
+        ema_decay=0.999, log_every=100, eval_every=10_000, checkpoint_every=5000)
 
     if arg == "small":
-        c.model.components = 4
-        c.model.hidden_channels = 16
-        c.model.num_blocks = 1
-        c.model.heads = 2
-        c.model.layout = "squeeze,checkerboard*2,channel*2"
-        c.model.dequantizer_blocks = 1
-        c.model.dequantizer_steps = 2
-        c.model.context_channels = 8
-        c.model.context_blocks = 1
-        c.model.dequantizer_attention = False
-        c.batch_size = 16
-        c.eval_batch_size = 250
-        c.init_batch_size = 64
-        c.num_train_steps = 100
-        c.optim.warmup_steps = 20
-        c.ema_decay = 0.99
-        c.log_every = 20
-        c.eval_every = 100
-        c.checkpoint_every = 100
-        c.num_samples = 16
+        set_fields(c, model=dict(
+            components=4, hidden_channels=16, num_blocks=1, heads=2,
+            layout="squeeze,checkerboard*2,channel*2", dequantizer_blocks=1,
+            dequantizer_steps=2, context_channels=8, context_blocks=1,
+            dequantizer_attention=False))
+        common.cifar10_small_schedule(c, batch_size=16, init_batch_size=64,
+                                      num_train_steps=100, warmup_steps=20)
     return c

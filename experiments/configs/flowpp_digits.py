@@ -15,7 +15,7 @@ split are in ``glow_digits.py`` (independent per-pixel categoricals: 2.37 test b
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 VARIANTS = ("", "small")
 
@@ -24,42 +24,19 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("flowpp_digits", arg, VARIANTS)
     c = common.digits_splits(default_config())
     c.seed = 0
-
-    c.model.name = "flowpp"
-    c.model.layout = "checkerboard*2,squeeze,channel*2,checkerboard*2"
-    c.model.components = 8
-    c.model.hidden_channels = 32
-    c.model.num_blocks = 2
-    c.model.heads = 2
-    c.model.dequantizer_steps = 2
-    c.model.dequantizer_blocks = 1
-    c.model.context_channels = 16
-    c.model.context_blocks = 1
-
-    c.batch_size = 64
-    c.eval_batch_size = 300
-    c.init_batch_size = 256
-    c.num_train_steps = 3000
-    c.optim.name = "adam"
-    c.optim.learning_rate = 1e-3
-    c.optim.warmup_steps = 100
-    c.optim.schedule = "cosine"
-    c.optim.final_lr_fraction = 0.1
-    c.optim.grad_clip_norm = 1.0
-    c.ema_decay = 0.99
-
-    c.log_every = 50
-    c.eval_every = 100
-    c.checkpoint_every = 500
-    c.keep_checkpoints = 2
-    c.sample_temperatures = (0.7, 1.0)
-    c.num_samples = 64
+    set_fields(c, model=dict(
+        name="flowpp", layout="checkerboard*2,squeeze,channel*2,checkerboard*2",
+        components=8, hidden_channels=32, num_blocks=2, heads=2, dequantizer_steps=2,
+        dequantizer_blocks=1, context_channels=16, context_blocks=1))
+    set_fields(
+        c, batch_size=64, eval_batch_size=300, init_batch_size=256, num_train_steps=3000,
+        optim=dict(name="adam", learning_rate=1e-3, warmup_steps=100, schedule="cosine",
+                   final_lr_fraction=0.1, grad_clip_norm=1.0),
+        ema_decay=0.99, log_every=50, eval_every=100, checkpoint_every=500,
+        keep_checkpoints=2, sample_temperatures=(0.7, 1.0), num_samples=64)
 
     if arg == "small":
-        c.model.components = 4
-        c.model.hidden_channels = 16
-        c.model.num_blocks = 1
-        c.model.context_channels = 8
-        c.num_train_steps = 300
-        c.checkpoint_every = 100
+        set_fields(c, model=dict(components=4, hidden_channels=16, num_blocks=1,
+                                 context_channels=8),
+                   num_train_steps=300, checkpoint_every=100)
     return c

@@ -21,62 +21,34 @@ rows of Flow++ Table 2 are the variants ``small_uniform`` (uniform dequantisatio
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 VARIANTS = ("", "small", "small_uniform", "small_affine", "small_noattn")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("flowpp_mnist", arg, VARIANTS)
-    c = default_config()
-    c.dataset.name = "mnist"
-    c.dataset.train_split = "train[:55000]"
-    c.dataset.val_split = "train[55000:]"
-    c.dataset.test_split = "test"
-
-    c.model.name = "flowpp"
-    c.model.layout = "squeeze,checkerboard*4,channel*2,checkerboard*3"
-    c.model.hidden_channels = 64
-    c.model.num_blocks = 4
-    c.model.dequantizer_attention = False
-
-    c.batch_size = 64
-    c.eval_batch_size = 500
-    c.init_batch_size = 128
-    c.num_train_steps = 200_000
-    c.optim.name = "adam"
-    c.optim.learning_rate = 3e-4
-    c.optim.warmup_steps = 2000
-    c.optim.grad_clip_norm = 1.0
-    c.ema_decay = 0.999
-    c.log_every = 100
-    c.eval_every = 5000
-    c.checkpoint_every = 5000
+    c = common.held_out_splits(default_config(), "mnist", "55000")
+    set_fields(c, model=dict(
+        name="flowpp", layout="squeeze,checkerboard*4,channel*2,checkerboard*3",
+        hidden_channels=64, num_blocks=4, dequantizer_attention=False))
+    set_fields(
+        c, batch_size=64, eval_batch_size=500, init_batch_size=128, num_train_steps=200_000,
+        optim=dict(name="adam", learning_rate=3e-4, warmup_steps=2000, grad_clip_norm=1.0),
+        ema_decay=0.999, log_every=100, eval_every=5000, checkpoint_every=5000)
 
     if arg.startswith("small"):
         common.mnist_8k_splits(c)
-        c.model.layout = "squeeze,checkerboard*2,channel*2"
-        c.model.components = 4
-        c.model.hidden_channels = 16
-        c.model.num_blocks = 1
-        c.model.heads = 2
-        c.model.dequantizer_steps = 2
-        c.model.dequantizer_blocks = 1
-        c.model.context_channels = 8
-        c.model.context_blocks = 1
-        c.batch_size = 32
-        c.eval_batch_size = 400
-        c.init_batch_size = 128
-        c.num_train_steps = 400
-        c.optim.learning_rate = 1e-3
-        c.optim.warmup_steps = 50
-        c.optim.schedule = "cosine"
-        c.optim.final_lr_fraction = 0.1
-        c.ema_decay = 0.99
-        c.log_every = 50
-        c.eval_every = 200
-        c.checkpoint_every = 200
-        c.num_samples = 16
+        set_fields(c, model=dict(
+            layout="squeeze,checkerboard*2,channel*2", components=4, hidden_channels=16,
+            num_blocks=1, heads=2, dequantizer_steps=2, dequantizer_blocks=1,
+            context_channels=8, context_blocks=1))
+        set_fields(
+            c, batch_size=32, eval_batch_size=400, init_batch_size=128, num_train_steps=400,
+            optim=dict(learning_rate=1e-3, warmup_steps=50, schedule="cosine",
+                       final_lr_fraction=0.1),
+            ema_decay=0.99, log_every=50, eval_every=200, checkpoint_every=200,
+            num_samples=16)
         if arg == "small_uniform":
             c.model.dequantization = "uniform"
         elif arg == "small_affine":

@@ -24,46 +24,24 @@ See glow_digits.py for the config schema.
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 VARIANTS = ("", "small")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("glow_cifar10", arg, VARIANTS)
-    c = default_config()
-    c.dataset.name = "cifar10"
-    c.dataset.train_split = "train[:95%]"
-    c.dataset.val_split = "train[95%:]"
-    c.dataset.test_split = "test"
-
-    c.model.name = "glow"         # the factory's defaults: L=3, K=32, 512 channels, ...
-    c.model.remat = True
-
-    c.batch_size = 64
-    c.eval_batch_size = 500
-    c.init_batch_size = 512
-    c.num_train_steps = 1_000_000
-    c.optim.name = "adamax"
-    c.optim.learning_rate = 1e-3
-    c.optim.warmup_steps = 7800
-    c.ema_decay = 0.999
-    c.log_every = 100
-    c.eval_every = 10_000
-    c.checkpoint_every = 5000
+    c = common.held_out_splits(default_config(), "cifar10", "95%")
+    # the factory's defaults: L=3, K=32, 512 channels, ...
+    set_fields(c, model=dict(name="glow", remat=True))
+    set_fields(
+        c, batch_size=64, eval_batch_size=500, init_batch_size=512,
+        num_train_steps=1_000_000,
+        optim=dict(name="adamax", learning_rate=1e-3, warmup_steps=7800),
+        ema_decay=0.999, log_every=100, eval_every=10_000, checkpoint_every=5000)
 
     if arg == "small":
-        c.model.steps_per_level = 2
-        c.model.hidden_channels = 32
+        set_fields(c, model=dict(steps_per_level=2, hidden_channels=32))
         del c.model.remat
-        c.batch_size = 32
-        c.eval_batch_size = 250
-        c.init_batch_size = 128
-        c.num_train_steps = 200
-        c.optim.warmup_steps = 50
-        c.ema_decay = 0.99
-        c.log_every = 20
-        c.eval_every = 100
-        c.checkpoint_every = 100
-        c.num_samples = 16
+        common.cifar10_small_schedule(c)
     return c

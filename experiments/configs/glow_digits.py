@@ -84,7 +84,7 @@ keys are errors (in files and in command-line overrides such as
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 VARIANTS = ("", "small")
 
@@ -93,36 +93,18 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("glow_digits", arg, VARIANTS)
     c = common.digits_splits(default_config())
     c.seed = 0
-
-    c.model.name = "glow"
-    c.model.levels = 2
-    c.model.steps_per_level = 4
-    c.model.hidden_channels = 64
-    c.model.preprocessing = "logit"         # margin alpha = 0.05 (the factory's default)
-    c.model.dropout = 0.2
-
-    c.batch_size = 64
-    c.eval_batch_size = 300
-    c.init_batch_size = 512
-    c.num_train_steps = 4000
-    c.optim.name = "adam"
-    c.optim.learning_rate = 1e-3
-    c.optim.warmup_steps = 100
-    c.optim.schedule = "cosine"
-    c.optim.final_lr_fraction = 0.1
-    c.ema_decay = 0.99
-
-    c.log_every = 50
-    c.eval_every = 100
-    c.checkpoint_every = 500
-    c.keep_checkpoints = 2
-    c.sample_temperatures = (0.5, 0.7, 1.0)
-    c.num_samples = 64
+    set_fields(c, model=dict(
+        name="glow", levels=2, steps_per_level=4, hidden_channels=64,
+        preprocessing="logit",              # margin alpha = 0.05 (the factory's default)
+        dropout=0.2))
+    set_fields(
+        c, batch_size=64, eval_batch_size=300, init_batch_size=512, num_train_steps=4000,
+        optim=dict(name="adam", learning_rate=1e-3, warmup_steps=100, schedule="cosine",
+                   final_lr_fraction=0.1),
+        ema_decay=0.99, log_every=50, eval_every=100, checkpoint_every=500,
+        keep_checkpoints=2, sample_temperatures=(0.5, 0.7, 1.0), num_samples=64)
 
     if arg == "small":
-        c.model.steps_per_level = 2
-        c.model.hidden_channels = 32
-        c.num_train_steps = 300
-        c.eval_every = 100
-        c.checkpoint_every = 100
+        set_fields(c, {"model.steps_per_level": 2, "model.hidden_channels": 32},
+                   num_train_steps=300, eval_every=100, checkpoint_every=100)
     return c

@@ -22,50 +22,26 @@ preprocessing (alpha 0.05), dropout 0.1, Adam with cosine decay, 1,500 steps of 
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 VARIANTS = ("", "small")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("glow_mnist", arg, VARIANTS)
-    c = default_config()
-    c.dataset.name = "mnist"
-    c.dataset.train_split = "train[:55000]"
-    c.dataset.val_split = "train[55000:]"
-    c.dataset.test_split = "test"
-
-    c.model.name = "glow"
-    c.model.levels = 2
-
-    c.batch_size = 64
-    c.eval_batch_size = 500
-    c.init_batch_size = 512
-    c.num_train_steps = 200_000
-    c.optim.name = "adamax"
-    c.optim.learning_rate = 1e-3
-    c.optim.warmup_steps = 5000
-    c.ema_decay = 0.999
-    c.log_every = 100
-    c.eval_every = 5000
-    c.checkpoint_every = 5000
+    c = common.held_out_splits(default_config(), "mnist", "55000")
+    set_fields(c, model=dict(name="glow", levels=2))
+    set_fields(
+        c, batch_size=64, eval_batch_size=500, init_batch_size=512, num_train_steps=200_000,
+        optim=dict(name="adamax", learning_rate=1e-3, warmup_steps=5000),
+        ema_decay=0.999, log_every=100, eval_every=5000, checkpoint_every=5000)
 
     if arg == "small":
         common.mnist_8k_splits(c)
-        c.model.steps_per_level = 4
-        c.model.hidden_channels = 32
-        c.model.preprocessing = "logit"
-        c.model.dropout = 0.1
-        c.batch_size = 32
-        c.eval_batch_size = 400
-        c.init_batch_size = 256
-        c.num_train_steps = 1500
-        c.optim.name = "adam"
-        c.optim.warmup_steps = 50
-        c.optim.schedule = "cosine"
-        c.optim.final_lr_fraction = 0.1
-        c.ema_decay = 0.99
-        c.log_every = 50
-        c.eval_every = 250
-        c.checkpoint_every = 250
+        set_fields(c, model=dict(steps_per_level=4, hidden_channels=32,
+                                 preprocessing="logit", dropout=0.1))
+        set_fields(
+            c, batch_size=32, eval_batch_size=400, init_batch_size=256, num_train_steps=1500,
+            optim=dict(name="adam", warmup_steps=50, schedule="cosine", final_lr_fraction=0.1),
+            ema_decay=0.99, log_every=50, eval_every=250, checkpoint_every=250)
     return c

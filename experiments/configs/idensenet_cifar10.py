@@ -21,35 +21,10 @@ Config schema: ``glow_digits.py``.
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
 
 VARIANTS = ("", "small")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("idensenet_cifar10", arg, VARIANTS)
-    c = default_config()
-    c.dataset.name = "cifar10"
-    c.dataset.train_split = "train[:45000]"
-    c.dataset.val_split = "train[45000:]"
-    c.dataset.test_split = "test"
-
-    c.model.name = "idensenet"              # the factory's defaults are the paper's model
-
-    c.batch_size = 64
-    c.eval_batch_size = 200
-    c.init_batch_size = 256
-    c.num_train_steps = 300_000
-    c.optim.name = "adam"
-    c.optim.learning_rate = 1e-3
-    c.optim.b2 = 0.99
-    c.optim.warmup_steps = 1000
-    c.optim.grad_clip_norm = 1.0
-    c.ema_decay = 0.999
-    c.log_every = 100
-    c.eval_every = 5000
-    c.checkpoint_every = 5000
-
-    if arg == "small":
-        common.residual_small(c, "idensenet")
-    return c
+    return common.residual_cifar10("idensenet", arg)

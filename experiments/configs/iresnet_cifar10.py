@@ -23,32 +23,21 @@ and series estimator, with 2 power iterations per step). Config schema:
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 VARIANTS = ("", "small")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("iresnet_cifar10", arg, VARIANTS)
-    c = default_config()
-    c.dataset.name = "cifar10"
-    c.dataset.train_split = "train[:45000]"
-    c.dataset.val_split = "train[45000:]"
-    c.dataset.test_split = "test"
-
+    c = common.held_out_splits(default_config(), "cifar10", "45000")
     c.model.name = "iresnet"                # the factory's defaults are the paper's model
-
-    c.batch_size = 128
-    c.eval_batch_size = 200
-    c.init_batch_size = 1024
-    c.num_train_steps = 200 * 352           # 200 epochs of 45,000 images
-    c.optim.name = "adamax"
-    c.optim.learning_rate = 3e-3
-    c.optim.warmup_steps = 352              # one epoch
-    c.ema_decay = 0.999
-    c.log_every = 100
-    c.eval_every = 3520
-    c.checkpoint_every = 3520
+    set_fields(
+        c, batch_size=128, eval_batch_size=200, init_batch_size=1024,
+        num_train_steps=200 * 352,          # 200 epochs of 45,000 images
+        optim=dict(name="adamax", learning_rate=3e-3,
+                   warmup_steps=352),       # one epoch
+        ema_decay=0.999, log_every=100, eval_every=3520, checkpoint_every=3520)
 
     if arg == "small":
         common.residual_small(c, "iresnet")

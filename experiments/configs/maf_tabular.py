@@ -36,7 +36,7 @@ from __future__ import annotations
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 MAF_SETS = ("power", "gas", "hepmass", "miniboone", "bsds300")
 VARIANTS = ("", "small", "naf", "nsf", "realnvp") + MAF_SETS
@@ -46,28 +46,18 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("maf_tabular", arg, VARIANTS)
     c = default_config()
     c.seed = 0
-    c.dataset.name = "breast_cancer"
-    c.dataset.train_split = "train"         # 455 rows
-    c.dataset.val_split = "validation"      # 57 rows
-    c.dataset.test_split = "test"           # 57 rows
+    set_fields(c, dataset=dict(name="breast_cancer",
+                               train_split="train",         # 455 rows
+                               val_split="validation",      # 57 rows
+                               test_split="test"))          # 57 rows
     c.model = ml_collections.ConfigDict(dict(name="maf", num_layers=5,
                                              hidden_features=(64, 64), dropout=0.1))
-    c.batch_size = 64
-    c.eval_batch_size = 64
-    c.init_batch_size = 64
-    c.num_train_steps = 3000
-    c.optim.name = "adam"
-    c.optim.learning_rate = 1e-3
-    c.optim.warmup_steps = 50
-    c.optim.grad_clip_norm = 10.0
-    c.ema_decay = 0.99
-    c.log_every = 50
-    c.eval_every = 50
-    c.checkpoint_every = 50
-    c.keep_checkpoints = 1
-    c.early_stopping_patience = 8
-    c.sample_temperatures = (1.0,)
-    c.num_samples = 100
+    set_fields(
+        c, batch_size=64, eval_batch_size=64, init_batch_size=64, num_train_steps=3000,
+        optim=dict(name="adam", learning_rate=1e-3, warmup_steps=50, grad_clip_norm=10.0),
+        ema_decay=0.99, log_every=50, eval_every=50, checkpoint_every=50,
+        keep_checkpoints=1, early_stopping_patience=8, sample_temperatures=(1.0,),
+        num_samples=100)
     if arg == "small":
         c.num_train_steps = 400
     elif arg == "naf":
@@ -87,14 +77,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
         c.model = ml_collections.ConfigDict(dict(name="maf", num_layers=5,
                                                  hidden_features=(width, width),
                                                  batch_norm=True))
-        c.batch_size = 100
-        c.eval_batch_size = 10000
-        c.init_batch_size = 1000
-        c.num_train_steps = 200000
-        c.optim.learning_rate = 1e-4
-        c.optim.warmup_steps = 0
-        c.log_every = 200
-        c.eval_every = 1000
-        c.checkpoint_every = 1000
-        c.early_stopping_patience = 20
+        set_fields(
+            c, batch_size=100, eval_batch_size=10000, init_batch_size=1000,
+            num_train_steps=200000, optim=dict(learning_rate=1e-4, warmup_steps=0),
+            log_every=200, eval_every=1000, checkpoint_every=1000, early_stopping_patience=20)
     return c

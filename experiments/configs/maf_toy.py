@@ -28,7 +28,7 @@ import ml_collections
 
 from experiments.configs import common
 from jaxflows.data.tabular import VECTOR_DATASETS
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 TOYS = ("grid_gaussians", "two_moons", "8gaussians", "checkerboard", "pinwheel", "spirals")
 VARIANTS = ("", "small") + TOYS
@@ -40,32 +40,20 @@ def toy_config(name: str, arg: str, model: dict) -> ml_collections.ConfigDict:
     assert set(TOYS) <= set(VECTOR_DATASETS)
     c = default_config()
     c.seed = 0
-    c.dataset.name = arg if arg in TOYS else "grid_gaussians"
-    c.dataset.train_split = "train"         # 20,000 points
-    c.dataset.val_split = "validation"      # 5,000 points, best-checkpoint selection
-    c.dataset.test_split = "test"           # 5,000 points
+    set_fields(c, dataset=dict(
+        name=arg if arg in TOYS else "grid_gaussians",
+        train_split="train",         # 20,000 points
+        val_split="validation",      # 5,000 points, best-checkpoint selection
+        test_split="test"))          # 5,000 points
     c.model = ml_collections.ConfigDict(model)
-    c.batch_size = 256
-    c.eval_batch_size = 2500
-    c.init_batch_size = 256
-    c.num_train_steps = 10000
-    c.optim.name = "adam"
-    c.optim.learning_rate = 3e-3
-    c.optim.warmup_steps = 100
-    c.optim.schedule = "cosine"
-    c.optim.final_lr_fraction = 0.1
-    c.optim.grad_clip_norm = 10.0
-    c.ema_decay = 0.99
-    c.log_every = 100
-    c.eval_every = 1000
-    c.checkpoint_every = 1000
-    c.keep_checkpoints = 1
-    c.sample_temperatures = (1.0,)
-    c.num_samples = 5000
+    set_fields(
+        c, batch_size=256, eval_batch_size=2500, init_batch_size=256, num_train_steps=10000,
+        optim=dict(name="adam", learning_rate=3e-3, warmup_steps=100, schedule="cosine",
+                   final_lr_fraction=0.1, grad_clip_norm=10.0),
+        ema_decay=0.99, log_every=100, eval_every=1000, checkpoint_every=1000,
+        keep_checkpoints=1, sample_temperatures=(1.0,), num_samples=5000)
     if arg == "small":
-        c.num_train_steps = 600
-        c.eval_every = 200
-        c.checkpoint_every = 200
+        set_fields(c, num_train_steps=600, eval_every=200, checkpoint_every=200)
     return c
 
 

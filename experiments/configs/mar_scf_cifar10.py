@@ -32,28 +32,12 @@ VARIANTS = ("", "mixlogcdf")
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("mar_scf_cifar10", arg, VARIANTS)
-    c = default_config()
+    c = common.held_out_splits(default_config(), "cifar10", "45000")
     c.seed = 0
-    c.dataset.name = "cifar10"
-    c.dataset.train_split = "train[:45000]"
-    c.dataset.val_split = "train[45000:]"
-    c.dataset.test_split = "test"
-
     c.model.name = "mar_scf"               # the factory's defaults: L=3, K=32, affine
-
-    c.batch_size = 64
-    c.eval_batch_size = 500
-    c.init_batch_size = 512
-    c.num_train_steps = 300_000
-    c.optim.name = "adamax"
-    c.optim.learning_rate = 8e-4
-    c.optim.warmup_steps = 156             # the reference's 10,000 samples at batch 64
-    c.ema_decay = 0.999
-    c.log_every = 100
-    c.eval_every = 5000
-    c.checkpoint_every = 5000
+    # Adamax 8e-4, warm-up 156 steps (the reference's 10,000 samples at batch 64)
+    common.mar_scf_reference_schedule(c, batch_size=64, num_train_steps=300_000)
     if arg == "mixlogcdf":
-        c.model.coupling = "mixlogcdf"     # K = 4, 32 components, 10 blocks, 4 heads
-        c.model.hidden_channels = 256      # the released checkpoint's width
-        c.model.dropout = 0.2
+        # K = 4, 32 components, 10 blocks, 4 heads; the released checkpoint's width
+        common.mar_scf_mixlogcdf(c, hidden_channels=256)
     return c

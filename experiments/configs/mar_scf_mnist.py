@@ -49,70 +49,41 @@ Variants:
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 VARIANTS = ("", "small", "small_mnist", "mixlogcdf", "small_mixlogcdf")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("mar_scf_mnist", arg, VARIANTS)
-    c = default_config()
+    c = common.held_out_splits(default_config(), "mnist", "55000")
     c.seed = 0
-    c.dataset.name = "mnist"
-    c.dataset.train_split = "train[:55000]"
-    c.dataset.val_split = "train[55000:]"
-    c.dataset.test_split = "test"
     c.dataset.pad = 2                      # 28x28 -> 32x32x1 (the reference: 32x32x3)
-
     c.model.name = "mar_scf"               # the factory's defaults: L=3, K=32, affine
-
-    c.batch_size = 128
-    c.eval_batch_size = 500
-    c.init_batch_size = 512
-    c.num_train_steps = 100_000
-    c.optim.name = "adamax"
-    c.optim.learning_rate = 8e-4
-    c.optim.warmup_steps = 78              # the reference's 10,000 samples at batch 128
-    c.ema_decay = 0.999
-    c.log_every = 100
-    c.eval_every = 5000
-    c.checkpoint_every = 5000
+    # Adamax 8e-4, warm-up 78 steps (the reference's 10,000 samples at batch 128)
+    common.mar_scf_reference_schedule(c, batch_size=128, num_train_steps=100_000)
 
     if arg == "mixlogcdf":
-        c.model.coupling = "mixlogcdf"     # K = 4, 32 components, 10 blocks, 4 heads
-        c.model.hidden_channels = 96
-        c.model.dropout = 0.2
+        common.mar_scf_mixlogcdf(c, hidden_channels=96)   # K = 4, 32 components, 10 blocks
     if arg in ("small", "small_mnist", "small_mixlogcdf"):
         c.model = ml_collections.ConfigDict(dict(
             name="mar_scf", levels=2, steps_per_level=4, hidden_channels=32,
             lstm_features=16, lstm_layers=2, kernel_sizes=(3, 3), dilations=(1, 1),
             preprocessing="logit"))
-        c.batch_size = 64
-        c.eval_batch_size = 300
-        c.init_batch_size = 256
-        c.num_train_steps = 1500
-        c.optim.name = "adam"
-        c.optim.learning_rate = 1e-3
-        c.optim.warmup_steps = 50
-        c.optim.schedule = "cosine"
-        c.optim.final_lr_fraction = 0.1
-        c.ema_decay = 0.99
-        c.log_every = 50
-        c.eval_every = 250
-        c.checkpoint_every = 250
-        c.num_samples = 36
-        c.sample_temperatures = (0.7, 1.0)
+        set_fields(
+            c, batch_size=64, eval_batch_size=300, init_batch_size=256, num_train_steps=1500,
+            optim=dict(name="adam", learning_rate=1e-3, warmup_steps=50, schedule="cosine",
+                       final_lr_fraction=0.1),
+            ema_decay=0.99, log_every=50, eval_every=250, checkpoint_every=250,
+            num_samples=36, sample_temperatures=(0.7, 1.0))
         if arg == "small":
             common.digits_splits(c)
         elif arg == "small_mixlogcdf":
             common.digits_splits(c)
-            c.model.update(dict(coupling="mixlogcdf", steps_per_level=2, components=8,
-                                num_blocks=2, heads=2, dropout=0.1))
+            set_fields(c, model=dict(coupling="mixlogcdf", steps_per_level=2, components=8,
+                                     num_blocks=2, heads=2, dropout=0.1))
         else:
             common.mnist_8k_splits(c)
-            c.model.hidden_channels = 48
-            c.model.kernel_sizes = (5, 3)
-            c.model.dilations = (2, 1)
-            c.batch_size = 32
-            c.eval_batch_size = 400
+            set_fields(c, model=dict(hidden_channels=48, kernel_sizes=(5, 3), dilations=(2, 1)),
+                       batch_size=32, eval_batch_size=400)
     return c

@@ -20,46 +20,22 @@ config schema.
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 VARIANTS = ("", "small")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("realnvp_cifar10", arg, VARIANTS)
-    c = default_config()
-    c.dataset.name = "cifar10"
-    c.dataset.train_split = "train[:95%]"
-    c.dataset.val_split = "train[95%:]"
-    c.dataset.test_split = "test"
-
-    c.model.name = "realnvp"
-    c.model.levels = 2            # CIFAR-10: one downscaling
-
-    c.batch_size = 64
-    c.eval_batch_size = 500
-    c.init_batch_size = 512
-    c.num_train_steps = 500_000
-    c.optim.name = "adamw"
-    c.optim.learning_rate = 1e-3
-    c.optim.weight_decay = 5e-5
-    c.optim.warmup_steps = 200
-    c.ema_decay = 0.999
-    c.log_every = 100
-    c.eval_every = 10_000
-    c.checkpoint_every = 5000
+    c = common.held_out_splits(default_config(), "cifar10", "95%")
+    set_fields(c, model=dict(name="realnvp",
+                             levels=2))            # CIFAR-10: one downscaling
+    set_fields(
+        c, batch_size=64, eval_batch_size=500, init_batch_size=512, num_train_steps=500_000,
+        optim=dict(name="adamw", learning_rate=1e-3, weight_decay=5e-5, warmup_steps=200),
+        ema_decay=0.999, log_every=100, eval_every=10_000, checkpoint_every=5000)
 
     if arg == "small":
-        c.model.hidden_channels = 16
-        c.model.num_blocks = 2
-        c.batch_size = 32
-        c.eval_batch_size = 250
-        c.init_batch_size = 128
-        c.num_train_steps = 200
-        c.optim.warmup_steps = 50
-        c.ema_decay = 0.99
-        c.log_every = 20
-        c.eval_every = 100
-        c.checkpoint_every = 100
-        c.num_samples = 16
+        set_fields(c, model=dict(hidden_channels=16, num_blocks=2))
+        common.cifar10_small_schedule(c)
     return c

@@ -20,7 +20,7 @@ connected end blocks of width 128, 2,000 steps. Config schema: ``glow_digits.py`
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 VARIANTS = ("", "small")
 
@@ -30,11 +30,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c = common.residual_small(default_config(), "resflow")
     if arg == "small":
         return c
-    c.model.blocks_per_level = 4
-    c.model.hidden_channels = 64
-    c.model.fc_blocks = 2
-    c.model.fc_hidden = 128
-    c.num_train_steps = 2000
-    c.eval_every = 200
-    c.checkpoint_every = 500
-    return c
+    return set_fields(c, model=dict(blocks_per_level=4, hidden_channels=64, fc_blocks=2,
+                                    fc_hidden=128),
+                      num_train_steps=2000, eval_every=200, checkpoint_every=500)

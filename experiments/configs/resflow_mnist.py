@@ -23,36 +23,16 @@ minutes (:func:`experiments.configs.common.residual_small`). Config schema:
 import ml_collections
 
 from experiments.configs import common
-from jaxflows.train import default_config
+from jaxflows.train import default_config, set_fields
 
 VARIANTS = ("", "small")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("resflow_mnist", arg, VARIANTS)
-    c = default_config()
-    c.dataset.name = "mnist"
-    c.dataset.train_split = "train[:55000]"
-    c.dataset.val_split = "train[55000:]"
-    c.dataset.test_split = "test"
-
-    c.model.name = "resflow"
-    c.model.alpha = 1e-6
-
-    c.batch_size = 64
-    c.eval_batch_size = 200
-    c.init_batch_size = 256
-    c.num_train_steps = 150_000
-    c.optim.name = "adam"
-    c.optim.learning_rate = 1e-3
-    c.optim.b2 = 0.99
-    c.optim.warmup_steps = 1000
-    c.optim.grad_clip_norm = 1.0
-    c.ema_decay = 0.999
-    c.log_every = 100
-    c.eval_every = 5000
-    c.checkpoint_every = 5000
-
+    c = common.held_out_splits(default_config(), "mnist", "55000")
+    set_fields(c, model=dict(name="resflow", alpha=1e-6))
+    common.residual_flows_schedule(c, num_train_steps=150_000)
     if arg == "small":
         common.residual_small(c, "resflow")
     return c

@@ -9,7 +9,7 @@ from jaxflows.train.checkpoint import (
                                  read_fingerprint,
                                  restore_for_eval,
 )
-from jaxflows.train.config import config_to_dict, default_config, load_run_config
+from jaxflows.train.config import config_to_dict, default_config, load_run_config, set_fields
 from jaxflows.train.evaluation import (
                                  evaluate_split,
                                  fixed_point_summary,
@@ -65,7 +65,8 @@ __all__ = [
     "train_and_evaluate", "prepare_run", "Run", "restore_or_init", "train_steps",
     "evaluate_and_checkpoint", "finish", "Progress", "RunFiles",
     # config and settings
-    "default_config", "read_settings", "validate_config", "RunSettings", "DatasetSettings",
+    "default_config", "set_fields", "read_settings", "validate_config", "RunSettings",
+    "DatasetSettings",
     "ModelSettings", "OptimSettings", "load_run_config", "config_to_dict",
     # model, data, state
     "build_flow", "dataset_info", "get_split_source", "model_fingerprint", "describe_model",

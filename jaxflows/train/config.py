@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any, Mapping
 
 import ml_collections
 from ml_collections import config_dict
 
-__all__ = ["default_config", "config_to_dict", "load_run_config"]
+__all__ = ["default_config", "set_fields", "config_to_dict", "load_run_config"]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -82,6 +83,47 @@ def default_config() -> ml_collections.ConfigDict:
     c.num_samples = 64
     c.progress_bar = True
     return c
+
+
+def set_fields(config: ml_collections.ConfigDict, fields: Mapping[str, Any] = None, /,
+               **kwargs: Any) -> ml_collections.ConfigDict:
+    """Sets fields of ``config`` in place and returns it; a typo is an error, not a new key.
+
+    Fields come as ``{"section.key": value}`` in ``fields`` and as keyword arguments,
+    where a section takes a dict (``optim=dict(learning_rate=1e-3)``), so a training
+    schedule is one call::
+
+        set_fields(c, batch_size=64, num_train_steps=300, ema_decay=0.995,
+                   optim=dict(learning_rate=1e-3, warmup_steps=100, schedule="cosine"))
+
+    Every key must already exist in ``config`` (the schema of :func:`default_config`),
+    except inside ``model``, whose keys are the model factory's keyword arguments.
+
+    Raises:
+      ValueError: a key that is not in the config (naming it and the known keys of its
+        section), or a dict given for a field that is not a section.
+    """
+    for key, value in list((fields or {}).items()) + list(kwargs.items()):
+        _set_field(config, key.split("."), value, prefix="", free=False)
+    return config
+
+
+def _set_field(section, path, value, *, prefix: str, free: bool) -> None:
+    name, where = path[0], prefix + path[0]
+    free = free or where == "model"      # the model section takes any factory keyword
+    if name not in section and not (free and where != "model"):
+        raise ValueError(f"set_fields: unknown config key {where!r}; known keys here: "
+                         f"{sorted(section.keys())}.")
+    if len(path) > 1 or isinstance(value, Mapping):
+        if name not in section:
+            section[name] = ml_collections.ConfigDict()
+        elif not isinstance(section[name], ml_collections.ConfigDict):
+            raise ValueError(f"set_fields: {where!r} is a field, not a section.")
+        items = [(path[1:], value)] if len(path) > 1 else [([k], v) for k, v in value.items()]
+        for sub, v in items:
+            _set_field(section[name], sub, v, prefix=where + ".", free=free)
+    else:
+        section[name] = value
 
 
 def config_to_dict(config) -> dict:
