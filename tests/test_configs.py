@@ -239,3 +239,20 @@ def test_configs_follow_the_papers():
     mnist = load("glow_mnist").get_config("small")
     assert mnist.dataset.name == "mnist_8k"
     assert (mnist.dataset.train_split, mnist.dataset.val_split) == ("train[:90%]", "train[90%:]")
+
+
+def test_set_fields_sets_sections_and_refuses_typos():
+    from jaxflows.train import default_config, set_fields
+    c = set_fields(default_config(), {"optim.b1": 0.5, "model.levels": 2}, batch_size=3,
+                   optim=dict(learning_rate=2e-3), model=dict(estimator=dict(kind="series")))
+    assert (c.optim.b1, c.optim.learning_rate, c.batch_size) == (0.5, 2e-3, 3)
+    assert (c.model.levels, c.model.estimator.kind) == (2, "series")   # model: free keys
+    assert c.optim.b2 == default_config().optim.b2                      # others untouched
+    with pytest.raises(ValueError, match="unknown config key 'batchsize'"):
+        set_fields(c, batchsize=1)
+    with pytest.raises(ValueError, match="unknown config key 'optim.lr'"):
+        set_fields(c, optim=dict(lr=1.0))
+    with pytest.raises(ValueError, match="unknown config key 'optim.lr'"):
+        set_fields(c, {"optim.lr": 1.0})
+    with pytest.raises(ValueError, match="'seed' is a field, not a section"):
+        set_fields(c, seed=dict(a=1))

@@ -140,9 +140,9 @@ def test_top_prior_with_context_round_trips():
     (dict(kernel_sizes=(3,), levels=2), r"kernel_sizes has 1 entries but the flow has 2"),
     (dict(dilations=[1, 1], levels=3), r"dilations has 2 entries but the flow has 3"),
     (dict(coupling="spline"), r"coupling must be one of"),
-    (dict(coupling="mixlogcdf", components=0), r"components must be a positive int"),
-    (dict(levels=0), r"levels must be an int >= 1"),
-    (dict(lstm_features=0), r"lstm_features must be a positive int"),
+    (dict(coupling="mixlogcdf", components=0), r"`components` must be a positive int"),
+    (dict(levels=0), r"`levels` must be a positive int"),
+    (dict(lstm_features=0), r"`lstm_features` must be a positive int"),
 ])
 def test_bad_arguments(kwargs, match):
     kwargs = dict(dict(image_shape=(8, 8, 1), hidden_channels=4), **kwargs)

@@ -62,16 +62,11 @@ class LevelContext:
 
     ``maps[l]`` is ``[B, h_l, w_l, K_l]``; the resolutions must be distinct.
     :func:`select_context` picks the map of an input's resolution. It is a context
-    object, not an array: ``ndim`` is 0, so code that squeezes image contexts along with
-    the data (:class:`~jaxflows.models.multiscale.MultiScale`, which squeezes only a
-    rank-4 context) passes it through unchanged.
+    object, not an array: code that squeezes array contexts along with the data
+    (:class:`~jaxflows.models.multiscale.MultiScale`) passes it through unchanged.
     """
 
     maps: Tuple[Array, ...]
-
-    @property
-    def ndim(self) -> int:
-        return 0
 
     @property
     def resolutions(self) -> Tuple[Tuple[int, int], ...]:

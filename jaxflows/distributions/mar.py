@@ -66,7 +66,7 @@ import jax.numpy as jnp
 from jaxflows.bijectors.base import sum_except_batch
 from jaxflows.nn.conv import conv2d_same
 from jaxflows.nn.convlstm import ConvLSTM, zero_state
-from jaxflows.nn.utils import param_dtype
+from jaxflows.nn.utils import check_int_args, param_dtype
 
 __all__ = ["MARPrior"]
 
@@ -144,11 +144,9 @@ class MARPrior(nn.Module):
     out_kernel: int = 3
 
     def setup(self):
-        for name in ("features", "num_layers", "kernel_size", "dilation", "embed_features",
-                     "embed_channels", "embed_kernel", "out_kernel"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"MARPrior: `{name}` must be a positive int, got {value!r}.")
+        check_int_args("MARPrior", {name: getattr(self, name) for name in (
+            "features", "num_layers", "kernel_size", "dilation", "embed_features",
+            "embed_channels", "embed_kernel", "out_kernel")})
         self.step = _MARStep(self.features, self.num_layers, self.kernel_size, self.dilation,
                              self.out_kernel)
         if self.conditional:

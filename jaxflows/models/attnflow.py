@@ -55,11 +55,8 @@ from jaxflows.models.common import (
     renamed_arguments,
 )
 from jaxflows.models.glow import check_glow_arguments, glow_step
-from jaxflows.models.mar_scf import _level as _mar_level
-from jaxflows.models.mar_scf import _per_level as _mar_per_level
-from jaxflows.models.mar_scf import _split as _mar_split
-from jaxflows.models.mar_scf import mar_scf, mixlogcdf_step
-from jaxflows.models.multiscale import MultiScale, multiscale
+from jaxflows.models.mar_scf import mar_scf
+from jaxflows.models.multiscale import multiscale
 
 __all__ = ["attnflow", "attnflow_step", "ATTENTIONS", "POSITIONS", "BACKBONES",
            "level_patch_sizes"]
@@ -231,51 +228,35 @@ def attnflow(image_shape: Sequence[int], *, backbone: str = "glow", attention: s
         base_kwargs = dict(hidden_channels=hidden_channels, coupling=coupling,
                            permutation=permutation, lu=lu, dropout=dropout,
                            scale_fn=scale_fn, clamp=clamp)
-        make_base = glow_step
     else:
         coupling = coupling or "mixlogcdf"
-        # mar_scf's own checks (levels, shape, coupling, priors), with its messages.
-        mar_scf(image_shape, levels=levels, steps_per_level=steps_per_level, coupling=coupling,
-                hidden_channels=hidden_channels, num_bins=num_bins, dropout=dropout,
-                components=components, num_blocks=num_blocks, heads=conditioner_heads,
-                lstm_features=lstm_features, lstm_layers=lstm_layers,
-                kernel_sizes=kernel_sizes, dilations=dilations,
-                embed_channels=embed_channels, preprocessing=preprocessing, alpha=alpha,
-                unroll=unroll)
-        shape = tuple(int(s) for s in image_shape)
-        if coupling == "affine":
-            base_kwargs = dict(hidden_channels=hidden_channels, coupling="affine",
-                               dropout=dropout)
-            make_base = glow_step
-        else:
-            base_kwargs = dict(hidden_channels=hidden_channels, components=components,
-                               num_blocks=num_blocks, heads=conditioner_heads, dropout=dropout)
-            make_base = mixlogcdf_step
+        shape = tuple(int(s) for s in image_shape)   # checked by mar_scf below
     patches = (level_patch_sizes(shape, levels, patch_size) if attention == "itrans"
                else ((None, None),) * levels)
 
-    def make_step(level):
+    def wrap_step(level, make_base_step):
         p = patches[level][0] if patch_size != "half" else "half"
         return attnflow_step(level, attention=attention, position=position, heads=heads,
                              patch_size=p, attention_kernel_size=attention_kernel_size,
-                             itrans_kwargs=itrans_kwargs,
-                             make_base_step=functools.partial(make_base, **base_kwargs))
+                             itrans_kwargs=itrans_kwargs, make_base_step=make_base_step)
 
+    if backbone == "mar_scf":
+        # mar_scf checks its own arguments (levels, shape, coupling, priors) and builds
+        # every step as wrap_step around its own (ActNorm -> LU 1x1 conv -> coupling).
+        flow = mar_scf(image_shape, levels=levels, steps_per_level=steps_per_level,
+                       coupling=coupling, hidden_channels=hidden_channels, num_bins=num_bins,
+                       dropout=dropout, components=components, num_blocks=num_blocks,
+                       heads=conditioner_heads, lstm_features=lstm_features,
+                       lstm_layers=lstm_layers, kernel_sizes=kernel_sizes,
+                       dilations=dilations, embed_channels=embed_channels,
+                       preprocessing=preprocessing, alpha=alpha, remat=remat, unroll=unroll,
+                       wrap_step=wrap_step)
+        return flow
+    make_step = functools.partial(
+        wrap_step, make_base_step=functools.partial(glow_step, **base_kwargs))
     make_step(0)          # validate what the steps check lazily right away
     pre = preprocessing_bijectors(num_bins, preprocessing, alpha, "attnflow")
-    if backbone == "glow":
-        make_split = None if learn_split_prior else identity_split
-        body = multiscale(levels, steps_per_level, make_step, remat=remat, unroll=unroll,
-                          make_split=make_split)
-        return Flow(bijector=Chain(pre + [body]), event_shape=shape)
-    steps = _mar_per_level(steps_per_level, levels, "steps_per_level")
-    kernels = _mar_per_level(kernel_sizes, levels, "kernel_sizes")
-    dils = _mar_per_level(dilations, levels, "dilations")
-    prior_kw = tuple(dict(features=lstm_features, num_layers=lstm_layers, kernel_size=k,
-                          dilation=d, embed_channels=embed_channels)
-                     for k, d in zip(kernels, dils))
-    make_level = functools.partial(_mar_level, levels=levels, steps=steps, make_step=make_step,
-                                   prior_kw=prior_kw, remat=remat, unroll=unroll)
-    body = MultiScale(levels=levels, make_level=make_level,
-                      make_split=functools.partial(_mar_split, prior_kw=prior_kw))
+    make_split = None if learn_split_prior else identity_split
+    body = multiscale(levels, steps_per_level, make_step, remat=remat, unroll=unroll,
+                      make_split=make_split)
     return Flow(bijector=Chain(pre + [body]), event_shape=shape)

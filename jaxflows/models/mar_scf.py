@@ -36,7 +36,7 @@ replicates it to 3 channels, which changes ``D``; here MNIST is 28x28x1 (or padd
 from __future__ import annotations
 
 import functools
-from typing import Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 from jaxflows.bijectors.base import Bijector, Chain, Repeat, check_unroll
 from jaxflows.bijectors.linear import Conv1x1
@@ -53,6 +53,7 @@ from jaxflows.models.common import (
 from jaxflows.models.glow import glow_step
 from jaxflows.models.multiscale import MultiScale
 from jaxflows.nn.flowpp import FlowppConditioner
+from jaxflows.nn.utils import check_int_args
 
 __all__ = ["mar_scf", "mixlogcdf_step", "sampling_steps", "MAR_COUPLINGS"]
 
@@ -122,7 +123,9 @@ def mar_scf(image_shape: Sequence[int], *, levels: int = 3,
             kernel_sizes: Union[int, Sequence[int]] = (5, 5, 3),
             dilations: Union[int, Sequence[int]] = (2, 1, 1),
             embed_channels: int = 4, preprocessing: str = "shift", alpha: float = 0.05,
-            remat: bool = False, unroll: Union[int, bool] = 1) -> Flow:
+            remat: bool = False, unroll: Union[int, bool] = 1,
+            wrap_step: Optional[Callable[[int, Callable[[int], Bijector]], Bijector]] = None
+            ) -> Flow:
     """An mAR-SCF :class:`~jaxflows.distributions.Flow` on images (module docstring).
 
     Args:
@@ -154,13 +157,16 @@ def mar_scf(image_shape: Sequence[int], *, levels: int = 3,
       alpha: margin of the logit preprocessing.
       remat: rematerialise every flow step in the backward pass.
       unroll: steps per compiled loop iteration of each level (see ``Repeat``).
+      wrap_step: optional hook ``wrap_step(level, make_base_step=f) -> Bijector`` that
+        builds each step of flow around the backbone's own (``f(level)``: ActNorm ->
+        LU 1x1 conv -> coupling); AttnFlow inserts its attention this way
+        (:func:`jaxflows.models.attnflow`). Default: the backbone's step.
 
     Returns:
       ``Flow`` whose ``log_prob`` is the density (nats) of the pixel values and whose
       ``sample`` is MARPS.
     """
-    if not isinstance(levels, int) or isinstance(levels, bool) or levels < 1:
-        raise ValueError(f"mar_scf: levels must be an int >= 1, got {levels!r}.")
+    check_int_args("mar_scf", {"levels": levels})
     shape = check_image_shape(image_shape, 2 ** levels, "mar_scf")
     if coupling not in MAR_COUPLINGS:
         raise ValueError(f"mar_scf: coupling must be one of {MAR_COUPLINGS}, got {coupling!r}.")
@@ -169,15 +175,11 @@ def mar_scf(image_shape: Sequence[int], *, levels: int = 3,
     steps = _per_level(steps_per_level, levels, "steps_per_level")
     kernels = _per_level(kernel_sizes, levels, "kernel_sizes")
     dils = _per_level(dilations, levels, "dilations")
-    if not isinstance(hidden_channels, int) or hidden_channels < 1:
-        raise ValueError(f"mar_scf: hidden_channels must be a positive int, got "
-                         f"{hidden_channels!r}.")
+    check_int_args("mar_scf", {"hidden_channels": hidden_channels,
+                               "lstm_features": lstm_features, "lstm_layers": lstm_layers,
+                               "embed_channels": embed_channels})
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"mar_scf: dropout must be in [0, 1), got {dropout!r}.")
-    for name, v in (("lstm_features", lstm_features), ("lstm_layers", lstm_layers),
-                    ("embed_channels", embed_channels)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"mar_scf: {name} must be a positive int, got {v!r}.")
     check_unroll(unroll, "mar_scf")
     prior_kw = tuple(dict(features=lstm_features, num_layers=lstm_layers, kernel_size=k,
                           dilation=d, embed_channels=embed_channels)
@@ -186,16 +188,17 @@ def mar_scf(image_shape: Sequence[int], *, levels: int = 3,
         make_step = functools.partial(glow_step, hidden_channels=hidden_channels,
                                       coupling="affine", dropout=dropout)
     else:
-        for name, v in (("components", components), ("num_blocks", num_blocks),
-                        ("heads", heads)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"mar_scf: {name} must be a positive int, got {v!r}.")
+        check_int_args("mar_scf", {"components": components, "num_blocks": num_blocks,
+                                   "heads": heads})
         if hidden_channels % heads:
             raise ValueError(f"mar_scf: heads={heads} must divide hidden_channels="
                              f"{hidden_channels} (the Flow++ conditioner's width).")
         make_step = functools.partial(mixlogcdf_step, hidden_channels=hidden_channels,
                                       components=components, num_blocks=num_blocks,
                                       heads=heads, dropout=dropout)
+    if wrap_step is not None:
+        make_step = functools.partial(wrap_step, make_base_step=make_step)
+        make_step(0)      # a step's lazy checks (e.g. the hook's attention) fail here
     make_level = functools.partial(_level, levels=levels, steps=steps, make_step=make_step,
                                    prior_kw=prior_kw, remat=remat, unroll=unroll)
     body = MultiScale(levels=levels, make_level=make_level,

@@ -40,6 +40,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxflows.bijectors.base import Bijector, Identity, Repeat, check_unroll
 from jaxflows.bijectors.reshape import squeeze2d, unsqueeze2d
@@ -52,8 +53,14 @@ LevelFactory = Callable[[int], Optional[Bijector]]
 
 
 def _squeeze_context(context: Optional[Array], x: Array) -> Optional[Array]:
-    """Squeezes an image context that matches ``x``'s resolution; others pass through."""
-    if context is not None and context.ndim == 4 and context.shape[1:3] == x.shape[1:3]:
+    """Squeezes an image context (an array) of ``x``'s resolution along with ``x``.
+
+    Other contexts pass through: vectors, image contexts of other resolutions, and context
+    objects such as :class:`~jaxflows.bijectors.LevelContext` (one map per level, picked
+    by resolution where used).
+    """
+    if (isinstance(context, (jax.Array, np.ndarray)) and context.ndim == 4
+            and context.shape[1:3] == x.shape[1:3]):
         return squeeze2d(context)
     return context
 
