@@ -9,8 +9,10 @@ Rerunning the same command after an interruption (SIGTERM, Ctrl-C, a crash, kill
 resumes from the latest intact checkpoint in ``--workdir`` and yields the same
 parameters and metrics as an uninterrupted run. A first Ctrl-C checkpoints and stops
 after the current step; a second one aborts at once. On several hosts, pass
-``--distributed`` (or set ``JAX_COORDINATOR_ADDRESS`` etc.) so that
-``jax.distributed.initialize()`` runs first.
+``--distributed`` with ``--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I`` (or ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,
+``JAX_PROCESS_ID``; on TPU pod slices and under SLURM none is needed) so that
+``jaxflows.train.distributed.initialize`` runs first.
 
 Exit codes (``experiments/cli.py``): 0 done, 1 the run failed (diverged, non-finite
 final figures), 2 refused (one ``error:`` line naming the flag, key or path; ``--debug``
@@ -37,8 +39,18 @@ FLAGS = flags.FlagValues()
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, samples, curves.",
                     flag_values=FLAGS)
 flags.DEFINE_bool("distributed", False,
-                  "Call jax.distributed.initialize() first (multi-host GPU/TPU).",
-                  flag_values=FLAGS)
+                  "Start jax.distributed first (several hosts: GPU hosts, TPU pod slices); "
+                  "see jaxflows.train.distributed.initialize.", flag_values=FLAGS)
+flags.DEFINE_string("coordinator_address", None,
+                    "With --distributed: host:port of process 0 (default "
+                    "$JAX_COORDINATOR_ADDRESS, or detected on TPU pods/SLURM/Open MPI).",
+                    flag_values=FLAGS)
+flags.DEFINE_integer("num_processes", None,
+                     "With --distributed: number of processes (default $JAX_NUM_PROCESSES "
+                     "or detected).", flag_values=FLAGS)
+flags.DEFINE_integer("process_id", None,
+                     "With --distributed: this process's id in [0, num_processes) (default "
+                     "$JAX_PROCESS_ID or detected).", flag_values=FLAGS)
 flags.DEFINE_bool("debug", False, "Show the traceback of an error.", flag_values=FLAGS)
 
 
@@ -48,7 +60,12 @@ def _train() -> int:
 
     from jaxflows.train import train_and_evaluate
     if FLAGS.distributed:
-        jax.distributed.initialize()
+        from jaxflows.train import distributed
+        try:
+            distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes,
+                                   FLAGS.process_id)
+        except RuntimeError as e:      # processes that did not all connect: exit code 2
+            raise cli.RefusalError(str(e)) from e
     print(f"devices: {jax.device_count()} x {jax.devices()[0].platform} on "
           f"{jax.process_count()} process(es)", flush=True)
     results = train_and_evaluate(FLAGS.config, FLAGS.workdir)

@@ -20,6 +20,8 @@ What a run does, in order:
    ``{"interrupted": True, "step": s, "signal": "SIGTERM" | "SIGINT"}`` is returned;
    rerunning the same command resumes exactly. A second Ctrl-C raises
    ``KeyboardInterrupt`` at once (progress since the last checkpoint is lost).
+   With several processes (:mod:`jaxflows.train.distributed`) the processes agree on
+   the stop at the next logging or checkpoint step, where all of them stop together.
    With ``config.early_stopping_patience = P > 0`` the run stops after the first
    evaluation that is ``P`` evaluations past the best validation figure
    (``results["stopped_early"]``); a resumed run stops at the same step.
@@ -361,14 +363,17 @@ def _train(run: Run, files: RunFiles, state: TrainState, loader, progress: Progr
     num_steps = run.settings.num_train_steps
     pbar = _progress_bar(run, files, progress.step)
     shown: Dict[str, float] = {}
+    # Several processes must stop at the same step: they agree at logging/checkpoint steps.
+    multi = jax.process_count() > 1
     try:
         with _StopFlag() as flag:
             batches = iter(loader)
             while progress.step < num_steps and not _stops_early(run, progress):
                 state, progress = train_steps(
-                    run, state, batches, progress, stop=lambda: flag.stop, hooks=hooks,
+                    run, state, batches, progress,
+                    stop=(lambda: False) if multi else (lambda: flag.stop), hooks=hooks,
                     on_step=None if pbar is None else lambda: pbar.update(1))
-                stopping = flag.stop
+                stopping = _agree_on_stop(flag) if multi else flag.stop
                 progress, record = evaluate_and_checkpoint(
                     run, files, state, loader, progress, stopping=stopping,
                     eval_cache=eval_cache)
@@ -383,6 +388,28 @@ def _train(run: Run, files: RunFiles, state: TrainState, loader, progress: Progr
         if pbar is not None:
             pbar.close()
     return state, progress, None
+
+
+def _agree_on_stop(flag: _StopFlag) -> bool:
+    """Whether any process received SIGTERM/SIGINT (all processes get the same answer).
+
+    One tiny all-gather, at the end of every :func:`train_steps` (a logging or checkpoint
+    step): a signal delivered to some hosts only, or to hosts at different steps, stops
+    every process at the same step with the same checkpoint, instead of leaving the
+    others waiting in a collective. ``flag.signal`` is set to the signal's name on the
+    processes that did not receive it.
+    """
+    from jax.experimental import multihost_utils
+    codes = {None: 0, "SIGINT": int(signal.SIGINT), "SIGTERM": int(signal.SIGTERM)}
+    mine = codes.get(flag.signal, int(signal.SIGTERM)) if flag.stop else 0
+    got = np.asarray(multihost_utils.process_allgather(np.asarray([mine], np.int32)))
+    received = [int(c) for c in got.ravel() if c]
+    if not received:
+        return False
+    if not flag.stop:
+        flag.stop = True
+        flag.signal = signal.Signals(max(received)).name
+    return True
 
 
 def _stops_early(run: Run, progress: Progress) -> bool:

@@ -300,14 +300,19 @@ def prepare_run(config, workdir: Optional[str] = None, *, check_workdir: bool = 
 
     Raises:
       ValueError: (before any compute) a bad config (see :func:`validate_config`), a
-        batch size the devices cannot split or larger than the train split, or a
-        ``workdir`` holding a checkpoint of another model.
+        batch size the devices cannot split or larger than the train split, a
+        ``workdir`` holding a checkpoint of another model, or (several processes)
+        processes whose configs differ
+        (:func:`~jaxflows.train.distributed.check_same_config`).
     """
     mesh = make_mesh()
     if isinstance(config, RunSettings):
         settings = check_batch_sizes(config, mesh.devices.size)
     else:
         settings = read_settings(config, num_devices=mesh.devices.size)
+    if jax.process_count() > 1:     # every host must train the same model on the same data
+        from jaxflows.train.distributed import check_same_config
+        check_same_config(settings)
     info = dataset_info(settings.dataset)
     flow = build_flow(settings, info)
     fingerprint = model_fingerprint(settings, info)
