@@ -42,6 +42,8 @@ TINY = {
                                    hidden_channels=4, embedding_features=2),
     "cattnflow": dict(lr_shape=(2, 2, 1), levels=2, steps_per_level=1, hidden_channels=4,
                       rrdb_features=2, rrdb_growth=2, rrdb_blocks=1, stacked_blocks=(0,)),
+    "tarflow": dict(patch_size=2, channels=8, blocks=2, layers_per_block=1, heads=2),
+    "jet": dict(patch_size=2, width=8, couplings=2, block_depth=1, heads=2),
 }
 
 # Conditional models: one context row, bound with FixedContext (broadcast to every

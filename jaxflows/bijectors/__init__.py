@@ -32,6 +32,12 @@ from jaxflows.bijectors.residual_settings import (
     SpectralNorm,
 )
 from jaxflows.bijectors.splines import RationalQuadraticSpline
+from jaxflows.bijectors.transformer_flows import (
+    JetStack,
+    TarFlowStack,
+    TransformerAutoregressive,
+    TransformerCoupling,
+)
 from jaxflows.bijectors.transformers import Additive, Affine, Transformer
 
 __all__ = [
@@ -48,4 +54,5 @@ __all__ = [
     "MaskedAutoregressive", "MAF", "IAF", "BatchNorm", "batch_norm_statistics",
     "DSF", "DDSF", "RationalQuadraticSpline",
     "AffineInjector", "Conditioned", "FixedContext", "LevelContext", "SelectContext",
+    "TransformerAutoregressive", "TransformerCoupling", "TarFlowStack", "JetStack",
 ]

@@ -15,6 +15,7 @@ from jaxflows.models.mar_scf import mar_scf
 from jaxflows.models.multiscale import MultiScale, multiscale
 from jaxflows.models.realnvp import realnvp
 from jaxflows.models.resflow import idensenet, iresnet, resflow
+from jaxflows.models.transformer_flows import jet, tarflow
 from jaxflows.models.vae import VAE, vae
 from jaxflows.models.vector import iaf, maf, naf, nsf, realnvp_vector
 
@@ -22,6 +23,7 @@ __all__ = ["MODELS", "get_model", "glow", "realnvp", "attnflow", "acf", "resflow
            "idensenet", "MultiScale", "multiscale", "mar_scf", "flowpp", "FlowPP",
            "maf", "iaf", "naf", "nsf", "realnvp_vector",
            "conditional_glow", "class_conditional_glow", "cattnflow",
+           "tarflow", "jet",
            "VAE", "vae"]   # a VAE is not a flow: not in MODELS
 
 MODELS = {
@@ -45,6 +47,9 @@ MODELS = {
     "conditional_glow": conditional_glow,
     "class_conditional_glow": class_conditional_glow,
     "cattnflow": cattnflow,
+    # Transformer flows (TarFlow autoregressive blocks, Jet couplings).
+    "tarflow": tarflow,
+    "jet": jet,
 }
 
 

@@ -22,6 +22,7 @@ from jaxflows.nn.lipschitz import (
                                       update_lipschitz_state,
 )
 from jaxflows.nn.made import MADE, made_degrees, made_masks
+from jaxflows.nn.vit import ViT, patchify, unpatchify
 
 __all__ = [
     "CLIPSWISH_LIPSCHITZ", "CLipSwish", "LipSwish", "SpectralConv", "SpectralDense",
@@ -32,4 +33,5 @@ __all__ = [
     "MADE", "made_degrees", "made_masks",
     "FlowppConditioner", "GatedConv", "GatedAttention", "concat_elu",
     "RRDB", "RRDBEncoder", "SegmentationEncoder", "ClassEmbedding",
+    "ViT", "patchify", "unpatchify",
 ]
