@@ -31,6 +31,7 @@ from jaxflows.bijectors.residual_settings import (
     as_settings,
 )
 from jaxflows.models import MODELS
+from jaxflows.train import read_settings
 from jaxflows.train.run import context_shape
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,6 +80,7 @@ def check_config(module: types.ModuleType, variant: str):
     raises (unknown dataset, unknown or bad model argument, wrong image shape, ...).
     """
     config = module.get_config(variant)
+    read_settings(config)       # the trainer's schema: unknown keys, types, values
     info = jdata.get_info(config.dataset.name, pad=config.dataset.get("pad", 0))
     shape = tuple(info.image_shape)
     if getattr(info, "is_vector", False):     # flows on vectors: factory(D, **kwargs)
@@ -108,9 +110,31 @@ def test_configs_are_found():
     assert {"glow_digits", "resflow_cifar10", "acf_mnist"} <= set(CONFIGS)
 
 
+def _attnflow_mnist_at_32x32(config, variables, attention):
+    """The paper's AttnFlow on MNIST padded to 32x32: 3 levels of K=2 steps seeing 4, 8
+    and 16 channels, with the variant's attention.
+    """
+    assert jdata.get_info(config.dataset.name, pad=config.dataset.pad).image_shape == (
+        32, 32, 1)
+    params = variables["params"]
+    paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    channels = {leaf.shape for p, leaf in jax.tree_util.tree_leaves_with_path(params)
+                if "ActNorm" in jax.tree_util.keystr(p)
+                and jax.tree_util.keystr(p).endswith("['log_scale']")}
+    assert sorted(channels) == [(2, 4), (2, 8), (2, 16)]
+    assert any(("IMap" if attention == "imap" else "ITrans") in p for p in paths)
+
+
+# Extra structural checks of some variants, on the variables the build above made.
+EXTRA = {("attnflow_mnist", ""): lambda c, v: _attnflow_mnist_at_32x32(c, v, "imap"),
+         ("attnflow_mnist", "itrans"): lambda c, v: _attnflow_mnist_at_32x32(c, v, "itrans")}
+
+
 @pytest.mark.parametrize("name, variant", CASES, ids=[f"{n}:{v or 'default'}" for n, v in CASES])
 def test_config_variant_builds_its_model(name, variant):
-    check_config(load(name), variant)
+    config, variables = check_config(load(name), variant)
+    if (name, variant) in EXTRA:
+        EXTRA[name, variant](config, variables)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

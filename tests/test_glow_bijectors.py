@@ -230,7 +230,13 @@ def test_every_coupling_is_the_identity_at_init():
         return outs
 
     for name, (x, y, ld) in zip(names, run(KEY)):
-        np.testing.assert_array_equal(y, x, err_msg=name)
+        # The identity up to float32 round-off at the input's scale: a masked coupling
+        # computes mask * x + (1 - mask) * (x * 1 + 0), whose rounding depends on how the
+        # compiler fuses the multiply-adds (exact at XLA's default level, a few ulp of
+        # max|x| at the test suite's level 0).
+        assert np.asarray(y).dtype == np.float32, name
+        tol = 4 * np.finfo(np.float32).eps * float(np.max(np.abs(x)))
+        np.testing.assert_allclose(y, x, rtol=0, atol=tol, err_msg=name)
         np.testing.assert_allclose(ld, 0.0, atol=1e-6, err_msg=name)
 
 
