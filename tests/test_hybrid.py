@@ -156,3 +156,79 @@ def test_classifier_trains_the_flow(batch, pooled):
             flow_grads = jax.tree_util.tree_leaves(g["flow"])
             assert max(float(jnp.max(jnp.abs(a))) for a in flow_grads) > 0
     assert losses[-1] < losses[0] - 0.1, losses
+
+
+# --------------------------------------------------------------------------------------
+# The trainer's hybrid objective (config.hybrid) through the launcher
+# --------------------------------------------------------------------------------------
+TINY_FLAGS = ["--config.model.steps_per_level=1", "--config.model.hidden_channels=4",
+              "--config.model.levels=1", "--config.hybrid.hidden=0",
+              "--config.dataset.train_split=train[:256]",
+              "--config.dataset.test_split=test[:100]", "--config.num_train_steps=3",
+              "--config.eval_every=3", "--config.checkpoint_every=3", "--config.log_every=1",
+              "--config.batch_size=16", "--config.init_batch_size=32",
+              "--config.eval_batch_size=64", "--config.num_samples=4",
+              "--config.progress_bar=False"]
+
+
+def test_launcher_trains_a_hybrid_and_reports_accuracy(tmp_path):
+    """experiments/train.py on hybrid_digits.py:glow_invd, shrunk by flags to 3 steps."""
+    import json
+
+    from experiments import train as launcher
+    work = tmp_path / "run"
+    code = launcher.main(["train.py", "--config=experiments/configs/hybrid_digits.py:glow_invd",
+                          f"--workdir={work}"] + TINY_FLAGS)
+    assert code == 0
+    res = json.loads((work / "results.json").read_text())
+    assert res["hybrid_lam"] == 1 / 64      # "1/D" with D = 8 * 8
+    assert 0.0 <= res["test_accuracy"] <= 1.0 and math.isfinite(res["test_bpd"])
+    lines = [json.loads(x) for x in (work / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in lines if "train_objective" in r]
+    assert len(train) == 3
+    for r in train:     # the objective is -(lam log p(x) + log p(y|x)) per example (nats)
+        nll_x = r["train_bpd"] * 64 * math.log(2)
+        assert math.isclose(r["train_objective"], nll_x / 64 + r["train_nll_y"], rel_tol=1e-4)
+        assert 0.0 <= r["train_accuracy"] <= 1.0
+    assert "test_accuracy" in lines[-1] and "test_bpd" in lines[-1]
+    # the same config and work directory without the head is another model: refused
+    code = launcher.main(["train.py", "--config=experiments/configs/glow_digits.py:small",
+                          f"--workdir={work}"] + TINY_FLAGS[:3])
+    assert code != 0
+
+
+def _settings_error(**hybrid):
+    import ml_collections
+
+    from experiments.configs import hybrid_digits
+    from jaxflows import train as jt
+    c = hybrid_digits.get_config("glow_1")
+    c.hybrid = ml_collections.ConfigDict({**c.hybrid.to_dict(), **hybrid})
+    return jt.read_settings(c)
+
+
+@pytest.mark.parametrize("hybrid, match", [
+    (dict(lam=-0.5), r"config.hybrid.lam .* >= 0"),
+    (dict(lam="1/d"), r"config.hybrid.lam .*'1/D'"),
+    (dict(features="mean"), r"config.hybrid.features must be one of"),
+    (dict(hiden=3), r"Unknown config key config.hybrid.hiden"),
+    (dict(lam=None), r"config.hybrid.features is set but config.hybrid.lam is None"),
+])
+def test_bad_hybrid_settings_are_refused(hybrid, match):
+    with pytest.raises(ValueError, match=match):
+        _settings_error(**hybrid)
+
+
+def test_hybrid_config_without_labels_is_refused(tmp_path):
+    from experiments.configs import hybrid_digits
+    from jaxflows import train as jt
+    path = tmp_path / "nolabels.npz"
+    np.savez(path, image=np.zeros((20, 8, 8, 1), np.uint8))
+    c = hybrid_digits.get_config("glow_0")
+    c.dataset.name = f"npz:{path}"
+    with pytest.raises(ValueError, match="config.hybrid: .* needs class labels"):
+        jt.validate_config(c)
+    plain = hybrid_digits.get_config("glow_0")
+    assert jt.read_settings(plain).hybrid.lam == 0.0
+    del plain["hybrid"]
+    assert jt.read_settings(plain).hybrid is None     # no section: a plain flow

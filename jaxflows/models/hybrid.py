@@ -157,6 +157,14 @@ class HybridFlow(nn.Module):
         logits = nn.Dense(self.num_classes, name="logits")(feats)
         return log_px, logits
 
+    def sample(self, num_samples: int, *, temperature=1.0, dtype=jnp.float32) -> Array:
+        """``num_samples`` draws of the flow (``Flow.sample``; the head plays no part).
+
+        So a trained hybrid samples like its flow (``apply(variables, n,
+        method="sample", rngs={"sample": key})``), as the trainer's sample grids do.
+        """
+        return self.flow.sample(num_samples, temperature=temperature, dtype=dtype)
+
 
 def hybrid(flow: Flow, num_classes: int, *, features: str = "final", hidden: int = 0
            ) -> HybridFlow:

@@ -323,6 +323,8 @@ def config_field_hashes(settings) -> Dict[str, int]:
         value = getattr(settings, field.name)
         if field.name == "model":
             values["model"] = value.to_dict()
+            if getattr(value, "hybrid", None) is not None:     # config.hybrid
+                values["hybrid"] = dataclasses.asdict(value.hybrid)
         elif dataclasses.is_dataclass(value):
             for sub in dataclasses.fields(value):
                 values[f"{field.name}.{sub.name}"] = getattr(value, sub.name)

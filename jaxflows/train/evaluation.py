@@ -12,7 +12,7 @@ from jaxflows.bijectors.residual import fixed_point_report
 from jaxflows.train.mesh import global_batch
 from jaxflows.train.plots import plot_density_2d, save_image_grid, to_pixels
 
-__all__ = ["evaluate_split", "save_samples", "fixed_point_summary",
+__all__ = ["evaluate_split", "evaluate_split_metrics", "save_samples", "fixed_point_summary",
            "importance_weighted_log_prob", "evaluate_split_iw", "save_density_plot"]
 
 log = logging.getLogger("jaxflows.train")
@@ -54,6 +54,17 @@ def _read_rows(source, valid, shape):
 def evaluate_split(run, state, source, split_id: int, cache: Optional[dict] = None) -> float:
     """Mean per-dimension score over the WHOLE ``source``: the last batch is padded and masked.
 
+    ``evaluate_split_metrics(...)[run.score]`` (arguments there).
+    """
+    return evaluate_split_metrics(run, state, source, split_id, cache)[run.score]
+
+
+def evaluate_split_metrics(run, state, source, split_id: int,
+                           cache: Optional[dict] = None) -> Dict[str, float]:
+    """``{run.score: mean per-dimension score}`` over the WHOLE ``source``, and for a hybrid
+    model (``run.hybrid_lam`` set) ``"accuracy"``: the fraction of examples whose label
+    is the argmax of the classifier's logits. The last batch is padded and masked.
+
     Bits/dim for images; for vector data (``run.score == "nats_per_dim"``) the mean
     negative log-likelihood in nats per dimension.
 
@@ -69,6 +80,8 @@ def evaluate_split(run, state, source, split_id: int, cache: Optional[dict] = No
         successive evaluations differ only through the parameters.
       cache: a dict kept across evaluations of the same run, holding the host batches
         of small splits.
+
+    A hybrid model's bits/dim is that of its ``log p(x)`` alone (the head plays no part).
     """
     from jaxflows.train.run import device_batch
     n = len(source)
@@ -78,7 +91,7 @@ def evaluate_split(run, state, source, split_id: int, cache: Optional[dict] = No
     if cache is not None and n * int(np.prod(shape)) * np.dtype(dtype).itemsize > (
             _EVAL_CACHE_BYTES):
         cache = None
-    total, count = 0.0, 0.0
+    total, count, correct = 0.0, 0.0, 0.0
     sums = []
     for b, start in enumerate(range(0, n, bs)):
         rows, per = _local_rows(start, bs)
@@ -103,10 +116,15 @@ def evaluate_split(run, state, source, split_id: int, cache: Optional[dict] = No
                                        global_batch(mask, run.mesh),
                                        np.array([run.settings.seed, 7919, split_id, b],
                                                 np.int32)))
-    for s, c in jax.device_get(sums):
-        total += float(s)
-        count += float(c)
-    return total / max(count, 1.0)
+    for out in jax.device_get(sums):
+        total += float(out[0])
+        count += float(out[1])
+        if len(out) > 2:
+            correct += float(out[2])
+    result = {run.score: total / max(count, 1.0)}
+    if getattr(run, "hybrid_lam", None) is not None:
+        result["accuracy"] = correct / max(count, 1.0)
+    return result
 
 
 def fixed_point_summary(intermediates) -> Dict[str, float]:
@@ -308,6 +326,9 @@ def evaluate_split_iw(run, state, source, split_id: int, num_samples: int, *,
     from jaxflows.metrics import bits_per_dim
     from jaxflows.train.step import make_context
 
+    if getattr(run, "hybrid_lam", None) is not None:
+        raise ValueError("evaluate_split_iw: not for hybrid models (config.hybrid): use "
+                         "evaluate_split_metrics.")
     if run.score != "bpd":
         raise ValueError("evaluate_split_iw: importance weighting over dequantisation noise "
                          "applies to images; vector data have an exact log-likelihood "

@@ -62,7 +62,12 @@ import numpy as np
 
 from jaxflows.train import checkpoint as ckpt_lib
 from jaxflows.train.config import config_to_dict
-from jaxflows.train.evaluation import evaluate_split, save_density_plot, save_samples
+from jaxflows.train.evaluation import (
+    evaluate_split,
+    evaluate_split_metrics,
+    save_density_plot,
+    save_samples,
+)
 from jaxflows.train.metrics import MetricsLog, RunningMean
 from jaxflows.train.plots import plot_curves
 from jaxflows.train.run import (
@@ -81,6 +86,22 @@ __all__ = ["train_and_evaluate", "RunFiles", "Progress", "restore_or_init", "tra
 log = logging.getLogger("jaxflows.train")
 
 Hook = Callable[[int, TrainState], None]
+
+# Train metrics of hybrid models' steps, logged as train_<name>.
+HYBRID_METRICS = ("objective", "accuracy", "nll_y")
+
+
+def _evaluate_into(record: dict, prefix: str, run: Run, state, source, split_id: int,
+                   cache) -> None:
+    """``record[prefix_<score>]`` of ``source``, and ``record[prefix_accuracy]`` for a
+    hybrid model (config.hybrid).
+    """
+    if run.hybrid_lam is None:
+        record[f"{prefix}_{run.score}"] = evaluate_split(run, state, source, split_id, cache)
+        return
+    for key, value in evaluate_split_metrics(run, state, source, split_id, cache).items():
+        record[f"{prefix}_{key}"] = value
+
 
 # Split ids of evaluate_split: they fix each split's dequantisation noise.
 VAL_SPLIT_ID, TEST_SPLIT_ID = 1, 2
@@ -209,8 +230,10 @@ def _account(progress: Progress, step: int, metrics, max_nonfinite: int,
     m = jax.device_get(metrics)
     lr = float(m.get("lr", math.nan))
     if bool(m["finite"]):
+        # hybrid models (config.hybrid) add their objective, accuracy and -log p(y|x)
+        extra = {f"train_{k}": float(m[k]) for k in HYBRID_METRICS if k in m}
         running = progress.running.add({f"train_{score}": float(m["loss"]),
-                                        "grad_norm": float(m["grad_norm"])})
+                                        "grad_norm": float(m["grad_norm"]), **extra})
         return dataclasses.replace(progress, running=running, nonfinite_streak=0, lr=lr)
     streak = progress.nonfinite_streak + 1
     log.warning("step %d: non-finite loss or gradient; update skipped", step)
@@ -312,11 +335,10 @@ def evaluate_and_checkpoint(run: Run, files: RunFiles, state: TrainState, loader
     evaluates = settings.evaluates_at(step)
     if evaluates:
         if run.val_src is not None:
-            record[f"val_{run.score}"] = evaluate_split(run, state, run.val_src, VAL_SPLIT_ID,
-                                                        eval_cache)
+            _evaluate_into(record, "val", run, state, run.val_src, VAL_SPLIT_ID, eval_cache)
         if run.test_src is not None and settings.eval_test_during_training:
-            record[f"test_{run.score}"] = evaluate_split(run, state, run.test_src,
-                                                         TEST_SPLIT_ID, eval_cache)
+            _evaluate_into(record, "test", run, state, run.test_src, TEST_SPLIT_ID,
+                           eval_cache)
         score = record.get(f"val_{run.score}")
         # no validation split: the last evaluation is the "best"
         improved = run.val_src is None or (
@@ -491,11 +513,13 @@ def finish(run: Run, files: RunFiles, state: TrainState, progress: Progress, *,
     if progress.step < settings.num_train_steps:
         results["stopped_early"] = True   # early stopping on validation (patience)
     if run.test_src is not None:
-        results[f"test_{score}"] = evaluate_split(run, final_state, run.test_src,
-                                                  TEST_SPLIT_ID, eval_cache)
+        _evaluate_into(results, "test", run, final_state, run.test_src, TEST_SPLIT_ID,
+                       eval_cache)
     if run.val_src is not None:
-        results[f"val_{score}"] = evaluate_split(run, final_state, run.val_src, VAL_SPLIT_ID,
-                                                 eval_cache)
+        _evaluate_into(results, "val", run, final_state, run.val_src, VAL_SPLIT_ID,
+                       eval_cache)
+    if run.hybrid_lam is not None:
+        results["hybrid_lam"] = run.hybrid_lam
     if score != "bpd":
         # vector data: the log-likelihood in nats per example (the MAF/NAF/NSF tables' figure)
         for split in ("test", "val"):

@@ -6,6 +6,11 @@ opens the dataset, builds the flow and checks it by an abstract initialisation
 returns the immutable :class:`Run` that the training loop, ``experiments/evaluate.py``
 and ``experiments/sample.py`` share. Nothing is written and nothing is computed on the
 devices.
+
+A config with ``config.hybrid`` (:class:`~jaxflows.train.settings.HybridSettings`) gets
+a :class:`~jaxflows.models.hybrid.HybridFlow` as ``run.flow`` (the flow of
+``config.model`` with a classifier head; it samples like its flow) and
+``run.hybrid_lam``, the weight of ``log p(x)`` in its loss.
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ from jaxflows.train.step import Steps, make_steps, parse_context
 
 __all__ = ["Run", "prepare_run", "build_flow", "validate_config", "dataset_info",
            "get_split_source", "model_fingerprint", "describe_model", "abstract_state",
-           "init_state", "score_name", "context_shape", "device_batch"]
+           "init_state", "score_name", "context_shape", "device_batch", "needs_labels"]
 
 # Compiled functions shared by runs of the same model/optimiser in one process
 # (tests, notebooks re-running a cell): jax.jit caches per function object.
@@ -67,6 +72,8 @@ class Run:
         context the samples get (``None`` without a context): for ``"label"``,
         labels ``arange(num_samples) % num_classes``; for ``"lowres:F"``, the first
         ``num_samples`` images of the validation split (else test, else train).
+      hybrid_lam: a hybrid model's weight of ``log p(x)`` (``config.hybrid.lam``, with
+        ``"1/D"`` resolved), ``None`` for a plain flow.
     """
 
     settings: RunSettings
@@ -83,6 +90,7 @@ class Run:
     num_dims: int
     score: str = "bpd"
     sample_cond: Any = None
+    hybrid_lam: Optional[float] = None
 
 
 def score_name(info) -> str:
@@ -116,13 +124,21 @@ def context_shape(context: str, info):
     return (h // factor, w // factor, c), jnp.float32
 
 
+def needs_labels(settings: RunSettings) -> bool:
+    """Whether the steps take the labels: a context (``config.dataset.context``) or a
+    hybrid model (``config.hybrid``).
+    """
+    return bool(settings.dataset.context) or settings.hybrid is not None
+
+
 def device_batch(run, batch) -> Any:
     """This process's loader batch as the global array(s) the steps take.
 
-    The images alone when the run has no context, else ``{"image", "label"}``.
+    The images alone when the run needs no labels (:func:`needs_labels`), else
+    ``{"image", "label"}``.
     """
     images = global_batch(batch["image"], run.mesh)
-    if not run.settings.dataset.context:
+    if not needs_labels(run.settings):
         return images
     return {"image": images, "label": global_batch(np.asarray(batch["label"], np.int32),
                                                    run.mesh)}
@@ -223,7 +239,49 @@ def build_flow(config, info, *, check: bool = True):
             jax.eval_shape(init, jax.ShapeDtypeStruct((1,) + shape, jnp.float32), c)
     except (TypeError, ValueError) as e:
         raise ValueError(_model_error(model, info, e)) from e
+    if settings.hybrid is not None:
+        flow = _hybrid_model(settings, info, flow, check=check)
     return flow
+
+
+def _hybrid_model(settings: RunSettings, info, flow, *, check: bool):
+    """The :class:`~jaxflows.models.hybrid.HybridFlow` of ``flow`` (``config.hybrid``).
+
+    Raises ``ValueError`` naming the field: a dataset without labels, vector data, a
+    conditional flow (``config.dataset.context``) or a flow with a variational
+    dequantiser (the hybrid loss is on ``log p(x)`` of uniformly dequantised images).
+    """
+    from jaxflows.models.hybrid import hybrid
+    from jaxflows.train.step import variational
+    h = settings.hybrid
+    if not getattr(info, "num_classes", None):
+        raise ValueError(f"config.hybrid: a hybrid model's classifier head needs class "
+                         f"labels, but dataset {info.name!r} (config.dataset.name) has none "
+                         "(remove config.hybrid, or use a labelled dataset such as 'digits' "
+                         "or 'mnist_8k').")
+    if getattr(info, "is_vector", False) or len(tuple(info.image_shape)) != 3:
+        raise ValueError(f"config.hybrid: hybrid models are built on images; dataset "
+                         f"{info.name!r} gives vectors.")
+    if settings.dataset.context:
+        raise ValueError(f"config.hybrid with config.dataset.context="
+                         f"{settings.dataset.context!r}: a hybrid model classifies "
+                         "x, so its flow is unconditional (set config.dataset.context='').")
+    if variational(flow):
+        raise ValueError(f"config.hybrid with config.model.name={settings.model.name!r}: "
+                         "a flow with a variational dequantiser is not supported by the "
+                         "hybrid objective (use config.model.dequantization='uniform').")
+    model = hybrid(flow, int(info.num_classes), features=h.features, hidden=h.hidden)
+    if check:
+        def init(x):
+            key = jax.random.PRNGKey(0)
+            return model.init({"params": key, "dropout": key, "logdet": key}, x, train=False)
+        try:
+            jax.eval_shape(init, jax.ShapeDtypeStruct((1,) + tuple(info.image_shape),
+                                                      jnp.float32))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"config.hybrid: {str(e).rstrip('. ')} (features="
+                             f"{h.features!r}, hidden={h.hidden}).") from e
+    return model
 
 
 def validate_config(config, *, num_devices: Optional[int] = None):
@@ -251,6 +309,8 @@ def describe_model(config, info=None) -> Dict[str, Any]:
         payload["num_bins"] = info.num_bins
     if settings.dataset.context:    # absent when unconditional (older fingerprints hold)
         payload["context"] = settings.dataset.context
+    if settings.hybrid is not None:  # absent for plain flows (older fingerprints hold)
+        payload["hybrid"] = dataclasses.asdict(settings.hybrid)
     return payload
 
 
@@ -269,20 +329,21 @@ def model_fingerprint(config, info=None) -> str:
 
 
 def _steps_for(settings: RunSettings, fingerprint: str, flow, tx, mesh, num_dims: int,
-               schedule, continuous: bool) -> Steps:
+               schedule, continuous: bool, hybrid_lam: Optional[float] = None) -> Steps:
     """The compiled steps of this model and optimiser (cached across runs in a process)."""
     key = json.dumps({
         "fp": fingerprint, "optim": dataclasses.asdict(settings.optim),
         "steps": settings.num_train_steps, "ema": settings.ema_decay,
         "use_ema": settings.eval_use_ema, "n": settings.num_samples,
         "devices": [d.id for d in mesh.devices.flat],
-        "context": settings.dataset.context, "continuous": continuous}, sort_keys=True)
+        "context": settings.dataset.context, "continuous": continuous,
+        "hybrid_lam": hybrid_lam}, sort_keys=True)
     steps = _STEPS_CACHE.get(key)
     if steps is None:
         steps = make_steps(flow, tx, mesh, num_dims=num_dims, ema_decay=settings.ema_decay,
                            use_ema=settings.eval_use_ema, num_samples=settings.num_samples,
                            schedule=schedule, context=settings.dataset.context,
-                           continuous=continuous)
+                           continuous=continuous, hybrid_lam=hybrid_lam)
         if len(_STEPS_CACHE) > _STEPS_CACHE_SIZE:
             _STEPS_CACHE.pop(next(iter(_STEPS_CACHE)))
         _STEPS_CACHE[key] = steps
@@ -338,11 +399,14 @@ def prepare_run(config, workdir: Optional[str] = None, *, check_workdir: bool = 
     schedule = make_schedule(settings.optim, settings.num_train_steps)
     num_dims = int(np.prod(info.image_shape))
     continuous = bool(getattr(info, "is_vector", False))
-    steps = _steps_for(settings, fingerprint, flow, tx, mesh, num_dims, schedule, continuous)
+    hybrid_lam = None if settings.hybrid is None else settings.hybrid.weight(num_dims)
+    steps = _steps_for(settings, fingerprint, flow, tx, mesh, num_dims, schedule, continuous,
+                       hybrid_lam)
     return Run(settings=settings, mesh=mesh, info=info, fingerprint=fingerprint, flow=flow,
                tx=tx, schedule=schedule, steps=steps, train_src=train_src, val_src=val_src,
                test_src=test_src, num_dims=num_dims, score=score_name(info),
-               sample_cond=_sample_cond(settings, info, (val_src, test_src, train_src)))
+               sample_cond=_sample_cond(settings, info, (val_src, test_src, train_src)),
+               hybrid_lam=hybrid_lam)
 
 
 def _sample_cond(settings: RunSettings, info, sources):
@@ -384,7 +448,7 @@ def abstract_state(run: Run) -> TrainState:
     n = _init_batch_size(run)
     dtype = jnp.float32 if run.score != "bpd" else jnp.uint8
     images = jax.ShapeDtypeStruct((n,) + tuple(run.info.image_shape), dtype)
-    if run.settings.dataset.context:
+    if needs_labels(run.settings):
         images = {"image": images, "label": jax.ShapeDtypeStruct((n,), jnp.int32)}
     shapes = jax.eval_shape(run.steps.init, images, jax.ShapeDtypeStruct((), jnp.int32))
     rep = replicated(run.mesh)

@@ -13,24 +13,35 @@ reads nothing else from the ConfigDict afterwards.
 unchanged (values may be dicts of settings, e.g. ``estimator=dict(kind="roulette")``;
 the factories convert them). Whether the factory accepts them is checked by building
 the flow (:func:`jaxflows.train.build_flow`), not here.
+
+``config.hybrid`` (optional; absent from older configs and from ``default_config``)
+turns the flow into a hybrid model (:class:`HybridSettings`,
+:mod:`jaxflows.models.hybrid`): a classifier head on the flow's latent, trained on
+``-(lam log p(x) + log p(y | x))``. Its keys are ``lam`` (``None``: no hybrid), ``features``
+and ``hidden``; unknown keys raise like those of any other section.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import difflib
+import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from jaxflows import models
 from jaxflows.train.config import config_to_dict, default_config
 
-__all__ = ["DatasetSettings", "ModelSettings", "OptimSettings", "RunSettings",
-           "read_settings", "check_batch_sizes", "as_settings"]
+__all__ = ["DatasetSettings", "ModelSettings", "OptimSettings", "HybridSettings",
+           "RunSettings", "read_settings", "check_batch_sizes", "as_settings",
+           "HYBRID_DEFAULTS"]
 
 OPTIMIZERS = ("adam", "adamax", "adamw")
 SCHEDULES = ("constant", "cosine")
 # Factory arguments that come from the dataset, never from config.model (dim: vectors).
 FROM_DATASET = ("image_shape", "num_bins", "dim")
+# config.hybrid: its keys and defaults (lam None: a plain flow, no classifier head).
+HYBRID_DEFAULTS = {"lam": None, "features": "final", "hidden": 0}
+HYBRID_FEATURES = ("final", "pooled")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +72,33 @@ class DatasetSettings:
 
 
 @dataclasses.dataclass(frozen=True)
+class HybridSettings:
+    """``config.hybrid``: a classifier head on the flow's latent and the hybrid objective.
+
+    The run trains :class:`jaxflows.models.hybrid.HybridFlow` (the flow of
+    ``config.model`` plus a head with ``num_classes`` of the dataset) on the per-example
+    loss ``-(lam * log p(x) + log p(y | x))`` (nats; Residual Flows Table 4, Nalisnick
+    et al. 2019), and evaluation reports the classifier's accuracy besides bits/dim
+    (bits/dim from ``log p(x)`` alone). The dataset must have labels.
+
+    Attributes:
+      lam: the weight of ``log p(x)``: a number ``>= 0`` (the paper's ``0`` and ``1``), or
+        ``"1/D"`` for ``1 / (number of dimensions)`` of the (padded) images.
+      features: ``"final"`` (the head reads the latent's final part) or ``"pooled"``
+        (every level's factored-out part, pooled per level).
+      hidden: the head's width per part (0: a linear classifier on pooled features).
+    """
+
+    lam: Any
+    features: str = "final"
+    hidden: int = 0
+
+    def weight(self, num_dims: int) -> float:
+        """``lam`` as a number: ``1 / num_dims`` for ``"1/D"``."""
+        return 1.0 / num_dims if self.lam == "1/D" else float(self.lam)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelSettings:
     """``config.model``: a factory of ``jaxflows.models.MODELS`` and its keyword arguments.
 
@@ -69,10 +107,13 @@ class ModelSettings:
       kwargs: every other ``config.model`` field, in JSON form (nested sections are
         plain dicts); top-level lists are tuples. Do not mutate it:
         :meth:`factory_kwargs` gives a copy to pass on.
+      hybrid: the classifier head and hybrid objective of ``config.hybrid`` (``None``: a
+        plain flow); also :attr:`RunSettings.hybrid`.
     """
 
     name: str
     kwargs: Dict[str, Any]
+    hybrid: Optional["HybridSettings"] = None
 
     def factory_kwargs(self) -> Dict[str, Any]:
         """A fresh copy of :attr:`kwargs` for ``MODELS[name](image_shape, num_bins=..., **kw)``."""
@@ -142,6 +183,11 @@ class RunSettings:
     sample_temperatures: Tuple[float, ...]
     num_samples: int
     progress_bar: bool
+
+    @property
+    def hybrid(self) -> Optional[HybridSettings]:
+        """``config.hybrid`` read (kept with the model settings), or ``None``."""
+        return self.model.hybrid
 
     @property
     def use_ema(self) -> bool:
@@ -294,6 +340,27 @@ def _read_model(config) -> ModelSettings:
     return ModelSettings(name=name, kwargs=kwargs)
 
 
+def _read_hybrid(s: _Section) -> Optional[HybridSettings]:
+    """``config.hybrid`` checked: ``None`` when ``lam`` is ``None`` (no hybrid model)."""
+    lam = s._get("lam")
+    features = s.get_str("features", HYBRID_FEATURES)
+    hidden = s.get_int("hidden", 0)
+    if lam is None:
+        others = [k for k in s.values.keys() if k != "lam"]
+        if others:
+            raise ValueError(f"config.hybrid.{others[0]} is set but config.hybrid.lam is "
+                             "None: set config.hybrid.lam (0, '1/D', 1, ...) to train a "
+                             "hybrid model, or remove config.hybrid.")
+        return None
+    number = isinstance(lam, (int, float)) and not isinstance(lam, bool)
+    if not (lam == "1/D" or (number and math.isfinite(lam) and lam >= 0)):
+        raise ValueError(f"config.hybrid.lam (the weight of log p(x) in the hybrid loss "
+                         f"-(lam log p(x) + log p(y|x))) must be a finite number >= 0 or "
+                         f"'1/D', got {lam!r}.")
+    return HybridSettings(lam=lam if lam == "1/D" else float(lam), features=features,
+                          hidden=hidden)
+
+
 def _read_optim(s: _Section) -> OptimSettings:
     return OptimSettings(
         name=s.get_str("name", OPTIMIZERS),
@@ -334,10 +401,14 @@ def read_settings(config, *, num_devices: Optional[int] = None) -> RunSettings:
       ValueError: naming the field, for an unknown key (top level, ``dataset``,
         ``optim``), a wrong type or a bad value, an unknown ``config.model.name``, a
         ``config.model`` field that comes from the dataset (``image_shape``,
-        ``num_bins``), or a batch size the devices cannot split.
+        ``num_bins``), a bad ``config.hybrid`` (``lam`` negative, ...), or a batch size
+        the devices cannot split.
     """
     defaults = default_config()
-    top_keys = tuple(k for k in defaults.keys() if k not in ("dataset", "model", "optim"))
+    if "hybrid" not in defaults:
+        defaults.hybrid = dict(HYBRID_DEFAULTS)
+    sections = ("dataset", "model", "optim", "hybrid")
+    top_keys = tuple(k for k in defaults.keys() if k not in sections)
     top = _Section(config, defaults, "config",
                    elsewhere={"config.dataset": defaults.dataset, "config.optim": defaults.optim})
     dataset = _Section(_section(config, "dataset"), defaults.dataset, "config.dataset",
@@ -345,6 +416,12 @@ def read_settings(config, *, num_devices: Optional[int] = None) -> RunSettings:
     optim = _Section(_section(config, "optim"), defaults.optim, "config.optim",
                      elsewhere={"config": top_keys, "config.dataset": defaults.dataset})
     model = _read_model(config)
+    hybrid = None
+    if "hybrid" in config and config["hybrid"] is not None:
+        hybrid = _read_hybrid(_Section(_section(config, "hybrid"), defaults.hybrid,
+                                       "config.hybrid", elsewhere={"config": top_keys}))
+    if hybrid is not None:
+        model = dataclasses.replace(model, hybrid=hybrid)
     settings = RunSettings(
         seed=top.get_int("seed"),
         dataset=_read_dataset(dataset),

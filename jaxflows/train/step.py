@@ -28,6 +28,16 @@ image array is still accepted when there is no context) and passes ``context=`` 
 the flow's ``log_prob`` (and to :func:`dequantized_log_prob`); the sampling step takes
 the conditioning images and labels of its samples.
 
+Hybrid models. With ``hybrid_lam`` (``config.hybrid``, a
+:class:`~jaxflows.models.hybrid.HybridFlow`, whose ``apply`` gives ``(log p(x),
+logits)``) the train step minimises the mean over the batch of
+``-(lam log p(x) + log p(y | x))`` in nats per example
+(:func:`~jaxflows.models.hybrid.hybrid_loss`; ``log p(x)`` of the uniformly dequantised
+image), the batch carries the labels, the ``loss`` metric is still the bits/dim of
+``log p(x)`` (so ``train_bpd`` keeps its meaning) and the metrics add ``objective``
+(the hybrid loss), ``accuracy`` and ``nll_y``; evaluation also sums correct
+predictions (argmax of the logits).
+
 Sharding. Every function is ``jax.jit``-ed with the batch split over the mesh's
 ``"batch"`` axis and the :class:`TrainState` replicated; XLA inserts the all-reduce of
 the gradients. Random numbers are generated for the *global* batch from a replicated
@@ -171,7 +181,7 @@ def _mutable(model_state) -> Sequence[str]:
 def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
                ema_decay: float, use_ema: bool, num_samples: int,
                schedule: Optional[optax.Schedule] = None, context: str = "",
-               continuous: bool = False) -> Steps:
+               continuous: bool = False, hybrid_lam: Optional[float] = None) -> Steps:
     """Build the jitted functions of training a ``flow`` (a ``jaxflows.Flow``).
 
     Keys are derived inside the compiled functions from integer seeds (no eager
@@ -182,6 +192,8 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
     ``images`` arguments below accept that dict, or a bare array when the context does
     not need labels). ``continuous``: vector data, not dequantised, scored in nats per
     dimension instead of bits per dimension (``loss`` and ``evaluate``'s sums).
+    ``hybrid_lam``: ``flow`` is a hybrid model trained on ``-(hybrid_lam log p(x) +
+    log p(y | x))`` (module docstring); the batches must carry labels.
 
     * ``init(images, seed) -> TrainState``: ``flow.init`` on a dequantised *global*
       batch (so ActNorm's data-dependent statistics are global-batch statistics).
@@ -194,7 +206,8 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
       ``continuous``), ``grad_norm``, ``finite``, ``lr`` (``schedule(step)`` if given).
     * ``evaluate(state, images, mask, ids) -> (sum of the per-example score over
       mask, mask count)`` with EMA params when ``use_ema``; padded rows have ``mask = 0``; the
-      dequantisation key is ``fold_in``-ed from the int32 vector ``ids``.
+      dequantisation key is ``fold_in``-ed from the int32 vector ``ids``. A hybrid model
+      returns ``(sum, count, number of correct predictions over mask)``.
     * ``sample(variables, ids, temperature, cond=None) -> (samples, intermediates)``:
       ``num_samples`` draws at temperature ``T`` (base ``N(0, T^2 I)``), key from ``ids``;
       with a context, ``cond`` is the ``{"image", "label"}`` batch of ``num_samples``
@@ -203,6 +216,18 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
     rep = replicated(mesh)
     data = batch_sharding(mesh)
     context_of = make_context(context)
+    hybrid = hybrid_lam is not None
+    if hybrid:
+        from jaxflows.models.hybrid import hybrid_loss
+        if continuous or context:
+            raise ValueError("make_steps: a hybrid model (hybrid_lam) is trained on images "
+                             "without a context.")
+
+    def labels_of(labels):
+        if labels is None:
+            raise ValueError("a hybrid model's steps need the batch's labels: pass the batch "
+                             "as {'image': ..., 'label': ...}.")
+        return labels.astype(jnp.int32)
 
     def score(log_prob):
         """Per-example loss: bits/dim of images, nats/dim of vectors."""
@@ -243,12 +268,21 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
         def loss_fn(params):
             variables = {"params": params, **state.model_state}
             rngs = {"dropout": k_drop, "logdet": k_logdet}
-            log_prob, updates = dequantized_log_prob(flow, variables, images, k_noise,
-                                                     train=True, rngs=rngs, mutable=mutable,
-                                                     context=ctx, continuous=continuous)
-            return jnp.mean(score(log_prob)), dict(updates)
+            out, updates = dequantized_log_prob(flow, variables, images, k_noise,
+                                                train=True, rngs=rngs, mutable=mutable,
+                                                context=ctx, continuous=continuous)
+            if not hybrid:
+                return jnp.mean(score(out)), (dict(updates), {})
+            log_px, logits = out
+            log_px = log_px.astype(jnp.float32)
+            objective, parts = hybrid_loss(log_px, logits.astype(jnp.float32),
+                                           labels_of(labels), hybrid_lam)
+            return objective, (dict(updates), {
+                "loss": jnp.mean(score(log_px)), "objective": objective,
+                "accuracy": parts["accuracy"], "nll_y": parts["nll_y"]})
 
-        (loss, updates), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, (updates, extra)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params)
         grad_norm = optax.tree.norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         param_updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -272,7 +306,7 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
         new_state = state.replace(
             step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema,
             model_state=model_state, num_skipped=state.num_skipped + (~finite).astype(jnp.int32))
-        metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite}
+        metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite, **extra}
         if schedule is not None:
             metrics["lr"] = jnp.asarray(schedule(state.step), jnp.float32)
         return new_state, metrics
@@ -282,14 +316,19 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
         key = _key_from(ids)
         # "logdet": only a stochastic evaluation estimator draws from it (residual flows'
         # eval_estimator kind="roulette"); the default deterministic one ignores it.
-        log_prob, _ = dequantized_log_prob(flow, state.variables(use_ema and ema_decay > 0),
-                                           images, key, train=False,
-                                           rngs={"logdet": jax.random.fold_in(key, 1)},
-                                           context=context_of(images, labels),
-                                           continuous=continuous)
+        out, _ = dequantized_log_prob(flow, state.variables(use_ema and ema_decay > 0),
+                                      images, key, train=False,
+                                      rngs={"logdet": jax.random.fold_in(key, 1)},
+                                      context=context_of(images, labels),
+                                      continuous=continuous)
+        log_prob = out[0] if hybrid else out
         per_example = score(log_prob)
         mask = mask.astype(jnp.float32)
-        return jnp.sum(jnp.where(mask > 0, per_example, 0.0)), jnp.sum(mask)
+        total = jnp.sum(jnp.where(mask > 0, per_example, 0.0))
+        if not hybrid:
+            return total, jnp.sum(mask)
+        correct = (jnp.argmax(out[1], axis=-1) == labels_of(labels)).astype(jnp.float32)
+        return total, jnp.sum(mask), jnp.sum(jnp.where(mask > 0, correct, 0.0))
 
     def sample(variables, ids, temperature, cond=None):
         ckw = {}
@@ -307,6 +346,6 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
         train=jax.jit(train, in_shardings=(rep, data), out_shardings=(rep, rep),
                       donate_argnums=(0,)),
         evaluate=jax.jit(evaluate, in_shardings=(rep, data, data, rep),
-                         out_shardings=(rep, rep)),
+                         out_shardings=(rep, rep, rep) if hybrid else (rep, rep)),
         sample=jax.jit(sample, out_shardings=rep),
     )
