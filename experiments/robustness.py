@@ -240,6 +240,8 @@ def plot(path: str, results: Sequence[Dict[str, Any]], sigmas: Sequence[float], 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from jaxflows.train.plots import save_figure
     hybrids = [r for r in results if r["accuracy"] is not None]
     fig, axes = plt.subplots(1, 2 if hybrids else 1, figsize=(11 if hybrids else 6, 4),
                              squeeze=False)
@@ -262,11 +264,7 @@ def plot(path: str, results: Sequence[Dict[str, Any]], sigmas: Sequence[float], 
         ax.set_title("hybrid runs: accuracy")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

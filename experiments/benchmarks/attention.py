@@ -41,22 +41,11 @@ import json
 import math
 import os
 import platform
-import statistics
-import time
-from typing import Callable, Dict
+from typing import Dict
 
 import numpy as np
 
-
-def _time(fn: Callable[[], object], repeats: int) -> float:
-    import jax
-    jax.block_until_ready(fn())                     # compile + warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from experiments.benchmarks.timing import median_time
 
 
 def _flow(backbone: str, attention: str, args):
@@ -87,8 +76,8 @@ def _time_flow(flow, x, key, args) -> Dict:
     log_prob = jax.jit(lambda v, x: flow.apply(v, x, method=flow.log_prob))
     sample = jax.jit(lambda v, k: flow.apply(v, args.batch, method=flow.sample,
                                              rngs={"sample": k}))
-    t_lp = _time(lambda: log_prob(variables, x), args.repeats) / args.batch
-    t_s = _time(lambda: sample(variables, key), args.repeats) / args.batch
+    t_lp = median_time(lambda: log_prob(variables, x), args.repeats) / args.batch
+    t_s = median_time(lambda: sample(variables, key), args.repeats) / args.batch
     params = sum(a.size for a in jax.tree_util.tree_leaves(variables["params"]))
     return {"log_prob_s_per_image": t_lp, "sample_s_per_image": t_s, "params": int(params)}
 

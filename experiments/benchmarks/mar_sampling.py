@@ -46,22 +46,12 @@ import json
 import math
 import os
 import platform
-import statistics
 import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import numpy as np
 
-
-def _time(fn: Callable[[], object], repeats: int) -> float:
-    import jax
-    jax.block_until_ready(fn())                     # compile + warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from experiments.benchmarks.timing import median_time
 
 
 def _slope(ns: List[int], ts: List[float]) -> float:
@@ -140,9 +130,9 @@ def main():
                 v = jax.jit(flow.init)(jax.random.PRNGKey(1), x)
                 f = jax.jit(lambda v, k, flow=flow: flow.apply(
                     v, args.batch, temperature=0.7, method=flow.sample, rngs={"sample": k}))
-                row[name] = _time(lambda f=f, v=v: f(v, jax.random.PRNGKey(2)), args.repeats)
+                row[name] = median_time(lambda f=f, v=v: f(v, jax.random.PRNGKey(2)), args.repeats)
             sampler, _ = pixel_ar_sampler(n, c)
-            row["pixel_ar"] = _time(lambda s=sampler: s(jax.random.PRNGKey(3), args.batch),
+            row["pixel_ar"] = median_time(lambda s=sampler: s(jax.random.PRNGKey(3), args.batch),
                                     args.repeats)
             rows.append(row)
             print(f"N={n:3d} C={c}: marps {row['marps']:.4f} s ({row['marps_steps']} steps), "
@@ -186,7 +176,8 @@ def main():
             up, opt = tx.update(g, opt, params)
             return optax.apply_updates(params, up), opt, value
 
-        train[name] = _time(lambda step=step, v=v, opt=opt: step(v["params"], opt), args.repeats)
+        train[name] = median_time(lambda step=step, v=v, opt=opt: step(v["params"], opt),
+                                  args.repeats)
         train[name + "_loss"] = float(step(v["params"], opt)[2])
     ratio = train["mar_scf"] / train["glow"]
     ratio_seq = train["mar_scf_sequential"] / train["glow"]

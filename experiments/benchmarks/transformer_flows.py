@@ -31,19 +31,9 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 
-
-def _time(fn, repeats):
-    import jax
-    jax.block_until_ready(fn())
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+from experiments.benchmarks.timing import median_time
 
 
 def sampling(args):
@@ -73,7 +63,7 @@ def sampling(args):
                 v, args.batch, method=f.sample, rngs={"sample": k},
                 mutable=["intermediates"]))
             key = jax.random.PRNGKey(2)
-            row[f"{name}_s"] = _time(lambda fn=fn, v=v, key=key: fn(v, key), args.repeats)
+            row[f"{name}_s"] = median_time(lambda fn=fn, v=v, key=key: fn(v, key), args.repeats)
             out, state = fn(v, key)
             if ref is None:
                 ref = out
@@ -119,7 +109,7 @@ def depth(args):
                 compile_s = time.perf_counter() - t0
                 mem = compiled.memory_analysis()
                 temp = getattr(mem, "temp_size_in_bytes", None) if mem is not None else None
-                step_s = _time(lambda c=compiled, v=v: c(v["params"]), args.repeats)
+                step_s = median_time(lambda c=compiled, v=v: c(v["params"]), args.repeats)
                 row = {"model": model, "depth": d, "remat": remat,
                        "compile_s": round(compile_s, 3), "step_s": round(step_s, 4),
                        "temp_bytes": temp}

@@ -7,7 +7,8 @@ from typing import Iterable
 
 import numpy as np
 
-__all__ = ["to_pixels", "image_grid", "save_image_grid", "plot_curves", "plot_density_2d"]
+__all__ = ["to_pixels", "image_grid", "save_image_grid", "plot_curves", "plot_density_2d",
+           "save_figure"]
 
 
 def to_pixels(samples: np.ndarray, num_bins: int) -> np.ndarray:
@@ -78,11 +79,7 @@ def plot_curves(path: str, records: Iterable[dict], title: str = "", score: str 
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def plot_density_2d(path: str, density: np.ndarray, data: np.ndarray, *, limit: float,
@@ -121,8 +118,18 @@ def plot_density_2d(path: str, density: np.ndarray, data: np.ndarray, *, limit: 
         ax.set_yticks([])
     if title:
         fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str, dpi: int = 100) -> None:
+    """Lays out and writes a matplotlib figure to the PNG ``path``, then closes it.
+
+    Written to a temporary file and renamed, so an interrupted run never leaves a
+    truncated PNG at ``path``.
+    """
+    import matplotlib.pyplot as plt
     fig.tight_layout()
     tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
+    fig.savefig(tmp, dpi=dpi)
     plt.close(fig)
     os.replace(tmp, path)
