@@ -83,6 +83,20 @@ def check_config(module: types.ModuleType, variant: str):
     read_settings(config)       # the trainer's schema: unknown keys, types, values
     info = jdata.get_info(config.dataset.name, pad=config.dataset.get("pad", 0))
     shape = tuple(info.image_shape)
+    # Variants that differ only in training settings build the same model: trace it once.
+    key = (config.model.name, repr(sorted(model_kwargs(config).items())), config.dataset.name,
+           shape,
+           info.num_bins, config.dataset.get("context", ""))
+    if key not in _BUILT:
+        _BUILT[key] = _build(config, info, shape)
+    return config, _BUILT[key]
+
+
+_BUILT = {}
+
+
+def _build(config, info, shape):
+    """The abstract variables of ``config``'s model (``check_config``)."""
     if getattr(info, "is_vector", False):     # flows on vectors: factory(D, **kwargs)
         flow = MODELS[config.model.name](shape[0], **model_kwargs(config))
     else:
@@ -98,7 +112,7 @@ def check_config(module: types.ModuleType, variant: str):
     c = None if ctx is None else jax.ShapeDtypeStruct((2,) + ctx[0], ctx[1])
     variables = jax.eval_shape(init, jax.random.PRNGKey(0), x, c)
     assert jax.tree_util.tree_leaves(variables["params"]), "the model has no parameters"
-    return config, variables
+    return variables
 
 
 CONFIGS = find_configs()

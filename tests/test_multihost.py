@@ -18,9 +18,11 @@ A third, plain process trains the same config uninterrupted on 1 device. Checked
 * processes whose configs differ are refused on both, naming the field; a process
   count that does not fit (process 0 alone of 2) and bad arguments are clear errors.
 
-The child processes compile without LLVM optimisation (``XLA_FLAGS``), as
-``jaxflows.testing.jit_check`` does for check programs, to fit the suite's time budget;
-the comparison is between runs compiled alike.
+The child processes inherit the test session's compiler settings (``XLA_FLAGS`` of
+``tests/conftest.py``); the comparison is between runs compiled alike. All tests of this
+launch (about 40 s of CPU) is checked by one test, ``test_two_processes_equal_one``, whose
+checks are the ``check_*`` functions below: as separate tests sharing a module fixture,
+pytest-xdist would run the launch once on each worker that got one of them.
 """
 import json
 import os
@@ -106,10 +108,11 @@ def _free_port() -> int:
 
 
 def _launch(*args):
-    # One CPU device per process; programs compiled without LLVM optimisation (as
-    # jaxflows.testing.jit_check does): a third of the compile time, the same maths.
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-               XLA_FLAGS="--xla_backend_optimization_level=0")
+    # One CPU device per process (no forced host device count); the compiler settings of
+    # the test session (tests/conftest.py) are inherited.
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS=" ".join(flags))
     return subprocess.Popen([sys.executable, "-c", CHILD, *map(str, args)], cwd=ROOT,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -122,9 +125,8 @@ def _result(proc, name, timeout=240):
     return json.loads(lines[-1][len("RESULT "):])
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("multihost")
+def launch_all(tmp):
+    """Runs the four child processes (module docstring): ``(results, arrays, metrics)``."""
     port, lone_port = _free_port(), _free_port()
     procs = {
         "multi0": _launch("multi", tmp / "two", tmp / "p0.npz", 0, port),
@@ -144,7 +146,19 @@ def runs(tmp_path_factory):
     return res, arrays, metrics
 
 
-def test_two_processes_equal_one(runs):
+def test_two_processes_equal_one(tmp_path):
+    runs = launch_all(tmp_path)
+    check_equal_to_one_process(runs)
+    check_each_process_reads_its_own_shard(runs)
+    check_metrics_logged_once(runs)
+    check_disagreeing_configs_are_refused_on_every_process(runs)
+    check_missing_process_is_a_clear_error(runs)
+
+
+def check_equal_to_one_process(runs):
+    """Both processes stop, crash and resume together and end with the 1-process run's
+    parameters and test bits/dim.
+    """
     res, arrays, _ = runs
     for name in ("multi0", "multi1"):
         assert res[name]["processes"] == 2 and res[name]["devices"] == 2
@@ -163,14 +177,16 @@ def test_two_processes_equal_one(runs):
     assert abs(res["multi0"]["test_bpd"] - res["single"]["test_bpd"]) < 1e-4
 
 
-def test_each_process_reads_its_own_shard(runs):
+def check_each_process_reads_its_own_shard(runs):
+    """Each process reads its half of every global batch."""
     _, arrays, _ = runs
     a, b = arrays["p0"]["first_batch"], arrays["p1"]["first_batch"]
     assert a.shape[0] == b.shape[0] == 8 and not np.array_equal(a, b)
     np.testing.assert_array_equal(np.concatenate([a, b]), arrays["single"]["first_batch"])
 
 
-def test_metrics_logged_once(runs):
+def check_metrics_logged_once(runs):
+    """``metrics.jsonl`` has each step once, with the 1-process values."""
     _, _, metrics = runs
     steps = [r["step"] for r in metrics["two"]]
     assert steps == sorted(set(steps)) == [r["step"] for r in metrics["one"]]
@@ -181,14 +197,16 @@ def test_metrics_logged_once(runs):
                 assert abs(two[key] - one[key]) < 1e-4, (two["step"], key)
 
 
-def test_disagreeing_configs_are_refused_on_every_process(runs):
+def check_disagreeing_configs_are_refused_on_every_process(runs):
+    """A config that differs between processes is refused on both, naming it."""
     res, _, _ = runs
     for name in ("multi0", "multi1"):
         error = res[name]["config_error"]
         assert error and "config.seed" in error and "process(es) [1]" in error
 
 
-def test_missing_process_is_a_clear_error(runs):
+def check_missing_process_is_a_clear_error(runs):
+    """Process 0 alone of 2 gets a clear error naming the missing process."""
     res, _, _ = runs
     error = res["alone"]["error"]
     assert error and "only 1 of num_processes=2" in error and "missing process_id(s) [1]" in error

@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 SCRIPT = r"""
 import json, numpy as np, jax, jax.numpy as jnp, optax
 from jaxflows import train as jt
@@ -58,8 +56,8 @@ print("RESULT " + json.dumps(res))
 """
 
 
-@pytest.fixture(scope="module")
-def result():
+def run_script():
+    """Runs ``SCRIPT`` on 2 fake CPU devices; its JSON result."""
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
                         " --xla_force_host_platform_device_count=2").strip()
@@ -72,12 +70,21 @@ def result():
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def test_batch_is_split_over_both_devices(result):
+def test_two_devices_equal_one():
+    # One test for the one subprocess: as separate tests sharing a module fixture,
+    # pytest-xdist would start it once on each worker that got one of them.
+    result = run_script()
+    check_batch_is_split_over_both_devices(result)
+    check_same_init_loss_and_gradients(result)
+    check_batch_not_divisible_by_device_count_is_refused(result)
+
+
+def check_batch_is_split_over_both_devices(result):
     assert result["nshards"] == [1, 2]
     assert result["replicated"]          # parameters replicated on both devices
 
 
-def test_same_init_loss_and_gradients(result):
+def check_same_init_loss_and_gradients(result):
     assert result["init_maxdiff"] < 1e-5          # ActNorm init on the global batch
     l1, l2 = result["loss"]
     assert abs(l1 - l2) < 1e-5 * abs(l1)
@@ -88,6 +95,6 @@ def test_same_init_loss_and_gradients(result):
     assert abs(e1 - e2) < 1e-5 * abs(e1)
 
 
-def test_batch_not_divisible_by_device_count_is_refused(result):
+def check_batch_not_divisible_by_device_count_is_refused(result):
     msg = result["bad_batch_error"]
     assert msg is not None and "batch_size=15" in msg and "divisible" in msg
