@@ -106,7 +106,13 @@ def _demo() -> int:
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxflows.train import abstract_state, load_run_config, prepare_run, restore_for_eval
+    from jaxflows.train import (
+        abstract_state,
+        evaluation_variables,
+        load_run_config,
+        prepare_run,
+        restore_for_eval,
+    )
     from jaxflows.train.plots import save_image_grid
     from jaxflows.train.run import get_split_source
     from jaxflows.train.step import make_context, parse_context
@@ -118,7 +124,7 @@ def _demo() -> int:
                                f"(config.dataset.context is empty).")
     run = prepare_run(config, FLAGS.workdir)
     state, _, step = restore_for_eval(FLAGS.workdir, abstract_state(run), "best")
-    variables = state.variables(run.settings.ema_decay > 0)
+    variables = evaluation_variables(run, state, True)
     flow, bins = run.flow, float(run.info.num_bins)
     out = FLAGS.out or os.path.join(FLAGS.workdir, "conditional.png")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

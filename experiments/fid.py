@@ -90,7 +90,13 @@ def _fid() -> int:
 
     from jaxflows import fid
     from jaxflows.data import mnist_8k
-    from jaxflows.train import abstract_state, load_run_config, prepare_run, restore_for_eval
+    from jaxflows.train import (
+        abstract_state,
+        evaluation_variables,
+        load_run_config,
+        prepare_run,
+        restore_for_eval,
+    )
     from jaxflows.train.plots import to_pixels
 
     config = load_run_config(FLAGS.workdir)
@@ -106,7 +112,7 @@ def _fid() -> int:
                                f"{info_shape} (an MNIST run: dataset mnist_8k or mnist).")
     which = "best" if FLAGS.which == "best" else "checkpoints"
     state, _, step = restore_for_eval(FLAGS.workdir, abstract_state(run), which)
-    variables = state.variables(run.settings.use_ema)
+    variables = evaluation_variables(run, state, run.settings.use_ema)
 
     params = fid.load_or_train_feature_net(FLAGS.classifier, steps=FLAGS.classifier_steps,
                                            log=lambda m: print(m, flush=True))

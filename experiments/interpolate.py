@@ -94,6 +94,7 @@ def _interpolate() -> int:
     from jaxflows.interpolation import optimized_latent_interpolation
     from jaxflows.train import (
         abstract_state,
+        evaluation_variables,
         get_split_source,
         load_run_config,
         prepare_run,
@@ -120,7 +121,7 @@ def _interpolate() -> int:
         raise cli.RefusalError(f"split {split!r} has {len(source)} images; pairs need >= 2.")
     which = "best" if FLAGS.which == "best" else "checkpoints"
     state, _, step = restore_for_eval(FLAGS.workdir, abstract_state(run), which)
-    variables = state.variables(FLAGS.use_ema and run.settings.ema_decay > 0)
+    variables = evaluation_variables(run, state, FLAGS.use_ema)
     variables = jax.device_get(variables)
 
     rng = np.random.default_rng(FLAGS.seed)

@@ -73,6 +73,8 @@ keys are errors (in files and in command-line overrides such as
 ``early_stopping_patience``  int >= 0 (0: off): stop after this many evaluations without
                          a validation improvement.
 ``ema_decay``            EMA of parameters (0: off); ``eval_use_ema``: evaluate/sample with it.
+``lipschitz_refresh``    residual flows: power-iteration passes after each step (0: off);
+                         ``eval_lipschitz_rounds``: passes fitting them to the EMA weights.
 ``log_every``            steps between train-metric lines in metrics.jsonl.
 ``eval_every``           steps between val/test evaluations, curves, checkpoint + best.
 ``checkpoint_every``     steps between regular checkpoints; ``keep_checkpoints``: last N kept.

@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -187,7 +188,7 @@ plt.show()
 # %%
 run = jt.prepare_run(config, workdir)
 state, meta, best_step = jt.restore_for_eval(workdir, jt.abstract_state(run))
-variables = state.variables(run.settings.use_ema)
+variables = jt.evaluation_variables(run, state, run.settings.use_ema)
 flow = run.flow
 num_bins = run.info.num_bins
 temperatures = (0.7, 1.0)

@@ -73,7 +73,6 @@ References:
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable, Sequence, Tuple
 
 import flax.linen as nn
@@ -329,15 +328,9 @@ class CLipSwish(nn.Module):
         return _lipswish(z, b) / jnp.asarray(CLIPSWISH_LIPSCHITZ, x.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("module", "num_rounds", "method",
-                                             "static_kwargs"))
-def _refresh(module, lip, variables, args, kwargs, rngs, *, num_rounds, method,
-             static_kwargs):
-    """``num_rounds`` training-mode applications updating the ``"lipschitz"`` state.
-
-    One compiled program per module, shapes and settings (module-level ``jit``), so
-    repeated refreshes (every registry seed, every evaluation) compile once.
-    """
+def _refresh_rounds(module, lip, variables, args, kwargs, rngs, *, num_rounds, method,
+                    static_kwargs):
+    """``num_rounds`` training-mode applications updating the ``"lipschitz"`` state."""
     def one(lip, _):
         _, upd = module.apply(dict(variables, **{LIPSCHITZ: lip}), *args, train=True,
                               mutable=[LIPSCHITZ], rngs=rngs, method=method, **kwargs,
@@ -345,6 +338,12 @@ def _refresh(module, lip, variables, args, kwargs, rngs, *, num_rounds, method,
         return upd[LIPSCHITZ], None
 
     return lax.scan(one, lip, None, length=num_rounds)[0]
+
+
+# One compiled program per (hashable) module, shapes and settings, so repeated refreshes
+# (every registry seed, every evaluation) compile once.
+_refresh = jax.jit(_refresh_rounds, static_argnames=("module", "num_rounds", "method",
+                                                     "static_kwargs"))
 
 
 def update_lipschitz_state(module: nn.Module, variables, *args, num_rounds: int = 50,
@@ -364,7 +363,18 @@ def update_lipschitz_state(module: nn.Module, variables, *args, num_rounds: int 
     arrays = {k: v for k, v in kwargs.items() if isinstance(v, (jax.Array, np.ndarray))}
     static = tuple(sorted((k, v) for k, v in kwargs.items() if k not in arrays))
     rest = {k: v for k, v in variables.items() if k != LIPSCHITZ}
-    lip = _refresh(module, variables[LIPSCHITZ], rest, args, arrays, rngs,
-                   num_rounds=num_rounds, method=method, static_kwargs=static)
+    try:
+        hash(module)
+    except TypeError:
+        # A module with list attributes (a Chain, a whole Flow) cannot key jit's cache:
+        # this call compiles its own program.
+        def run(lip, rest, args, arrays, rngs):
+            return _refresh_rounds(module, lip, rest, args, arrays, rngs,
+                                   num_rounds=num_rounds, method=method,
+                                   static_kwargs=static)
+        lip = jax.jit(run)(variables[LIPSCHITZ], rest, args, arrays, rngs)
+    else:
+        lip = _refresh(module, variables[LIPSCHITZ], rest, args, arrays, rngs,
+                       num_rounds=num_rounds, method=method, static_kwargs=static)
     variables[LIPSCHITZ] = lip
     return variables

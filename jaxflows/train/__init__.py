@@ -12,6 +12,8 @@ from jaxflows.train.checkpoint import (
 from jaxflows.train.config import config_to_dict, default_config, load_run_config, set_fields
 from jaxflows.train.evaluation import (
                                  evaluate_split,
+                                 evaluation_state,
+                                 evaluation_variables,
                                  fixed_point_summary,
                                  save_density_plot,
                                  save_samples,
@@ -73,7 +75,8 @@ __all__ = [
     "abstract_state", "init_state", "TrainState", "ema_update", "score_name",
     "context_shape", "device_batch", "make_context", "parse_context",
     # evaluation and outputs
-    "evaluate_split", "save_samples", "fixed_point_summary", "MetricsLog", "RunningMean",
+    "evaluate_split", "evaluation_state", "evaluation_variables", "save_samples",
+    "fixed_point_summary", "MetricsLog", "RunningMean",
     "image_grid", "save_image_grid", "plot_curves", "to_pixels", "save_density_plot",
     "plot_density_2d",
     # optimiser, steps, devices, checkpoints

@@ -68,6 +68,14 @@ def default_config() -> ml_collections.ConfigDict:
 
     c.ema_decay = 0.999             # 0 disables the EMA (evaluation uses raw params)
     c.eval_use_ema = True
+    # Spectrally normalised layers (residual flows) keep power-iteration vectors in the
+    # "lipschitz" collection. lipschitz_refresh > 0 runs that many more training-mode
+    # passes after each optimiser step, so the vectors fit the new weights (0: only the
+    # iterations inside the step's forward pass, on the weights before the update).
+    # Evaluation and sampling with the EMA weights always refresh the vectors for them
+    # first, with eval_lipschitz_rounds passes.
+    c.lipschitz_refresh = 0
+    c.eval_lipschitz_rounds = 50
 
     c.log_every = 50                # train metrics (mean over the interval)
     c.eval_every = 500              # val/test bits/dim, curves, checkpoint, best selection

@@ -13,7 +13,8 @@ from jaxflows.train.mesh import global_batch
 from jaxflows.train.plots import plot_density_2d, save_image_grid, to_pixels
 
 __all__ = ["evaluate_split", "evaluate_split_metrics", "save_samples", "fixed_point_summary",
-           "importance_weighted_log_prob", "evaluate_split_iw", "save_density_plot"]
+           "importance_weighted_log_prob", "evaluate_split_iw", "save_density_plot",
+           "evaluation_state", "evaluation_variables"]
 
 log = logging.getLogger("jaxflows.train")
 
@@ -51,6 +52,39 @@ def _read_rows(source, valid, shape):
     return got.reshape((len(valid),) + shape), labels.astype(np.int32)
 
 
+def evaluation_state(run, state, use_ema: bool):
+    """``state`` ready to evaluate or sample with the EMA parameters (``use_ema``).
+
+    A flow with spectrally normalised layers keeps power-iteration vectors (collection
+    ``"lipschitz"``) that the training steps fit to the *live* parameters. For the EMA
+    parameters they are refreshed here by ``config.eval_lipschitz_rounds`` training-mode
+    passes (``run.steps.refresh``, on a zero batch of one example per device: the
+    vectors depend on the weights only). Returns ``state`` itself when ``use_ema`` is
+    false, the run keeps no EMA, or the flow has no such vectors. Training must go on
+    from the original state.
+    """
+    from jaxflows.nn.lipschitz import LIPSCHITZ
+    from jaxflows.train.run import device_batch
+    use_ema = bool(use_ema and run.settings.ema_decay > 0)
+    if not use_ema or LIPSCHITZ not in state.model_state or run.steps.refresh is None:
+        return state
+    rows = jax.local_device_count()
+    shape = tuple(run.info.image_shape)
+    dtype = np.uint8 if run.score == "bpd" else np.float32
+    batch = device_batch(run, {"image": np.zeros((rows,) + shape, dtype),
+                               "label": np.zeros((rows,), np.int32)})
+    return run.steps.refresh(state, batch, True)
+
+
+def evaluation_variables(run, state, use_ema: bool) -> Dict[str, Any]:
+    """The ``variables`` to evaluate or sample with: EMA parameters if ``use_ema`` and
+    the run keeps an EMA, with power-iteration vectors fitted to them
+    (:func:`evaluation_state`).
+    """
+    use_ema = bool(use_ema and run.settings.ema_decay > 0)
+    return evaluation_state(run, state, use_ema).variables(use_ema)
+
+
 def evaluate_split(run, state, source, split_id: int, cache: Optional[dict] = None) -> float:
     """Mean per-dimension score over the WHOLE ``source``: the last batch is padded and masked.
 
@@ -82,8 +116,11 @@ def evaluate_split_metrics(run, state, source, split_id: int,
         of small splits.
 
     A hybrid model's bits/dim is that of its ``log p(x)`` alone (the head plays no part).
+    With EMA parameters, power-iteration vectors are first fitted to them
+    (:func:`evaluation_state`).
     """
     from jaxflows.train.run import device_batch
+    state = evaluation_state(run, state, run.settings.use_ema)
     n = len(source)
     bs = run.settings.eval_batch_size
     shape = tuple(run.info.image_shape)
@@ -154,7 +191,7 @@ def save_samples(run, state, workdir: str, temperatures: Sequence[float], *,
     (or test) image. Vector data are saved as ``.npy`` arrays ``[num_samples, D]``
     (``filename`` with its extension replaced), not as images.
     """
-    variables = state.variables(use_ema and run.settings.ema_decay > 0)
+    variables = evaluation_variables(run, state, use_ema)
     vector = run.score != "bpd"
     if vector:
         filename = os.path.splitext(filename)[0] + ".npy"
@@ -217,7 +254,7 @@ def save_density_plot(run, state, workdir: str, *, points: int = 201,
     n = min(len(run.train_src), max_data)
     data = np.asarray(run.train_src.get_batch(np.arange(n))["image"], np.float32)
     limit = float(np.quantile(np.abs(data), 0.999)) * 1.15
-    variables = state.variables(run.settings.use_ema)
+    variables = evaluation_variables(run, state, run.settings.use_ema)
 
     @jax.jit
     def log_prob(x):
@@ -338,7 +375,7 @@ def evaluate_split_iw(run, state, source, split_id: int, num_samples: int, *,
     bs = run.settings.eval_batch_size
     shape = tuple(run.info.image_shape)
     num_dims = int(np.prod(shape))
-    variables = state.variables(run.settings.use_ema)
+    variables = evaluation_variables(run, state, run.settings.use_ema)
 
     @jax.jit
     def batch_sums(variables, images, labels, mask, ids):

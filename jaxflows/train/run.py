@@ -337,13 +337,16 @@ def _steps_for(settings: RunSettings, fingerprint: str, flow, tx, mesh, num_dims
         "use_ema": settings.eval_use_ema, "n": settings.num_samples,
         "devices": [d.id for d in mesh.devices.flat],
         "context": settings.dataset.context, "continuous": continuous,
-        "hybrid_lam": hybrid_lam}, sort_keys=True)
+        "hybrid_lam": hybrid_lam, "lipschitz_refresh": settings.lipschitz_refresh,
+        "eval_lipschitz_rounds": settings.eval_lipschitz_rounds}, sort_keys=True)
     steps = _STEPS_CACHE.get(key)
     if steps is None:
         steps = make_steps(flow, tx, mesh, num_dims=num_dims, ema_decay=settings.ema_decay,
                            use_ema=settings.eval_use_ema, num_samples=settings.num_samples,
                            schedule=schedule, context=settings.dataset.context,
-                           continuous=continuous, hybrid_lam=hybrid_lam)
+                           continuous=continuous, hybrid_lam=hybrid_lam,
+                           lipschitz_refresh=settings.lipschitz_refresh,
+                           eval_lipschitz_rounds=settings.eval_lipschitz_rounds)
         if len(_STEPS_CACHE) > _STEPS_CACHE_SIZE:
             _STEPS_CACHE.pop(next(iter(_STEPS_CACHE)))
         _STEPS_CACHE[key] = steps

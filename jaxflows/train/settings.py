@@ -174,6 +174,8 @@ class RunSettings:
     num_train_steps: int
     ema_decay: float
     eval_use_ema: bool
+    lipschitz_refresh: int
+    eval_lipschitz_rounds: int
     log_every: int
     eval_every: int
     checkpoint_every: int
@@ -433,6 +435,8 @@ def read_settings(config, *, num_devices: Optional[int] = None) -> RunSettings:
         num_train_steps=top.get_int("num_train_steps", 0),
         ema_decay=top.get_float("ema_decay", 0, 1, hi_open=True),
         eval_use_ema=top.get_bool("eval_use_ema"),
+        lipschitz_refresh=top.get_int("lipschitz_refresh", 0),
+        eval_lipschitz_rounds=top.get_int("eval_lipschitz_rounds", 1),
         log_every=top.get_int("log_every", 1),
         eval_every=top.get_int("eval_every", 1),
         checkpoint_every=top.get_int("checkpoint_every", 1),

@@ -50,8 +50,10 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from jaxflows.metrics import bits_per_dim
+from jaxflows.nn.lipschitz import LIPSCHITZ
 from jaxflows.train.mesh import batch_sharding, replicated
 from jaxflows.train.state import TrainState, ema_update
 
@@ -164,6 +166,7 @@ class Steps(NamedTuple):
     train: Callable[..., Any]
     evaluate: Callable[..., Any]
     sample: Callable[..., Any]
+    refresh: Optional[Callable[..., TrainState]] = None
 
 
 def _key_from(ids: jax.Array) -> jax.Array:
@@ -181,7 +184,8 @@ def _mutable(model_state) -> Sequence[str]:
 def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
                ema_decay: float, use_ema: bool, num_samples: int,
                schedule: Optional[optax.Schedule] = None, context: str = "",
-               continuous: bool = False, hybrid_lam: Optional[float] = None) -> Steps:
+               continuous: bool = False, hybrid_lam: Optional[float] = None,
+               lipschitz_refresh: int = 0, eval_lipschitz_rounds: int = 50) -> Steps:
     """Build the jitted functions of training a ``flow`` (a ``jaxflows.Flow``).
 
     Keys are derived inside the compiled functions from integer seeds (no eager
@@ -194,6 +198,16 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
     dimension instead of bits per dimension (``loss`` and ``evaluate``'s sums).
     ``hybrid_lam``: ``flow`` is a hybrid model trained on ``-(hybrid_lam log p(x) +
     log p(y | x))`` (module docstring); the batches must carry labels.
+
+    Power-iteration vectors (the ``"lipschitz"`` collection of spectrally normalised
+    layers) are updated by the training step's own forward pass, which sees the weights
+    *before* the optimiser's update, so the stored vectors trail the weights by one
+    step. ``lipschitz_refresh > 0`` runs that many further training-mode passes (no
+    gradient) with the updated weights at the end of each step. The EMA weights never
+    pass through a training step: ``refresh`` (below) fits the vectors to them before
+    evaluation and sampling, with ``eval_lipschitz_rounds`` passes. Without it the EMA
+    weights would be divided by a norm estimated along the live weights' singular
+    vector, an underestimate, so a block could exceed its Lipschitz coefficient.
 
     * ``init(images, seed) -> TrainState``: ``flow.init`` on a dequantised *global*
       batch (so ActNorm's data-dependent statistics are global-batch statistics).
@@ -208,11 +222,22 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
       mask, mask count)`` with EMA params when ``use_ema``; padded rows have ``mask = 0``; the
       dequantisation key is ``fold_in``-ed from the int32 vector ``ids``. A hybrid model
       returns ``(sum, count, number of correct predictions over mask)``.
+    * ``refresh(state, images, use_ema) -> state`` (``use_ema`` static): ``state`` whose
+      ``"lipschitz"`` vectors are refreshed for the EMA parameters (``use_ema``) or the
+      live ones, by ``eval_lipschitz_rounds`` training-mode passes over ``images`` (a
+      batch of the data's shape; the vectors depend on the weights only). For
+      evaluation and sampling; training goes on from the unrefreshed state. Call it
+      through :func:`jaxflows.train.evaluation.evaluation_state`, which skips flows
+      without such vectors.
     * ``sample(variables, ids, temperature, cond=None) -> (samples, intermediates)``:
       ``num_samples`` draws at temperature ``T`` (base ``N(0, T^2 I)``), key from ``ids``;
       with a context, ``cond`` is the ``{"image", "label"}`` batch of ``num_samples``
       examples whose context each sample gets (see ``Run.sample_cond``).
     """
+    for name, value, low in (("lipschitz_refresh", lipschitz_refresh, 0),
+                             ("eval_lipschitz_rounds", eval_lipschitz_rounds, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"make_steps: {name} must be an int >= {low}, got {value!r}.")
     rep = replicated(mesh)
     data = batch_sharding(mesh)
     context_of = make_context(context)
@@ -258,6 +283,24 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
             ema_params=params, model_state=variables, rng=k_run,
             num_skipped=jnp.zeros((), jnp.int32))
 
+    def lipschitz_rounds(params, model_state, images, labels, key, rounds: int):
+        """The ``"lipschitz"`` collection after ``rounds`` training-mode passes with
+        ``params`` (each pass runs every layer's ``n_iterations`` power iterations).
+        """
+        ctx = context_of(images, labels)
+        mutable = _mutable(model_state)
+
+        def one(lip, k):
+            k_noise, k_drop, k_logdet = jax.random.split(k, 3)
+            variables = {"params": params, **model_state, LIPSCHITZ: lip}
+            _, updates = dequantized_log_prob(
+                flow, variables, images, k_noise, train=True,
+                rngs={"dropout": k_drop, "logdet": k_logdet}, mutable=mutable,
+                context=ctx, continuous=continuous)
+            return updates[LIPSCHITZ], None
+
+        return lax.scan(one, model_state[LIPSCHITZ], jax.random.split(key, rounds))[0]
+
     def train(state: TrainState, batch):
         images, labels = split_batch(batch)
         ctx = context_of(images, labels)
@@ -298,6 +341,10 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
         model_state = dict(state.model_state)
         for name, value in updates.items():
             model_state[name] = keep(value, state.model_state[name])
+        if lipschitz_refresh > 0 and LIPSCHITZ in model_state:
+            fresh = lipschitz_rounds(params, model_state, images, labels,
+                                     jax.random.fold_in(key, 3), lipschitz_refresh)
+            model_state[LIPSCHITZ] = keep(fresh, model_state[LIPSCHITZ])
         if ema_decay > 0:
             ema = keep(ema_update(state.ema_params, params, ema_decay,
                                   state.step - state.num_skipped), state.ema_params)
@@ -330,6 +377,14 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
         correct = (jnp.argmax(out[1], axis=-1) == labels_of(labels)).astype(jnp.float32)
         return total, jnp.sum(mask), jnp.sum(jnp.where(mask > 0, correct, 0.0))
 
+    def refresh(state: TrainState, batch, use_ema_params: bool):
+        images, labels = split_batch(batch)
+        params = state.ema_params if use_ema_params else state.params
+        key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), 0x7FFFFFFF)
+        lip = lipschitz_rounds(params, state.model_state, images, labels, key,
+                               eval_lipschitz_rounds)
+        return state.replace(model_state={**state.model_state, LIPSCHITZ: lip})
+
     def sample(variables, ids, temperature, cond=None):
         ckw = {}
         if cond is not None:
@@ -348,4 +403,6 @@ def make_steps(flow, tx: optax.GradientTransformation, mesh, *, num_dims: int,
         evaluate=jax.jit(evaluate, in_shardings=(rep, data, data, rep),
                          out_shardings=(rep, rep, rep) if hybrid else (rep, rep)),
         sample=jax.jit(sample, out_shardings=rep),
+        refresh=jax.jit(refresh, static_argnums=2, in_shardings=(rep, data),
+                        out_shardings=rep),
     )
