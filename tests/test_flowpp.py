@@ -188,3 +188,27 @@ def test_dequantizer_needs_the_pixels_as_context():
 def test_conditioner_integer_arguments_are_named(make, match):
     with pytest.raises(ValueError, match=match):
         make().init(jax.random.PRNGKey(0), jnp.zeros((1, 4, 4, 3)))
+
+
+def test_sampling_logs_the_bisection_inverse_report(caplog):
+    """A numerical inverse that missed its tolerance is a warning, never silent."""
+    import logging
+
+    from jaxflows.train.evaluation import log_inverse_reports
+    summary = {"max_residual": np.float32(3e-3), "num_not_converged": np.int32(5),
+               "max_iterations": np.int32(40)}
+    inter = {"bijector": {"step_0": {"monotone_inverse": (summary,)},
+                          "step_1": {"monotone_inverse": (dict(summary, num_not_converged=
+                                                                np.int32(0)),)}}}
+    with caplog.at_level(logging.INFO, logger="jaxflows.train"):
+        report = log_inverse_reports(0.7, inter)
+    assert report["monotone"]["num_not_converged"] == 5 and report["monotone"]["num_solves"] == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "bisection inverse of 5 elements" in warnings[0]
+    assert "0.003" in warnings[0] and "T=0.7" in warnings[0]
+    caplog.clear()
+    fine = {"a": {"monotone_inverse": (dict(summary, num_not_converged=np.int32(0)),)}}
+    with caplog.at_level(logging.INFO, logger="jaxflows.train"):
+        log_inverse_reports(1.0, fine)
+    assert [r.levelno for r in caplog.records] == [logging.INFO]
+    assert "bisection inverse converged" in caplog.records[0].getMessage()

@@ -14,7 +14,7 @@ from jaxflows.train.plots import plot_density_2d, save_image_grid, to_pixels
 
 __all__ = ["evaluate_split", "evaluate_split_metrics", "save_samples", "fixed_point_summary",
            "importance_weighted_log_prob", "evaluate_split_iw", "save_density_plot",
-           "evaluation_state", "evaluation_variables"]
+           "evaluation_state", "evaluation_variables", "log_inverse_reports"]
 
 log = logging.getLogger("jaxflows.train")
 
@@ -176,6 +176,41 @@ def fixed_point_summary(intermediates) -> Dict[str, float]:
     return fixed_point_report(intermediates)
 
 
+def log_inverse_reports(t: float, intermediates) -> Dict[str, Dict[str, Any]]:
+    """Logs the numerical inverses' diagnostics sown while sampling at temperature ``t``.
+
+    Two kinds: residual blocks' fixed-point solves (:func:`fixed_point_summary`) and
+    elementwise bisection inverses of MixLogCDF / DSF / DDSF transformers
+    (:func:`jaxflows.bijectors.monotone_inverse_report`). An inverse that did not reach
+    its tolerance is a warning naming how many solves missed it and the largest
+    residual; otherwise one info line per kind that ran. Returns both reports.
+    """
+    from jaxflows.bijectors import monotone_inverse_report
+    fixed = fixed_point_summary(intermediates)
+    if fixed.get("num_not_converged"):
+        log.warning("sampling at T=%s: the fixed-point inverse did not converge for %d "
+                    "example-solves (max residual %.3g after %d iterations, %d solves): "
+                    "these samples are inaccurate; raise config.model.solver.max_iter "
+                    "(FixedPointSolver) or lower the blocks' Lipschitz coefficient", t,
+                    fixed["num_not_converged"], fixed["max_residual"],
+                    fixed["max_iterations"], fixed["num_solves"])
+    elif fixed.get("num_solves"):
+        log.info("sampling at T=%s: fixed-point inverse converged (max residual %.3g, "
+                 "max iterations %d, %d solves)", t, fixed["max_residual"],
+                 fixed["max_iterations"], fixed["num_solves"])
+    mono = monotone_inverse_report(intermediates)
+    if mono["num_not_converged"]:
+        log.warning("sampling at T=%s: the bisection inverse of %d elements did not reach "
+                    "its tolerance (max residual %.3g, max iterations %d, %d solves): "
+                    "these samples are inaccurate", t, mono["num_not_converged"],
+                    mono["max_residual"], mono["max_iterations"], mono["num_solves"])
+    elif mono["num_solves"]:
+        log.info("sampling at T=%s: bisection inverse converged (max residual %.3g, max "
+                 "iterations %d, %d solves)", t, mono["max_residual"],
+                 mono["max_iterations"], mono["num_solves"])
+    return {"fixed_point": fixed, "monotone": mono}
+
+
 def save_samples(run, state, workdir: str, temperatures: Sequence[float], *,
                  use_ema: bool = True, seed_offset: int = 0,
                  filename: str = "samples_T{t:g}.png") -> Dict[str, str]:
@@ -207,18 +242,7 @@ def save_samples(run, state, workdir: str, temperatures: Sequence[float], *,
         else:
             samples, inter = run.steps.sample(variables, ids, np.float32(t), cond)
         samples = np.asarray(jax.device_get(samples))
-        report = fixed_point_summary(jax.device_get(inter))
-        if report.get("num_not_converged"):
-            log.warning("sampling at T=%s: the fixed-point inverse did not converge for %d "
-                        "example-solves (max residual %.3g after %d iterations, %d solves): "
-                        "these samples are inaccurate; raise config.model.solver.max_iter "
-                        "(FixedPointSolver) or lower the blocks' Lipschitz coefficient", t,
-                        report["num_not_converged"], report["max_residual"],
-                        report["max_iterations"], report["num_solves"])
-        elif report.get("num_solves"):
-            log.info("sampling at T=%s: fixed-point inverse converged (max residual %.3g, "
-                     "max iterations %d, %d solves)", t, report["max_residual"],
-                     report["max_iterations"], report["num_solves"])
+        log_inverse_reports(t, jax.device_get(inter))
         nonfinite = int(np.sum(~np.isfinite(samples)))
         if nonfinite:
             log.warning("sampling at T=%s: %d non-finite values (shown as 0)", t, nonfinite)
