@@ -110,6 +110,7 @@ def plot(workdir: str, seeds: List[int], path: str) -> None:
 
     from jaxflows.train.plots import save_figure
     fig, ax = plt.subplots(figsize=(6, 4))
+    tails = []
     for variant, label in ROWS:
         curves = [train_curve(workdir, variant, s) for s in seeds
                   if os.path.exists(os.path.join(run_dir(workdir, variant, s),
@@ -117,7 +118,11 @@ def plot(workdir: str, seeds: List[int], path: str) -> None:
         if not curves:
             continue
         n = min(len(c[1]) for c in curves)
-        ax.plot(curves[0][0][:n], np.mean([c[1][:n] for c in curves], axis=0), label=label)
+        mean = np.mean([c[1][:n] for c in curves], axis=0)
+        ax.plot(curves[0][0][:n], mean, label=label)
+        tails.extend(mean[1:])
+    if tails:   # the first logged interval (from initialisation) would flatten the rest
+        ax.set_ylim(min(tails) - 0.05, max(tails) + 0.1)
     ax.set_xlabel("step")
     ax.set_ylabel("train bits/dim (mean over seeds)")
     ax.set_title("Flow++ Table 2 rows on mnist_8k")
