@@ -36,11 +36,18 @@ def config(**overrides):
     return jt.set_fields(c, overrides)
 
 
+_CONVERGED = {}
+
+
 def converged(run, variables, x):
-    """``variables`` with power-iteration vectors run to convergence (the reference)."""
-    key = jax.random.PRNGKey(5)
-    return update_lipschitz_state(run.flow, variables, x, num_rounds=100,
-                                  rngs={"logdet": key, "dropout": key})
+    """``variables`` with power-iteration vectors run to convergence (the reference);
+    one compiled program per flow.
+    """
+    if id(run.flow) not in _CONVERGED:
+        key = jax.random.PRNGKey(5)
+        _CONVERGED[id(run.flow)] = jax.jit(lambda v, x: update_lipschitz_state(
+            run.flow, v, x, num_rounds=100, rngs={"logdet": key, "dropout": key}))
+    return _CONVERGED[id(run.flow)](variables, x)
 
 
 def log_prob(run, variables, x):
