@@ -32,15 +32,14 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from experiments.benchmarks.timing import median_time
 from jaxflows.bijectors import Affine, MixLogCDF
 from jaxflows.models import flowpp, glow
 from jaxflows.train.evaluation import importance_weighted_log_prob
@@ -48,16 +47,6 @@ from jaxflows.train.mesh import make_mesh
 from jaxflows.train.step import make_steps
 
 PARTS = ("transformer", "train", "iw")
-
-
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    jax.block_until_ready(fn())           # warm-up (compile)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def bench_transformer(shape, components: int, repeats: int) -> Dict[str, float]:
@@ -74,10 +63,10 @@ def bench_transformer(shape, components: int, repeats: int) -> Dict[str, float]:
     assert "callback" not in lowered, "the MixLogCDF inverse calls back to the host"
     _, _, info = i_mix(y_mix, p_mix)
     out = {
-        "forward_mixlogcdf_s": _median_time(lambda: f_mix(x, p_mix), repeats),
-        "forward_affine_s": _median_time(lambda: f_aff(x, p_aff), repeats),
-        "inverse_mixlogcdf_s": _median_time(lambda: i_mix(y_mix, p_mix), repeats),
-        "inverse_affine_s": _median_time(lambda: i_aff(x, p_aff), repeats),
+        "forward_mixlogcdf_s": median_time(lambda: f_mix(x, p_mix), repeats),
+        "forward_affine_s": median_time(lambda: f_aff(x, p_aff), repeats),
+        "inverse_mixlogcdf_s": median_time(lambda: i_mix(y_mix, p_mix), repeats),
+        "inverse_affine_s": median_time(lambda: i_aff(x, p_aff), repeats),
         "inverse_bisection_steps": int(info.num_bisections),
         "inverse_max_iterations": int(jnp.max(info.iterations)),
         "inverse_max_expansions": int(jnp.max(info.expansions)),
@@ -119,7 +108,7 @@ def bench_train(batch: int, repeats: int, quick: bool) -> Dict[str, Dict[str, fl
         def one(steps=steps, holder=holder):
             holder["state"], m = steps.train(holder["state"], images)
             return m["loss"]
-        out[name] = {"params": n, "step_s": _median_time(one, repeats)}
+        out[name] = {"params": n, "step_s": median_time(one, repeats)}
     out["ratio_flowpp_over_glow"] = out["flowpp"]["step_s"] / out["glow"]["step_s"]
     return out
 
@@ -143,7 +132,7 @@ def bench_iw(samples: List[int], chunk: int, batch: int, repeats: int,
         mem = fn.lower(variables, images).compile().memory_analysis()
         temp = getattr(mem, "temp_size_in_bytes", None) if mem is not None else None
         rows.append({"S": s, "chunk": min(chunk, s), "temp_bytes": temp,
-                     "seconds": _median_time(lambda fn=fn: fn(variables, images), repeats)})
+                     "seconds": median_time(lambda fn=fn: fn(variables, images), repeats)})
     return rows
 
 
