@@ -20,7 +20,12 @@ nothing), it checks:
    ``"dropout"`` and ``case.rngs``, with the same keys in every call; non-``params``
    collections such as power-iteration vectors are mutable, as in a training step).
    ``train_log_det="stochastic"`` keeps the shape / round-trip checks and only asks a
-   finite log-det of a case whose training log-det is a random estimate;
+   finite log-det of a case whose training log-det is a random estimate. Where
+   ``train=True`` traces to the **same program** as evaluation (:func:`same_program`:
+   equal jaxprs after dead-code elimination; most couplings and steps, whose training
+   flag changes nothing), the program is not compiled twice: the same program on the
+   same inputs repeats the evaluation checks bit for bit (reported as
+   ``train_program="same as eval"``);
 6. **not the identity**: at least ``min_moved_fraction`` (default 1/4) of the output
    elements differ from the input's (flattened per example) by more than ``1e-6 *
    max(1, |x|)``, for every bijector, with or without parameters (``identity=True``
@@ -68,6 +73,7 @@ __all__ = [
     "BijectorCase",
     "check_bijector",
     "jit_check",
+    "same_program",
     "perturb_params",
     "exact_log_det",
     "enable_x64",
@@ -141,18 +147,26 @@ def exact_log_det(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Arr
     return jax.vmap(one)(x)
 
 
-def batch_jacobian_log_det(fn: Callable[[jax.Array], jax.Array],
-                           x: jax.Array) -> Tuple[jax.Array, jax.Array]:
+def batch_jacobian_log_det(fn: Callable[[jax.Array], Any], x: jax.Array,
+                           has_aux: bool = False):
     """Per-example ``log|det J|`` of a **batched** map ``fn: [B, *event] -> [B, *event']``.
 
     The Jacobian of the whole batch, ``[B D', B D]``, is formed with ``jax.jacfwd``; its
     diagonal blocks are the per-example Jacobians (reduced by ``slogdet``) and its
     off-diagonal blocks must vanish for a map that treats examples independently.
-    Returns ``(log_det [B], max |off-diagonal entry|)``.
+    Returns ``(log_det [B], max |off-diagonal entry|)``; with ``has_aux=True``, ``fn``
+    returns ``(y, aux)`` and the result is ``(log_det, off, y, aux)``: the map's value
+    comes from the same forward-mode pass (one trace of ``fn`` instead of two).
     """
     b = x.shape[0]
     d = math.prod(x.shape[1:])
-    jac = jax.jacfwd(lambda flat: fn(flat.reshape(x.shape)).reshape(-1))(x.reshape(-1))
+
+    def flat_fn(flat):
+        out = fn(flat.reshape(x.shape))
+        y, aux = out if has_aux else (out, None)
+        return y.reshape(-1), (y, aux)
+
+    jac, (y, aux) = jax.jacfwd(flat_fn, has_aux=True)(x.reshape(-1))
     if jac.shape != (b * d, b * d):
         raise ValueError(f"batch_jacobian_log_det: the map changes the number of elements "
                          f"per example (Jacobian {jac.shape}, input {x.shape})")
@@ -161,7 +175,8 @@ def batch_jacobian_log_det(fn: Callable[[jax.Array], jax.Array],
     blocks = jac[idx, :, idx, :]
     off = jnp.where((idx[:, None] == idx[None, :])[:, None, :, None], 0.0, jac)
     off_max = jnp.max(jnp.abs(off)) if b > 1 else jnp.zeros((), x.dtype)
-    return jnp.linalg.slogdet(blocks)[1], off_max
+    log_det = jnp.linalg.slogdet(blocks)[1]
+    return (log_det, off_max, y, aux) if has_aux else (log_det, off_max)
 
 
 @dataclasses.dataclass
@@ -254,6 +269,36 @@ def _max_ratio(err, scale):
 _FD_STEP = 1e-4
 
 
+def _canonical_jaxpr(closed) -> Tuple[str, list]:
+    """A jaxpr's text after dead-code elimination, and its constants."""
+    from jax._src.interpreters import partial_eval as pe  # no public DCE
+    jaxpr, _ = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+    return str(jaxpr), list(closed.consts)
+
+
+def same_program(jitted, args: Sequence[Any], static_a: Any, static_b: Any) -> bool:
+    """Whether ``jitted(*args, static_a)`` and ``jitted(*args, static_b)`` trace to the
+    same program: equal jaxpr text after dead-code elimination and equal constants.
+
+    Used by :func:`check_bijector` for ``train=True``: a bijector whose training flag
+    changes nothing (no dropout, no stochastic estimator, no state update) traces to the
+    evaluation program once the unused rng streams of training mode are eliminated, and
+    the same program on the same inputs gives the same numbers, so its training-mode
+    checks would repeat the evaluation checks bit for bit and are not compiled again.
+    Conservative: anything that prints differently (a state update, an rng stream that is
+    used, a callable in a primitive's parameters) or a failure to compare counts as
+    different, and the training-mode program is compiled and checked.
+    """
+    try:
+        ta, ca = _canonical_jaxpr(jitted.trace(*args, static_a).jaxpr)
+        tb, cb = _canonical_jaxpr(jitted.trace(*args, static_b).jaxpr)
+    except Exception:  # noqa: BLE001 -- private API moved: fall back to checking
+        return False
+    return ta == tb and len(ca) == len(cb) and all(
+        np.shape(a) == np.shape(b) and np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(ca, cb))
+
+
 class _Compiled:
     """The jitted functions of one case, built once and reused for every seed.
 
@@ -306,10 +351,11 @@ class _Compiled:
         @partial(jit_check, static_argnums=4)
         def mode_checks(variables, x32, c32, k, train):
             v, x, c = to64(variables, x32, c32)
-            y, ld = apply(v, x, c, k, train, module.forward_and_log_det)
+            # y and its log-det from the Jacobian's forward-mode pass (one trace).
+            exact, off, y, ld = batch_jacobian_log_det(
+                lambda xx: apply(v, xx, c, k, train, module.forward_and_log_det), x,
+                has_aux=True)
             xr, ild = apply(v, y, c, k, train, module.inverse_and_log_det)
-            exact, off = batch_jacobian_log_det(
-                lambda xx: apply(v, xx, c, k, train, module.forward_and_log_det)[0], x)
             return dict(y=y, ld=ld, xr=xr, ild=ild, exact=exact, off=off)
 
         # Gradient check: the random weights and direction come from the host (numpy), so
@@ -319,6 +365,9 @@ class _Compiled:
 
         self.mode_checks = mode_checks
         self.modes = modes
+        # Whether train=True traces to the same program as train=False (see
+        # same_program); None until the first seed decides it.
+        self.train_same = None
 
 
 def _host_perturb(variables: PyTree, rng: np.random.Generator, scale: float,
@@ -340,7 +389,7 @@ def _host_float64(tree: PyTree) -> PyTree:
         else np.asarray(l), tree)
 
 
-def _check_seed(comp: _Compiled, seed: int, check_float32: bool) -> Dict[str, float]:
+def _check_seed(comp: _Compiled, seed: int, check_float32: bool) -> Dict[str, Any]:
     case = comp.case
     key = jax.random.PRNGKey(seed)
     k_x, k_init, k_ctx, k_rng, k_prep = jax.random.split(key, 5)
@@ -348,7 +397,7 @@ def _check_seed(comp: _Compiled, seed: int, check_float32: bool) -> Dict[str, fl
     shape = tuple(case.input_shape)
     expected = tuple(case.output_shape or shape)
     name = case.name
-    out: Dict[str, float] = {}
+    out: Dict[str, Any] = {}
 
     # Parameters are created in float32, as a user would, then perturbed.
     x32 = _draw_input(case, k_x, shape, jnp.float32)
@@ -360,9 +409,15 @@ def _check_seed(comp: _Compiled, seed: int, check_float32: bool) -> Dict[str, fl
         variables = case.prepare_variables(variables, k_prep)
 
     with enable_x64():
-        res = {("train" if t else "eval"):
-               jax.device_get(comp.mode_checks(variables, x32, ctx32, k_rng, t))
-               for t in comp.modes}
+        res = {"eval": jax.device_get(comp.mode_checks(variables, x32, ctx32, k_rng, False))}
+        if True in comp.modes:
+            if comp.train_same is None:     # decided once per case, on the first seed
+                comp.train_same = same_program(comp.mode_checks, (variables, x32, ctx32, k_rng),
+                                               False, True)
+            res["train"] = (res["eval"] if comp.train_same else jax.device_get(
+                comp.mode_checks(variables, x32, ctx32, k_rng, True)))
+    out["train_program"] = ("same as eval" if comp.train_same
+                            else "checked" if True in comp.modes else "not applicable")
     x64 = np.asarray(x32, np.float64)
     xscale = np.maximum(1.0, np.abs(x64))
 
@@ -490,7 +545,7 @@ def _check_gradients(comp: _Compiled, variables, x64, ctx32, k_rng, rng, y64) ->
     return gerr / max(1.0, abs(dd))
 
 
-def check_bijector(case: BijectorCase, seed: Optional[int] = None) -> Dict[str, float]:
+def check_bijector(case: BijectorCase, seed: Optional[int] = None) -> Dict[str, Any]:
     """Runs the checks listed in the module docstring; raises ``AssertionError``.
 
     Args:
@@ -500,13 +555,18 @@ def check_bijector(case: BijectorCase, seed: Optional[int] = None) -> Dict[str, 
     Returns:
       The largest measured discrepancies over the seeds (for reporting):
       ``reconstruction[train=...]`` (relative to ``max(1, |x|)``),
-      ``log_det_error[train=...]``, ``moved_fraction`` (smallest), ``gradient_error``.
+      ``log_det_error[train=...]``, ``moved_fraction`` (smallest), ``gradient_error``,
+      and ``train_program``: ``"checked"``, ``"same as eval"`` (check 5 proved by
+      :func:`same_program`) or ``"not applicable"``.
     """
     seeds = tuple(case.seeds) if seed is None else (seed,)
     comp = _Compiled(case)
-    out: Dict[str, float] = {}
+    out: Dict[str, Any] = {}
     for i, s in enumerate(seeds):
         for k, v in _check_seed(comp, s, check_float32=i == 0).items():
-            out[k] = min(v, out[k]) if k == "moved_fraction" and k in out else max(
-                v, out.get(k, v))
+            if isinstance(v, str):
+                out[k] = v
+            else:
+                out[k] = min(v, out[k]) if k == "moved_fraction" and k in out else max(
+                    v, out.get(k, v))
     return out

@@ -83,6 +83,31 @@ def test_check_passes_the_correct_toy():
     assert out["log_det_error[train=False]"] < 1e-12
     assert out["reconstruction[train=True]"] < 1e-12
     assert out["moved_fraction"] == 1.0
+    # train=True changes nothing in the toy: check 5 is the evaluation program itself.
+    assert out["train_program"] == "same as eval"
+
+
+def test_training_mode_is_compiled_and_checked_where_it_differs():
+    # A program that differs is compiled and checked (the wrong training log-det of the
+    # toy is caught: test_check_catches); a dead rng split, as the unused "dropout" and
+    # "logdet" streams of training mode, does not make programs differ. A real dropout
+    # bijector's training mode is checked.
+    assert testing.same_program(_CHECK_PROGRAM, (jnp.ones(3),), "eval", "eval")
+    assert not testing.same_program(_CHECK_PROGRAM, (jnp.ones(3),), "eval", "train")
+    assert testing.same_program(_CHECK_PROGRAM, (jnp.ones(3),), "eval", "unused_rng")
+    dropout = next(c for c in CASES if c.name == "maf_affine_random_order_context_dropout")
+    assert testing.check_bijector(dropout, seed=0)["train_program"] == "checked"
+
+
+def _program(x, mode):
+    if mode == "train":
+        return 2.0 * x
+    if mode == "unused_rng":  # a dead key split is eliminated: the same program
+        jax.random.split(jax.random.PRNGKey(0), 3)
+    return x + 0.0
+
+
+_CHECK_PROGRAM = jax.jit(_program, static_argnums=1)
 
 
 @pytest.mark.parametrize("bug, message", [

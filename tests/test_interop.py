@@ -3,11 +3,14 @@
 This module deliberately imports only jax, numpy, distrax and jaxflows (checked by
 ``test_this_module_does_not_import_flax``): everything a user needs to evaluate, invert,
 sample and differentiate a trained flow is reachable without touching flax.
+
+distrax is imported inside the test that uses it, as ``as_distrax`` does: importing it
+imports TensorFlow (through TensorFlow Probability's JAX substrate), about 8 s of CPU that
+every test worker would otherwise pay while collecting this module.
 """
 import ast
 import pathlib
 
-import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,6 +67,7 @@ def test_plain_functions_reject_non_bijectors():
 
 
 def test_distrax_adapter_log_prob_and_sampling(model):
+    import distrax
     flow, variables, x, reference = model
     dist = as_distrax(flow, variables)
     assert isinstance(dist, distrax.Distribution)
