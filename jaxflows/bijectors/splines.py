@@ -148,16 +148,16 @@ class RationalQuadraticSpline(Transformer):
         """Index of the bin of ``v`` (already in ``[-B, B]``) among ``knots`` ``[..., K+1]``."""
         return jnp.sum(v[..., None] >= knots[..., 1:-1], axis=-1)
 
-    @staticmethod
-    def _gather(a: Array, idx: Array) -> Array:
-        return jnp.take_along_axis(a, idx[..., None], axis=-1)[..., 0]
-
     def _bin_values(self, params, v, use_y):
         xs, ys, ds = self.knots(params)
         idx = self._bin(ys if use_y else xs, v)
-        g = lambda a, off=0: self._gather(a, idx + off)
-        x_k, x_k1, y_k, y_k1 = g(xs), g(xs, 1), g(ys), g(ys, 1)
-        d_k, d_k1 = g(ds), g(ds, 1)
+        # Gathers as one-hot masked sums over the K + 1 knots: dense elementwise work whose
+        # gradient is dense too (a gather's gradient is a scatter-add, slow on CPU).
+        onehot = (idx[..., None] == jnp.arange(self.bins + 1)).astype(xs.dtype)
+        nxt = jnp.concatenate([jnp.zeros_like(onehot[..., :1]), onehot[..., :-1]], axis=-1)
+        g = lambda a, m: jnp.sum(a * m, axis=-1)  # noqa: E731
+        x_k, x_k1, y_k, y_k1 = g(xs, onehot), g(xs, nxt), g(ys, onehot), g(ys, nxt)
+        d_k, d_k1 = g(ds, onehot), g(ds, nxt)
         w, h = x_k1 - x_k, y_k1 - y_k
         return x_k, y_k, w, h, h / w, d_k, d_k1
 
