@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxflows.bijectors import RationalQuadraticSpline
-from jaxflows.testing import enable_x64
+from jaxflows.testing import enable_x64, perturb_params
 
 SPLINE = RationalQuadraticSpline(bins=5, bound=2.0)
 # Inputs on both tails, on the bound itself and inside.
@@ -94,3 +94,25 @@ def test_num_params_and_wrong_params_width():
     assert hash(RationalQuadraticSpline(bound=5)) == hash(RationalQuadraticSpline(bound=5.0))
     with pytest.raises(ValueError, match="3 \\* bins - 1"):
         SPLINE.forward(jnp.zeros((2,)), jnp.zeros((2, 5)))
+
+
+def test_alternating_coupling_transforms_only_its_half():
+    """The alternating mask gives the transformer the transformed entries only (odd size,
+    both parities): kept entries pass through bit for bit, and the conditioner's last
+    layer is as wide as the transformed half times the spline's parameter count.
+    """
+    from jaxflows.bijectors import Coupling, RationalQuadraticSpline
+    spline = RationalQuadraticSpline(bins=4, bound=3.0)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 5))
+    for parity, kept, moved in ((0, [0, 2, 4], [1, 3]), (1, [1, 3], [0, 2, 4])):
+        layer = Coupling(transformer=spline, hidden_channels=8, mask="alternating",
+                         parity=parity)
+        v = layer.init(jax.random.PRNGKey(1), x)
+        v = perturb_params(v, jax.random.PRNGKey(2), 0.5)
+        y, _ = layer.apply(v, x)
+        np.testing.assert_array_equal(y[:, kept], x[:, kept])
+        assert float(jnp.min(jnp.abs(y[:, moved] - x[:, moved]))) > 0
+        widths = [leaf.shape[-1] for path, leaf in
+                  jax.tree_util.tree_leaves_with_path(v["params"])
+                  if jax.tree_util.keystr(path).endswith("['kernel']")]
+        assert widths[-1] == len(moved) * spline.num_params, widths

@@ -43,21 +43,28 @@ Masks (``mask``):
   RealNVP (Sec. 3.4). ``parity=0`` keeps the positions with ``(i + j)`` even
   and transforms the others.
 * ``"alternating"``: alternate entries of the last axis (for vectors; any
-  size >= 2); ``parity=0`` keeps the even entries.
+  size >= 2); ``parity=0`` keeps the even entries and transforms the odd ones.
 
-With the checkerboard and alternating masks the conditioner sees ``m * x`` (``m`` is
-1 on kept entries) and outputs parameters for every entry; the transformer runs on
-every entry with the parameters of kept entries set to zero, the log-det is zeroed
-there, and the output takes ``x`` there: ``y = where(m, x, tau(x; (1 - m) theta))``,
-as in distrax's ``MaskedCoupling``. So the map is exactly the identity on kept entries
-whatever the transformer, and zeroing their parameters keeps the discarded branch
-finite (no NaN gradient through the ``where``). For a transformer that declares
-``identity_at_zero`` (exactly ``tau(x; 0) = x``: affine, additive) the ``where`` on
-``y`` is skipped, since zero parameters already give ``x`` bit for bit; values and
-gradients are then the same, bit for bit, as with the former multiplication of the
-shift and log-scale by ``1 - m``. (Keeping that ``where`` gave the same values but, in
-one Real NVP configuration on XLA:CPU, float32 gradients up to 2% off the float64
-ones in a few conditioner weights.)
+With the alternating mask the conditioner sees ``m * x`` (``m`` is 1 on kept entries)
+and outputs parameters for the transformed entries only (``ceil`` or ``floor`` of
+``D / 2``): the transformer runs on those entries alone, and the output interleaves
+them with the kept ones. (Before 2026-12-03 it gave parameters for every entry and ran
+the transformer on all of them, as the checkerboard below: twice the work of a spline
+coupling, and the conditioner's last layer was twice as wide, so vector coupling
+checkpoints of earlier versions do not load.)
+
+With the checkerboard mask the conditioner sees ``m * x`` and outputs parameters for
+every position; the transformer runs on every entry with the parameters of kept entries
+set to zero, the log-det is zeroed there, and the output takes ``x`` there: ``y =
+where(m, x, tau(x; (1 - m) theta))``, as in distrax's ``MaskedCoupling``. So the map is
+exactly the identity on kept entries whatever the transformer, and zeroing their
+parameters keeps the discarded branch finite (no NaN gradient through the ``where``).
+For a transformer that declares ``identity_at_zero`` (exactly ``tau(x; 0) = x``: affine,
+additive) the ``where`` on ``y`` is skipped, since zero parameters already give ``x``
+bit for bit; values and gradients are then the same, bit for bit, as with the former
+multiplication of the shift and log-scale by ``1 - m``. (Keeping that ``where`` gave the
+same values but, in one Real NVP configuration on XLA:CPU, float32 gradients up to 2%
+off the float64 ones in a few conditioner weights.)
 
 Inputs: NHWC images (conditioner ``"glow"``, ``"resnet"``, or a callable) and
 ``[batch, D]`` vectors (always an MLP: ``"resnet"`` selects a residual MLP
@@ -228,7 +235,7 @@ class Coupling(Bijector):
         _check_transformer(transformer, name)
         self._validate(x, context)
         inp = _conditioner_input(x, context, self.mask, self.parity, name)
-        n_entries = x.shape[-1] // 2 if self.mask == "channel" else x.shape[-1]
+        n_entries = _num_transformed(x, self.mask, self.parity)
         out = self._run_conditioner(inp, context, n_entries, transformer.num_params, train,
                                     x.shape)
         y, ld, summary = _couple(x, out, self.mask, self.parity, transformer, inverse, name)
@@ -246,6 +253,25 @@ def _mask(x: jax.Array, mask: str, parity: int) -> jax.Array:
         j = jnp.arange(x.shape[2])[None, :]
         return ((i + j) % 2 == parity).astype(x.dtype)[None, :, :, None]
     return (jnp.arange(x.shape[-1]) % 2 == parity).astype(x.dtype)
+
+
+def _num_transformed(x: jax.Array, mask: str, parity: int) -> int:
+    """Entries per position the conditioner gives parameters for (module docstring)."""
+    n = x.shape[-1]
+    if mask == "channel":
+        return n // 2
+    if mask == "alternating":
+        return len(range(1 - parity, n, 2))
+    return n
+
+
+def _interleave(a: jax.Array, b: jax.Array, n: int) -> jax.Array:
+    """``y`` with ``y[..., 0::2] = a`` and ``y[..., 1::2] = b`` (last axis of size ``n``),
+    by stacking and reshaping (no scatter: dense copies with dense gradients).
+    """
+    if b.shape[-1] < a.shape[-1]:
+        b = jnp.concatenate([b, jnp.zeros_like(a[..., :1])], axis=-1)
+    return jnp.stack([a, b], axis=-1).reshape(a.shape[:-1] + (2 * a.shape[-1],))[..., :n]
 
 
 def _halves(x: jax.Array, parity: int):
@@ -298,6 +324,12 @@ def _couple(x, out, mask, parity, transformer, inverse, who):
         params = out.reshape(x_b.shape + (num_params,))      # [..., entry, param]
         y_b, ld, info = _elementwise(transformer, x_b, params, inverse, who)
         y = jnp.concatenate([x_a, y_b] if parity == 0 else [y_b, x_a], axis=-1)
+    elif mask == "alternating":
+        x_a, x_b = x[..., parity::2], x[..., 1 - parity::2]
+        params = out.reshape(x_b.shape + (num_params,))      # [..., entry, param]
+        y_b, ld, info = _elementwise(transformer, x_b, params, inverse, who)
+        n = x.shape[-1]
+        y = _interleave(x_a, y_b, n) if parity == 0 else _interleave(y_b, x_a, n)
     else:
         keep = _mask(x, mask, parity)
         params = out.reshape(x.shape + (num_params,)) * (1 - keep)[..., None]

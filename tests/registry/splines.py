@@ -18,6 +18,11 @@ CASES = [
     BijectorCase("spline_coupling_vector_alternating_context",
                  lambda: Coupling(transformer=SPLINE, hidden_channels=H, mask="alternating"),
                  (3, 4), context_shape=(3, 2), perturb_scale=0.5, recon_atol=1e-8, rtol=1e-9),
+    # An odd size: parity 1 transforms the 3 even entries of 5, keeping the 2 odd ones.
+    BijectorCase("spline_coupling_vector_alternating_odd_parity1",
+                 lambda: Coupling(transformer=SPLINE, hidden_channels=H, mask="alternating",
+                                  parity=1),
+                 (3, 5), perturb_scale=0.5, recon_atol=1e-8, rtol=1e-9, seeds=(0,)),
     BijectorCase("spline_coupling_image_channel",
                  lambda: Coupling(transformer=SPLINE, hidden_channels=H, mask="channel",
                                   parity=1), (2, 2, 2, 2), perturb_scale=0.3, recon_atol=1e-8,
