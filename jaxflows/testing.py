@@ -147,26 +147,18 @@ def exact_log_det(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Arr
     return jax.vmap(one)(x)
 
 
-def batch_jacobian_log_det(fn: Callable[[jax.Array], Any], x: jax.Array,
-                           has_aux: bool = False):
+def batch_jacobian_log_det(fn: Callable[[jax.Array], jax.Array],
+                           x: jax.Array) -> Tuple[jax.Array, jax.Array]:
     """Per-example ``log|det J|`` of a **batched** map ``fn: [B, *event] -> [B, *event']``.
 
     The Jacobian of the whole batch, ``[B D', B D]``, is formed with ``jax.jacfwd``; its
     diagonal blocks are the per-example Jacobians (reduced by ``slogdet``) and its
     off-diagonal blocks must vanish for a map that treats examples independently.
-    Returns ``(log_det [B], max |off-diagonal entry|)``; with ``has_aux=True``, ``fn``
-    returns ``(y, aux)`` and the result is ``(log_det, off, y, aux)``: the map's value
-    comes from the same forward-mode pass (one trace of ``fn`` instead of two).
+    Returns ``(log_det [B], max |off-diagonal entry|)``.
     """
     b = x.shape[0]
     d = math.prod(x.shape[1:])
-
-    def flat_fn(flat):
-        out = fn(flat.reshape(x.shape))
-        y, aux = out if has_aux else (out, None)
-        return y.reshape(-1), (y, aux)
-
-    jac, (y, aux) = jax.jacfwd(flat_fn, has_aux=True)(x.reshape(-1))
+    jac = jax.jacfwd(lambda flat: fn(flat.reshape(x.shape)).reshape(-1))(x.reshape(-1))
     if jac.shape != (b * d, b * d):
         raise ValueError(f"batch_jacobian_log_det: the map changes the number of elements "
                          f"per example (Jacobian {jac.shape}, input {x.shape})")
@@ -175,8 +167,7 @@ def batch_jacobian_log_det(fn: Callable[[jax.Array], Any], x: jax.Array,
     blocks = jac[idx, :, idx, :]
     off = jnp.where((idx[:, None] == idx[None, :])[:, None, :, None], 0.0, jac)
     off_max = jnp.max(jnp.abs(off)) if b > 1 else jnp.zeros((), x.dtype)
-    log_det = jnp.linalg.slogdet(blocks)[1]
-    return (log_det, off_max, y, aux) if has_aux else (log_det, off_max)
+    return jnp.linalg.slogdet(blocks)[1], off_max
 
 
 @dataclasses.dataclass
@@ -351,11 +342,10 @@ class _Compiled:
         @partial(jit_check, static_argnums=4)
         def mode_checks(variables, x32, c32, k, train):
             v, x, c = to64(variables, x32, c32)
-            # y and its log-det from the Jacobian's forward-mode pass (one trace).
-            exact, off, y, ld = batch_jacobian_log_det(
-                lambda xx: apply(v, xx, c, k, train, module.forward_and_log_det), x,
-                has_aux=True)
+            y, ld = apply(v, x, c, k, train, module.forward_and_log_det)
             xr, ild = apply(v, y, c, k, train, module.inverse_and_log_det)
+            exact, off = batch_jacobian_log_det(
+                lambda xx: apply(v, xx, c, k, train, module.forward_and_log_det)[0], x)
             return dict(y=y, ld=ld, xr=xr, ild=ild, exact=exact, off=off)
 
         # Gradient check: the random weights and direction come from the host (numpy), so

@@ -37,7 +37,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.dataset.pad = 0
     # Per-example context passed to the flow (conditional flows): "" none, "label" (int32
     # labels [B]), "lowres:F" (the integer image box-downsampled by F, float32
-    # [B, H/F, W/F, C] in [0, num_bins)). See docs/training.md, "Conditional training".
+    # [B, H/F, W/F, C] in [0, num_bins)), "mask:T" (int32 [B, H, W]: 1 where the pixel is
+    # >= T, a segmentation stand-in). See docs/training.md, "Conditional training".
     c.dataset.context = ""
 
     # config.model.name is a key of jaxflows.models.MODELS; every other field is a

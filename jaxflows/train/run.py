@@ -70,8 +70,9 @@ class Run:
         metrics are ``train_<score>``, ``val_<score>``, ``test_<score>``.
       sample_cond: the ``{"image", "label"}`` host batch of ``num_samples`` examples whose
         context the samples get (``None`` without a context): for ``"label"``,
-        labels ``arange(num_samples) % num_classes``; for ``"lowres:F"``, the first
-        ``num_samples`` images of the validation split (else test, else train).
+        labels ``arange(num_samples) % num_classes``; for ``"lowres:F"`` and
+        ``"mask:T"``, the first ``num_samples`` images of the validation split (else
+        test, else train).
       hybrid_lam: a hybrid model's weight of ``log p(x)`` (``config.hybrid.lam``, with
         ``"1/D"`` resolved), ``None`` for a plain flow.
     """
@@ -115,9 +116,16 @@ def context_shape(context: str, info):
         return (), jnp.int32
     shape = tuple(info.image_shape)
     if len(shape) != 3:
-        raise ValueError(f"config.dataset.context={context!r}: a low-resolution context needs "
+        what = "a low-resolution" if kind == "lowres" else "a segmentation-mask"
+        raise ValueError(f"config.dataset.context={context!r}: {what} context needs "
                          f"images, but dataset {info.name!r} gives vectors of shape {shape}.")
     h, w, c = shape
+    if kind == "mask":
+        if factor >= info.num_bins:
+            raise ValueError(f"config.dataset.context={context!r}: the threshold must lie "
+                             f"below the dataset's {info.num_bins} pixel levels (every mask "
+                             f"would be empty).")
+        return (h, w), jnp.int32
     if h % factor or w % factor:
         raise ValueError(f"config.dataset.context={context!r}: the image height and width "
                          f"({h}x{w}, after config.dataset.pad) must be divisible by {factor}.")
@@ -418,8 +426,8 @@ def _sample_cond(settings: RunSettings, info, sources):
     ``"label"``: ``labels = arange(num_samples) % num_classes`` -- sample ``i`` is of
     class ``i mod C``, so in a grid of ``C`` columns (what :func:`save_samples` draws)
     column ``c`` holds class ``c`` and every row one sample of each class.
-    ``"lowres:F"``: the first ``num_samples`` images of the validation split, else the
-    test split, else the train split (fixed for the whole run).
+    ``"lowres:F"`` and ``"mask:T"``: the first ``num_samples`` images of the
+    validation split, else the test split, else the train split (fixed for the whole run).
     """
     kind, _ = parse_context(settings.dataset.context)
     n = settings.num_samples
@@ -432,7 +440,7 @@ def _sample_cond(settings: RunSettings, info, sources):
                 "label": (np.arange(n) % info.num_classes).astype(np.int32)}
     source = next(src for src in sources if src is not None)
     if len(source) < n:
-        raise ValueError(f"config.num_samples={n}: the low-resolution contexts of the samples "
+        raise ValueError(f"config.num_samples={n}: the image-derived contexts of the samples "
                          f"are the first num_samples images of the validation (or test) "
                          f"split, which has only {len(source)}.")
     from jaxflows.data import sources as sources_lib

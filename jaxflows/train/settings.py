@@ -57,8 +57,9 @@ class DatasetSettings:
         disables the test figures.
       pad: zero pixels added on each side of the images' height and width.
       context: the per-example context given to the flow: ``""`` none, ``"label"``
-        (int32 labels ``[B]``) or ``"lowres:F"`` (the integer image box-downsampled by
-        ``F``, float32 ``[B, H/F, W/F, C]``); see :func:`jaxflows.train.step.make_context`.
+        (int32 labels ``[B]``), ``"lowres:F"`` (the integer image box-downsampled by
+        ``F``, float32 ``[B, H/F, W/F, C]``) or ``"mask:T"`` (int32 ``[B, H, W]``, 1 where
+        the pixel is at least ``T``); see :func:`jaxflows.train.step.make_context`.
     """
 
     name: str
@@ -321,8 +322,8 @@ def _read_context(s: _Section) -> str:
     """``config.dataset.context`` normalised (``None`` -> ``""``), checked."""
     from jaxflows.train.step import parse_context
     value = s._get("context")
-    kind, factor = parse_context(value)
-    return f"lowres:{factor}" if kind == "lowres" else kind
+    kind, number = parse_context(value)
+    return f"{kind}:{number}" if kind in ("lowres", "mask") else kind
 
 
 def _read_model(config) -> ModelSettings:

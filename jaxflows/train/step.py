@@ -22,7 +22,9 @@ log-likelihood in nats per example, ``-D`` times it).
 Context. A run may condition the flow on a per-example context computed on device from
 the batch (``config.dataset.context``, :func:`make_context`): ``"label"`` gives the
 int32 labels ``[B]``, ``"lowres:F"`` the integer image box-downsampled by ``F``
-(float32 in ``[0, num_bins)``, ``[B, H/F, W/F, C]``, computed before dequantisation).
+(float32 in ``[0, num_bins)``, ``[B, H/F, W/F, C]``, computed before dequantisation),
+``"mask:T"`` the image's two-class mask (int32 ``[B, H, W]``, 1 where the pixel is at
+least ``T``).
 Every step then takes the batch as a dict ``{"image": ..., "label": ...}`` (a bare
 image array is still accepted when there is no context) and passes ``context=`` to
 the flow's ``log_prob`` (and to :func:`dequantized_log_prob`); the sampling step takes
@@ -70,8 +72,8 @@ def dequantize(rng: jax.Array, images: jax.Array, dtype=jnp.float32) -> jax.Arra
 
 
 def parse_context(value) -> tuple:
-    """``config.dataset.context`` as ``(kind, factor)``: ``("", 0)``, ``("label", 0)`` or
-    ``("lowres", F)``.
+    """``config.dataset.context`` as ``(kind, value)``: ``("", 0)``, ``("label", 0)``,
+    ``("lowres", F)`` or ``("mask", T)``.
 
     Raises ``ValueError`` naming ``config.dataset.context`` for anything else.
     """
@@ -79,12 +81,14 @@ def parse_context(value) -> tuple:
         return "", 0
     if value == "label":
         return "label", 0
-    if isinstance(value, str) and value.startswith("lowres:"):
-        factor = value[len("lowres:"):]
-        if factor.isdigit() and int(factor) >= 1:
-            return "lowres", int(factor)
-    raise ValueError(f"config.dataset.context must be '' (none), 'label' or 'lowres:F' with "
-                     f"an integer factor F >= 1, got {value!r}.")
+    for kind in ("lowres", "mask"):
+        if isinstance(value, str) and value.startswith(kind + ":"):
+            number = value[len(kind) + 1:]
+            if number.isdigit() and int(number) >= 1:
+                return kind, int(number)
+    raise ValueError(f"config.dataset.context must be '' (none), 'label', 'lowres:F' with "
+                     f"an integer factor F >= 1 or 'mask:T' with an integer threshold "
+                     f"T >= 1, got {value!r}.")
 
 
 def make_context(context: str) -> Callable[[jax.Array, Optional[jax.Array]], Any]:
@@ -96,10 +100,20 @@ def make_context(context: str) -> Callable[[jax.Array, Optional[jax.Array]], Any
       float32 ``[B, H/F, W/F, C]`` in ``[0, num_bins)``, from the integer pixels (before
       dequantisation, so the context carries no noise). ``H`` and ``W`` must be
       divisible by ``F`` (checked by the trainer).
+    * ``"mask:T"``: a two-class segmentation map of the image itself, int32 ``[B, H, W]``:
+      1 where the pixel (averaged over channels) is at least ``T``, else 0 (the
+      segmentation-to-image stand-in of the offline data: foreground / background of
+      each digit).
     """
     kind, factor = parse_context(context)
     if kind == "":
         return lambda images, labels: None
+    if kind == "mask":
+        def mask(images, labels):
+            del labels
+            level = jnp.mean(images.astype(jnp.float32), axis=-1)
+            return (level >= factor).astype(jnp.int32)
+        return mask
     if kind == "label":
         def label_context(images, labels):
             if labels is None:
