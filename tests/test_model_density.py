@@ -29,7 +29,7 @@ import pytest
 from jaxflows import Flow
 from jaxflows.bijectors.base import Bijector
 from jaxflows.models import MODELS
-from jaxflows.testing import cast_floats, enable_x64, jit_check, perturb_params
+from jaxflows.testing import cast_floats, enable_x64, exact_log_det, jit_check, perturb_params
 from tests.test_models_complete import NUM_BINS, SHAPE, TINY, VECTOR_DIMS, build_tiny
 
 # Models whose log-det has an exact evaluation estimator (residual blocks).
@@ -64,16 +64,9 @@ def density_check(flow, variables, x):
         @jit_check  # float64 check program
         def run(v, x):
             log_prob = flow.apply(v, x)
-
-            def one(xi):
-                # The per-example Jacobian (jacfwd, slogdet), and f(x) from the same pass.
-                def fwd(flat):
-                    z = flow.apply(v, flat.reshape((1,) + xi.shape), method=flow.forward)
-                    return z.reshape(-1), z[0]
-                jac, z = jax.jacfwd(fwd, has_aux=True)(xi.reshape(-1))
-                return jnp.linalg.slogdet(jac)[1], z
-            log_det, z = jax.vmap(one)(x)
-            return log_prob, gaussian_log_density(z) + log_det
+            z = flow.apply(v, x, method=flow.forward)
+            fwd = lambda xi: flow.apply(v, xi[None], method=flow.forward)[0]  # noqa: E731
+            return log_prob, gaussian_log_density(z) + exact_log_det(fwd, x)
         return jax.device_get(run(v64, x64))
 
 
