@@ -113,8 +113,8 @@ def roulette_draws(v, x, keys, **estimator):
                            method=m.forward_and_log_det)[1]
         value, vjp = jax.vjp(ld, v["params"])
         return value, vjp(jnp.ones_like(value))[0]["g"]["SpectralDense_0"]["kernel"]
-    with enable_x64():
-        values, grads = jax.jit(jax.vmap(one))(keys)
+    with enable_x64():   # chunks of 1,000 keys: as tests/test_ops_logdet.py::_over_keys
+        values, grads = jax.jit(lambda ks: jax.lax.map(one, ks, batch_size=1000))(keys)
     return np.asarray(values), np.asarray(grads)
 
 
