@@ -205,8 +205,9 @@ def _mask_figure(run, variables, draw, to_pixels, images, threshold, step, out, 
     Rows: test images; columns: the mask, samples at ``SR_TEMPERATURES`` given the mask,
     the real image. Metrics per temperature: **mask agreement** (the fraction of pixels
     whose sample, thresholded at ``T`` as the trainer does, falls in the conditioning
-    map's class: 1 for the real images by construction), PSNR against the real image
-    (all channels), and the diversity of ``--num_draws`` samples of the same map.
+    map's class: 1 for the real images by construction; ``mask_agreement_other_image``
+    is the chance level, each map against another test image's map), PSNR against the real
+    image (all channels), and the diversity of ``--num_draws`` samples of the same map.
     """
     import jax
     import jax.numpy as jnp
@@ -221,7 +222,9 @@ def _mask_figure(run, variables, draw, to_pixels, images, threshold, step, out, 
     peak = bins - 1
     metrics = {"checkpoint_step": step, "num_images": len(images), "threshold": threshold,
                "channels": "all", "peak": peak,
-               "foreground_fraction": float(masks.mean())}
+               "foreground_fraction": float(masks.mean()),
+               # chance level: each map against the next test image's map
+               "mask_agreement_other_image": float(np.mean(masks == np.roll(masks, 1, 0)))}
     columns = [masks[..., None] * peak]
     for i, t in enumerate(SR_TEMPERATURES):
         px = to_pixels(draw(variables, jnp.asarray(masks), t, jax.random.fold_in(key, i)))
