@@ -12,6 +12,7 @@ name                            image shape   bins    classes  splits
 ==============================  ============  ======  =======  ==================================
 ``digits``                      8x8x1         17      10       train 1,500 / test 297 (offline)
 ``mnist_8k``                    28x28x1       256     10       train 7,200 / test 800 (offline)
+``sklearn_patches``             32x32x3       256     --       train 975 / test 975 (offline)
 ``mnist``                       28x28x1       256     10       train 60,000 / test 10,000
 ``fashion_mnist``               28x28x1       256     10       train 60,000 / test 10,000
 ``cifar10``                     32x32x3       256     10       train 50,000 / test 10,000
@@ -45,6 +46,9 @@ their base splits are ``train`` / ``validation`` / ``test``.
   :mod:`jaxflows.data.mnist_8k` for the provenance): no network, no TensorFlow, no preparation.
   ``train`` is the first 7,200 records, ``test`` the last 800. For the full MNIST use ``mnist``
   (TFDS, prepared once with network access).
+* ``sklearn_patches``: 32x32 RGB patches (stride-16 grid) of the two photos bundled with
+  scikit-learn, ``train`` from ``china.jpg`` and ``test`` from ``flower.jpg`` (CC BY 2.0; see
+  :mod:`jaxflows.data.sklearn_images`). No label (``label`` is 0); no network.
 * ``npz:/path/file.npz``: arrays ``image`` (uint8, NHWC or NHW) and optionally ``label``. The
   file's last 10% of records (rounded down) are its ``test`` split and the rest its ``train``
   split; ``npz:/path/file.npz?test=N`` makes the last ``N`` records the test split and
@@ -85,6 +89,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from jaxflows.data import mnist_8k as mnist_8k_lib
+from jaxflows.data import sklearn_images as sklearn_images_lib
 
 __all__ = [
     "ArraySource",
@@ -190,7 +195,11 @@ _DIGITS_INFO = DatasetInfo("digits", (8, 8, 1), 17, 10, {"train": 1500, "test": 
 _MNIST_8K_INFO = DatasetInfo(
     "mnist_8k", mnist_8k_lib.IMAGE_SHAPE, mnist_8k_lib.NUM_BINS, mnist_8k_lib.NUM_CLASSES,
     {"train": mnist_8k_lib.NUM_TRAIN, "test": mnist_8k_lib.NUM_TEST})
-_OFFLINE_INFOS = {"digits": _DIGITS_INFO, "mnist_8k": _MNIST_8K_INFO}
+_SKLEARN_PATCHES_INFO = DatasetInfo(
+    "sklearn_patches", sklearn_images_lib.IMAGE_SHAPE, sklearn_images_lib.NUM_BINS, None,
+    {s: sklearn_images_lib.NUM_PER_IMAGE for s in sklearn_images_lib.IMAGE_FILES})
+_OFFLINE_INFOS = {"digits": _DIGITS_INFO, "mnist_8k": _MNIST_8K_INFO,
+                  "sklearn_patches": _SKLEARN_PATCHES_INFO}
 
 _TFDS_SPECS: dict[str, _TfdsSpec] = {
     "mnist": _TfdsSpec("mnist", DatasetInfo(
@@ -221,8 +230,8 @@ def _vector_names() -> tuple[str, ...]:
     return tuple(tabular.VECTOR_DATASETS)
 
 
-KNOWN_DATASETS: tuple[str, ...] = ("digits", "mnist_8k", *_TFDS_SPECS, "npz:/path/file.npz",
-                                   *_vector_names())
+KNOWN_DATASETS: tuple[str, ...] = ("digits", "mnist_8k", "sklearn_patches", *_TFDS_SPECS,
+                                   "npz:/path/file.npz", *_vector_names())
 
 _NPZ_PREFIX = "npz:"
 _NPZ_DEFAULT_TEST_FRACTION = 0.1
@@ -822,6 +831,9 @@ def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike |
         source = _split_by_spec(split, base, name)
     elif kind == "mnist_8k":
         source = _split_by_spec(split, _mnist_8k_splits(), name)
+    elif kind == "sklearn_patches":
+        base = {s: ArraySource(sklearn_images_lib.load(s)) for s in sklearn_images_lib.IMAGE_FILES}
+        source = _split_by_spec(split, {s: (a, 0, len(a)) for s, a in base.items()}, name)
     else:
         mock_n = _MOCK.num_examples
         if mock or mock_n is not None:
