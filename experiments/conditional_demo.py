@@ -102,9 +102,24 @@ def ssim(a, b, peak: float):
 
 
 def _uint8(pixels, bins: float):
-    """Pixel values ``[0, bins - 1]`` as uint8 ``[0, 255]`` for a PNG."""
+    """Pixel values ``[0, bins - 1]`` as uint8 ``[0, 255]`` for a PNG (non-finite: black)."""
     import numpy as np
-    return np.round(np.asarray(pixels, np.float64) * 255.0 / (bins - 1)).astype(np.uint8)
+    pixels = np.nan_to_num(np.asarray(pixels, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.round(pixels * 255.0 / (bins - 1)).astype(np.uint8)
+
+
+def _finite_rows(samples):
+    """Which samples (``[N, ...]``; or ``[D, N, ...]`` draws: all D finite) are finite.
+
+    A short run's flow can send a few latents to inf/NaN through its inverse (the
+    affine scales' reciprocals); the metrics are over the finite samples and report how
+    many were not.
+    """
+    import numpy as np
+    a = np.asarray(samples)
+    if a.ndim == 5:
+        return np.isfinite(a).reshape(a.shape[0], a.shape[1], -1).all(axis=(0, 2))
+    return np.isfinite(a).reshape(len(a), -1).all(axis=1)
 
 
 def _demo() -> int:
@@ -178,11 +193,13 @@ def _demo() -> int:
         draws = np.stack([to_pixels(draw(variables, jnp.asarray(lr[:32]), t,
                                          jax.random.fold_in(key, 100 * i + d)))
                           for d in range(FLAGS.num_draws)])
+        ok, ok_d = _finite_rows(px), _finite_rows(draws)
         metrics[f"T={t:g}"] = {
-            "psnr": float(psnr(px, hr, peak).mean()),
-            "ssim": float(ssim(px, hr, peak).mean()),
-            "lr_psnr": float(psnr(down(jnp.asarray(xs - 0.5), None), lr, peak).mean()),
-            "diversity": float(draws.std(axis=0).mean())}
+            "psnr": float(psnr(px[ok], hr[ok], peak).mean()),
+            "ssim": float(ssim(px[ok], hr[ok], peak).mean()),
+            "lr_psnr": float(psnr(down(jnp.asarray(xs[ok] - 0.5), None), lr[ok], peak).mean()),
+            "diversity": float(draws[:, ok_d].std(axis=0).mean()),
+            "nonfinite_samples": int(np.sum(~ok))}
         columns.append(px)
     columns.append(hr)
     k = min(FLAGS.num_images, n)
@@ -207,7 +224,8 @@ def _mask_figure(run, variables, draw, to_pixels, images, threshold, step, out, 
     whose sample, thresholded at ``T`` as the trainer does, falls in the conditioning
     map's class: 1 for the real images by construction; ``mask_agreement_other_image``
     is the chance level, each map against another test image's map), PSNR against the real
-    image (all channels), and the diversity of ``--num_draws`` samples of the same map.
+    image (all channels), and the diversity of ``--num_draws`` samples of the same map;
+    all over the finite samples, with ``nonfinite_samples`` counting the others.
     """
     import jax
     import jax.numpy as jnp
@@ -231,10 +249,12 @@ def _mask_figure(run, variables, draw, to_pixels, images, threshold, step, out, 
         draws = np.stack([to_pixels(draw(variables, jnp.asarray(masks[:32]), t,
                                          jax.random.fold_in(key, 100 * i + d)))
                           for d in range(FLAGS.num_draws)])
-        agree = np.asarray(to_mask(jnp.asarray(px), None)) == masks
+        ok, ok_d = _finite_rows(px), _finite_rows(draws)
+        agree = np.asarray(to_mask(jnp.asarray(px[ok]), None)) == masks[ok]
         metrics[f"T={t:g}"] = {"mask_agreement": float(agree.mean()),
-                               "psnr": float(psnr(px, images, peak).mean()),
-                               "diversity": float(draws.std(axis=0).mean())}
+                               "psnr": float(psnr(px[ok], images[ok], peak).mean()),
+                               "diversity": float(draws[:, ok_d].std(axis=0).mean()),
+                               "nonfinite_samples": int(np.sum(~ok))}
         columns.append(px)
     columns.append(images)
     k = min(FLAGS.num_images, len(images))

@@ -220,7 +220,17 @@ def test_mask_context_trains_cattnflow_and_the_demo_draws_from_masks(tmp_path, c
     for t in ("0", "0.5", "0.9", "1"):
         m = metrics[f"T={t}"]
         assert 0.0 <= m["mask_agreement"] <= 1.0 and np.isfinite(m["psnr"]), m
+        assert 0 <= m["nonfinite_samples"] < 6, m
+    assert 0.0 <= metrics["mask_agreement_other_image"] <= 1.0
     assert metrics["T=0"]["diversity"] == 0.0 and metrics["T=1"]["diversity"] > 0.0
+    # the demo's metrics skip samples that the inverse sent to inf / NaN, and count them
+    px = np.zeros((3, 2, 2, 1))
+    px[1, 0, 0, 0] = np.nan
+    assert conditional_demo._finite_rows(px).tolist() == [True, False, True]
+    draws = np.zeros((2, 3, 2, 2, 1))
+    draws[1, 2, 1, 1, 0] = np.inf
+    assert conditional_demo._finite_rows(draws).tolist() == [True, True, False]
+    assert conditional_demo._uint8(px, 17.0)[1, 0, 0, 0] == 0
     from PIL import Image
     w, h = Image.open(png).size
     assert w > h > 0   # 3 rows of 6 columns
