@@ -259,8 +259,11 @@ def test_mock_tfds_sources():
     assert cifar.images.std() > 0
     with jd.mock_datasets(num_examples=10):
         celeb = jd.get_source("celeb_a", "train[:50%]")
+        celeb_160 = jd.get_source("celeb_a_160", "validation")
         imagenet = jd.get_source("downsampled_imagenet/32x32", "test")
     assert len(celeb) == 5 and celeb.image_shape == (64, 64, 3)
+    assert len(celeb_160) == 10 and celeb_160.image_shape == (160, 160, 3)
+    assert celeb_160.images.dtype == np.uint8
     assert len(imagenet) == 10 and imagenet.image_shape == (32, 32, 3)
     loader = jd.make_loader(cifar, global_batch_size=8, seed=0)  # jax.process_index()/count()
     assert (loader.process_index, loader.process_count) == (0, 1)
@@ -273,6 +276,12 @@ def test_celeb_a_centre_crop():
     out = sources_lib._celeb_a_transform(image)
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
     assert np.all(out == 200)
+    # celeb_a_160: the central 178x178 square (rows 20..197), box-resized to 160x160
+    image = np.zeros((218, 178, 3), np.uint8)
+    image[20:20 + 178] = 100
+    out = sources_lib._celeb_a_160_transform(image)
+    assert out.shape == (160, 160, 3) and np.all(out == 100)
+    assert jd.get_info("celeb_a_160").image_shape == (160, 160, 3)
 
 
 # ------------------------------------------------------------------------------ loader

@@ -1,4 +1,4 @@
-r"""cAttnFlow 8x face super-resolution on CelebA; SRFlow-like and offline (digits, photo) variants.
+r"""cAttnFlow 8x face super-resolution on CelebA 160x160; SRFlow-like and offline variants.
 
     python experiments/train.py --config=experiments/configs/cattnflow_celeba.py \
         --workdir=runs/cattnflow_celeba
@@ -27,10 +27,10 @@ Inconsistencies of the source, and how they are resolved here:
   L = 1, K = 1. Both are given: the default is the stated L = 1, K = 1, ``srflow`` is the
   SRFlow depth (the supplement's Sec. 8 reports attention as numerically unstable at that
   depth).
-* The source's CelebA is 160x160 HR from 20x20 bicubic LR. ``jaxflows.data``'s ``celeb_a``
-  is the Real NVP 64x64 crop, so 8x here is 64x64 from 8x8, and the LR image is the
-  trainer's box average (``lowres:8``), not MATLAB bicubic: PSNR figures are not
-  comparable with the paper's. A 160x160 CelebA source needs a ``jaxflows.data`` entry.
+* The source's CelebA is 160x160 HR from 20x20 bicubic LR: ``jaxflows.data``'s
+  ``celeb_a_160`` (TFDS ``celeb_a``, the central 178x178 square resized to 160x160; the
+  source states no crop). The LR image is the trainer's box average (``lowres:8``), not
+  MATLAB bicubic: PSNR figures are not directly comparable with the paper's.
 * SRFlow dequantises at 1/32 (its NLL is not 8-bit bits/dim); here 8-bit bits/dim.
 * The source does not state cAttnFlow's coupling width or RRDB settings: SRFlow's
   (64 channels, 8 RRDBs of width 64 and growth 32, stacked blocks 1, 3, 5, 7) are used.
@@ -59,9 +59,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("cattnflow_celeba", arg, VARIANTS)
     c = default_config()
     c.seed = 0
-    set_fields(c, dataset=dict(name="celeb_a", train_split="train", val_split="validation",
-                               test_split="test", context="lowres:8"))
-    set_fields(c, model=dict(name="cattnflow", lr_shape=(8, 8, 3), scale=8, levels=1,
+    set_fields(c, dataset=dict(name="celeb_a_160", train_split="train",
+                               val_split="validation", test_split="test", context="lowres:8"))
+    set_fields(c, model=dict(name="cattnflow", lr_shape=(20, 20, 3), scale=8, levels=1,
                              steps_per_level=1, attention="imap", position=4, heads=3))
     set_fields(
         c, batch_size=16, eval_batch_size=100, init_batch_size=64, num_train_steps=500_000,

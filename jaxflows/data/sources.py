@@ -17,6 +17,7 @@ name                            image shape   bins    classes  splits
 ``fashion_mnist``               28x28x1       256     10       train 60,000 / test 10,000
 ``cifar10``                     32x32x3       256     10       train 50,000 / test 10,000
 ``celeb_a``                     64x64x3       256     --       train / validation / test
+``celeb_a_160``                 160x160x3     256     --       train / validation / test
 ``downsampled_imagenet/32x32``  32x32x3       256     --       train / test (= TFDS validation)
 ``downsampled_imagenet/64x64``  64x64x3       256     --       train / test (= TFDS validation)
 ``npz:/path/file.npz``          from file     256     from file  train / test (see below)
@@ -38,6 +39,10 @@ their base splits are ``train`` / ``validation`` / ``test``.
   timeout).
 * ``celeb_a`` follows RealNVP (Dinh et al. 2017, Sec. 4.1): the central 148x148 crop of the
   218x178 image, resized to 64x64 (box filter). It has no class label (``label`` is 0).
+* ``celeb_a_160`` is the same TFDS ``celeb_a`` at the 160x160 of the AttnFlow source's and
+  SRFlow's 8x face super-resolution (HR 160x160 from LR 20x20): the central 178x178 square
+  of the 218x178 aligned image (its full width), resized to 160x160 (box filter). The
+  sources do not state their crop; this one keeps the whole face and the hair line.
 * ``downsampled_imagenet`` (van den Oord et al. 2016, "Pixel Recurrent Neural Networks") has no
   test split in TFDS: ``test`` reads its ``validation`` split. No label (``label`` is 0).
 * ``digits`` is scikit-learn's bundled 8x8 digits (values 0..16) as a TFDS builder
@@ -181,6 +186,12 @@ def _celeb_a_transform(image: np.ndarray) -> np.ndarray:
     return _centre_crop_resize(image, 148, (64, 64))
 
 
+def _celeb_a_160_transform(image: np.ndarray) -> np.ndarray:
+    # The super-resolution CelebA (AttnFlow / SRFlow: 160x160 HR): the central square of
+    # the full width (178x178 of 218x178), downsampled to 160x160.
+    return _centre_crop_resize(image, None, (160, 160))
+
+
 def _fit_to(size: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
     # Downsampled ImageNet is stored at its final size, so this is the identity on real data; TFDS
     # declares its shape as (None, None, 3), and mock data of that spec has random sizes.
@@ -213,6 +224,11 @@ _TFDS_SPECS: dict[str, _TfdsSpec] = {
         DatasetInfo("celeb_a", (64, 64, 3), 256, None,
                     {"train": 162770, "validation": 19867, "test": 19962}),
         transform=_celeb_a_transform, has_label=False),
+    "celeb_a_160": _TfdsSpec(
+        "celeb_a",
+        DatasetInfo("celeb_a_160", (160, 160, 3), 256, None,
+                    {"train": 162770, "validation": 19867, "test": 19962}),
+        transform=_celeb_a_160_transform, has_label=False),
     "downsampled_imagenet/32x32": _TfdsSpec(
         "downsampled_imagenet/32x32",
         DatasetInfo("downsampled_imagenet/32x32", (32, 32, 3), 256, None,
