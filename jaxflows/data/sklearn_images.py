@@ -29,7 +29,7 @@ row ``16 * (i // 39)``, column ``16 * (i % 39)``). Values are the JPEG's 8-bit p
 
 Splits: ``train`` = the 975 patches of ``china.jpg``, ``test`` = the 975 patches of
 ``flower.jpg`` (train on one photograph, test on the other). With ``train[:90%]`` /
-``train[90%:]`` (877 / 98 patches) the validation patches are the bottom ~2.5 grid rows of
+``train[90%:]`` (878 / 97 patches) the validation patches are the bottom ~2.5 grid rows of
 the china photo; since neighbouring grid rows overlap by 16 pixels, the first validation
 row shares its top half with the last training row -- validation is therefore slightly
 optimistic, the test split (a different photograph) is not affected.
