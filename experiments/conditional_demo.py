@@ -122,6 +122,33 @@ def _finite_rows(samples):
     return np.isfinite(a).reshape(len(a), -1).all(axis=1)
 
 
+def _diversity(draw, variables, ctx, t: float, key, i: int, to_pixels) -> float:
+    """Mean per-pixel std of ``--num_draws`` samples of each of the first 32 contexts
+    (pixel levels), over the contexts whose draws are all finite.
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    draws = np.stack([to_pixels(draw(variables, jnp.asarray(ctx[:32]), t,
+                                     jax.random.fold_in(key, 100 * i + d)))
+                      for d in range(FLAGS.num_draws)])
+    return float(draws[:, _finite_rows(draws)].std(axis=0).mean())
+
+
+def _save(out: str, grid, bins: float, columns, metrics: dict) -> int:
+    """Writes the side-by-side PNG (one column per entry of ``columns``) and the metrics
+    JSON next to it, and prints the metrics.
+    """
+    from jaxflows.train.plots import save_image_grid
+    save_image_grid(out, _uint8(grid, bins), ncols=len(columns))
+    metrics["png"] = out
+    metrics["columns"] = list(columns)
+    with open(os.path.splitext(out)[0] + ".json", "w") as f:
+        json.dump(metrics, f, indent=1)
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
 def _demo() -> int:
     import jax
     import jax.numpy as jnp
@@ -173,11 +200,11 @@ def _demo() -> int:
     hr = np.stack([np.asarray(source[i]["image"]) for i in range(n)]).astype(np.float32)
     if kind == "mask":
         return _mask_figure(run, variables, draw, to_pixels, hr, factor, int(step), out, key)
-    lr = np.asarray(make_context(config.dataset.context)(jnp.asarray(hr), None))
+    down = make_context(config.dataset.context)
+    lr = np.asarray(down(jnp.asarray(hr), None))
     bicubic = np.asarray(jax.image.resize(jnp.asarray(lr), hr.shape, "cubic"))
     bicubic = np.clip(np.round(bicubic), 0, bins - 1)
     peak = bins - 1
-    down = make_context(config.dataset.context)
     metrics = {"checkpoint_step": int(step), "num_images": n, "scale": factor,
                "channels": "all", "peak": peak,
                "bicubic": {"psnr": float(psnr(bicubic, hr, peak).mean()),
@@ -190,15 +217,12 @@ def _demo() -> int:
         # value's integer part); LR-PSNR on the continuous sample minus the 1/2 offset.
         xs = np.asarray(draw(variables, jnp.asarray(lr), t, jax.random.fold_in(key, i)))
         px = to_pixels(xs)
-        draws = np.stack([to_pixels(draw(variables, jnp.asarray(lr[:32]), t,
-                                         jax.random.fold_in(key, 100 * i + d)))
-                          for d in range(FLAGS.num_draws)])
-        ok, ok_d = _finite_rows(px), _finite_rows(draws)
+        ok = _finite_rows(px)
         metrics[f"T={t:g}"] = {
             "psnr": float(psnr(px[ok], hr[ok], peak).mean()),
             "ssim": float(ssim(px[ok], hr[ok], peak).mean()),
             "lr_psnr": float(psnr(down(jnp.asarray(xs[ok] - 0.5), None), lr[ok], peak).mean()),
-            "diversity": float(draws[:, ok_d].std(axis=0).mean()),
+            "diversity": _diversity(draw, variables, lr, t, key, i, to_pixels),
             "nonfinite_samples": int(np.sum(~ok))}
         columns.append(px)
     columns.append(hr)
@@ -206,14 +230,8 @@ def _demo() -> int:
     up = [np.asarray(jax.image.resize(jnp.asarray(c[:k]), (k,) + hr.shape[1:], "nearest"))
           for c in columns]
     grid = np.stack(up, axis=1).reshape((-1,) + hr.shape[1:])
-    save_image_grid(out, _uint8(grid, bins), ncols=len(columns))
-    metrics["png"] = out
-    metrics["columns"] = (["LR (nearest)", "bicubic"] + [f"T={t:g}" for t in SR_TEMPERATURES]
-                          + ["HR"])
-    with open(os.path.splitext(out)[0] + ".json", "w") as f:
-        json.dump(metrics, f, indent=1)
-    print(json.dumps(metrics, indent=1))
-    return 0
+    return _save(out, grid, bins, ["LR (nearest)", "bicubic"]
+                 + [f"T={t:g}" for t in SR_TEMPERATURES] + ["HR"], metrics)
 
 
 def _mask_figure(run, variables, draw, to_pixels, images, threshold, step, out, key) -> int:
@@ -231,7 +249,6 @@ def _mask_figure(run, variables, draw, to_pixels, images, threshold, step, out, 
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxflows.train.plots import save_image_grid
     from jaxflows.train.step import make_context
 
     bins = float(run.info.num_bins)
@@ -246,26 +263,19 @@ def _mask_figure(run, variables, draw, to_pixels, images, threshold, step, out, 
     columns = [masks[..., None] * peak]
     for i, t in enumerate(SR_TEMPERATURES):
         px = to_pixels(draw(variables, jnp.asarray(masks), t, jax.random.fold_in(key, i)))
-        draws = np.stack([to_pixels(draw(variables, jnp.asarray(masks[:32]), t,
-                                         jax.random.fold_in(key, 100 * i + d)))
-                          for d in range(FLAGS.num_draws)])
-        ok, ok_d = _finite_rows(px), _finite_rows(draws)
+        ok = _finite_rows(px)
         agree = np.asarray(to_mask(jnp.asarray(px[ok]), None)) == masks[ok]
         metrics[f"T={t:g}"] = {"mask_agreement": float(agree.mean()),
                                "psnr": float(psnr(px[ok], images[ok], peak).mean()),
-                               "diversity": float(draws[:, ok_d].std(axis=0).mean()),
+                               "diversity": _diversity(draw, variables, masks, t, key, i,
+                                                       to_pixels),
                                "nonfinite_samples": int(np.sum(~ok))}
         columns.append(px)
     columns.append(images)
     k = min(FLAGS.num_images, len(images))
     grid = np.stack([c[:k] for c in columns], axis=1).reshape((-1,) + images.shape[1:])
-    save_image_grid(out, _uint8(grid, bins), ncols=len(columns))
-    metrics["png"] = out
-    metrics["columns"] = ["mask"] + [f"T={t:g}" for t in SR_TEMPERATURES] + ["image"]
-    with open(os.path.splitext(out)[0] + ".json", "w") as f:
-        json.dump(metrics, f, indent=1)
-    print(json.dumps(metrics, indent=1))
-    return 0
+    return _save(out, grid, bins, ["mask"] + [f"T={t:g}" for t in SR_TEMPERATURES]
+                 + ["image"], metrics)
 
 
 if __name__ == "__main__":
