@@ -36,6 +36,13 @@ channel axis; set ``context_channels`` to the context's channel count and the la
 into every gated conv (``+ nin(concat_elu(a))``) instead of the input conv. The
 variational dequantiser (:mod:`jaxflows.bijectors.dequantization`) uses this.
 
+Parameters. The ``num_blocks`` blocks are one ``nn.scan`` (``blocks``): a single block
+is traced and compiled, and its parameters are stacked on a leading axis of length
+``num_blocks`` (``params["blocks"]["conv"]["conv"]["kernel"]`` is
+``[num_blocks, 3, 3, F, F]``). Until 2026-12-03 the blocks were unrolled (``conv_0``,
+``ln_conv_0``, ``attn_0``, ``ln_attn_0``, ...); the function is the same (outputs agree to
+float32 rounding once those parameters are stacked), the checkpoint layout is not.
+
 Memory. Full attention stores ``heads * (H W)^2`` weights per example (chrischute's port
 ran out of memory at 64x64); a shape whose attention would exceed
 ``attention_memory_limit`` bytes per example is refused with a message saying what to
@@ -128,6 +135,26 @@ class GatedAttention(nn.Module):
         return _gate(h, c)
 
 
+class _GatedBlock(nn.Module):
+    """One block of :class:`FlowppConditioner`: gated conv, LayerNorm, gated attention,
+    LayerNorm (the body of its ``nn.scan``; ``carry`` is the hidden state).
+    """
+
+    heads: int
+    dropout: float
+    attention: bool
+    init_scale: float
+    train: bool
+
+    @nn.compact
+    def __call__(self, h, context, pos):
+        h = GatedConv(self.dropout, self.init_scale, name="conv")(h, context, train=self.train)
+        h = nn.LayerNorm(name="ln_conv")(h)
+        h = GatedAttention(self.heads, self.dropout, self.attention, self.init_scale,
+                           name="attn")(h, pos, train=self.train)
+        return nn.LayerNorm(name="ln_attn")(h), None
+
+
 class FlowppConditioner(nn.Module):
     """The Flow++ conditioner network; see the module docstring.
 
@@ -204,12 +231,14 @@ class FlowppConditioner(nn.Module):
         pos: Optional[jax.Array] = None
         if self.attention and self.num_blocks:
             pos = self.param("pos_emb", nn.initializers.normal(0.01), (x.shape[1], x.shape[2], f))
-        for i in range(self.num_blocks):
-            h = GatedConv(self.dropout, self.init_scale, name=f"conv_{i}")(h, context,
-                                                                             train=train)
-            h = nn.LayerNorm(name=f"ln_conv_{i}")(h)
-            h = GatedAttention(self.heads, self.dropout, self.attention, self.init_scale,
-                               name=f"attn_{i}")(h, pos, train=train)
-            h = nn.LayerNorm(name=f"ln_attn_{i}")(h)
+        if self.num_blocks:
+            # One block traced and compiled once, its parameters stacked on a leading axis
+            # of length num_blocks (``blocks/conv/...``): a scan instead of num_blocks
+            # unrolled copies, so the program is about num_blocks times smaller.
+            blocks = nn.scan(_GatedBlock, variable_axes={"params": 0},
+                             split_rngs={"params": True, "dropout": True},
+                             in_axes=(nn.broadcast, nn.broadcast), length=self.num_blocks)
+            h, _ = blocks(self.heads, self.dropout, self.attention, self.init_scale, train,
+                          name="blocks")(h, context, pos)
         return Conv2D(self.out_channels, 3, kernel_init=_scaled_lecun(self.init_scale),
                       name="proj_out")(h)
