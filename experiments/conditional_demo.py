@@ -29,6 +29,17 @@ The run's ``config.dataset.context`` selects the figure:
   image, side by side; metrics: the **mask agreement** of the samples (thresholded at
   ``T``, the fraction of pixels in the map's class), PSNR against the real image and the
   diversity of ``--num_draws`` samples per map.
+* ``"segmentation"`` (segmentation to image from the dataset's own label maps, e.g.
+  ``cityscapes_256`` or the offline ``mnist_8k_seg``): the same figure with the map drawn
+  in a fixed colour palette (Cityscapes' official colours of its label ids 0..33 for
+  ``cityscapes_256``; class 0 black and matplotlib's ``tab20`` colours for the classes
+  1, 2, ... of other datasets), images shown in RGB. Metrics: PSNR against the real
+  image, diversity, and a **foreground agreement** only where the map is a known
+  function of the image: ``mnist_8k_seg`` (class 0 exactly where the pixel is below
+  128), the fraction of pixels whose sample, thresholded at 128, is foreground where the
+  map's class is not 0 and background where it is. For Cityscapes no such rule exists
+  (agreement needs a trained segmentation network, pix2pix's FCN-score, which is not
+  here), so it is not reported.
 
 Uses the run's best checkpoint (EMA parameters when the run kept them).
 """
@@ -198,6 +209,10 @@ def _demo() -> int:
     source = get_split_source(run.settings.dataset, run.settings.dataset.test_split)
     n = min(FLAGS.num_eval, len(source))
     hr = np.stack([np.asarray(source[i]["image"]) for i in range(n)]).astype(np.float32)
+    if kind == "segmentation":
+        maps = np.stack([np.asarray(source[i]["label"], np.int32) for i in range(n)])
+        return _segmentation_figure(run, variables, draw, to_pixels, hr, maps, int(step),
+                                    out, key)
     if kind == "mask":
         return _mask_figure(run, variables, draw, to_pixels, hr, factor, int(step), out, key)
     down = make_context(config.dataset.context)
@@ -275,6 +290,91 @@ def _mask_figure(run, variables, draw, to_pixels, images, threshold, step, out, 
     k = min(FLAGS.num_images, len(images))
     grid = np.stack([c[:k] for c in columns], axis=1).reshape((-1,) + images.shape[1:])
     return _save(out, grid, bins, ["mask"] + [f"T={t:g}" for t in SR_TEMPERATURES]
+                 + ["image"], metrics)
+
+
+# cityscapesScripts' labels.py: the colour of each label id 0..33 (ids 0..4 black).
+CITYSCAPES_COLOURS = (
+    (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (0, 0, 0), (111, 74, 0), (81, 0, 81),
+    (128, 64, 128), (244, 35, 232), (250, 170, 160), (230, 150, 140), (70, 70, 70),
+    (102, 102, 156), (190, 153, 153), (180, 165, 180), (150, 100, 100), (150, 120, 90),
+    (153, 153, 153), (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35),
+    (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
+    (0, 60, 100), (0, 0, 90), (0, 0, 110), (0, 80, 100), (0, 0, 230), (119, 11, 32))
+
+# Datasets whose label map is a known function of the image: (threshold of the channel
+# mean) -- class 0 exactly where the pixel lies below it.
+FOREGROUND_RULES = {"mnist_8k_seg": 128}
+
+
+def palette(num_classes: int, dataset: str):
+    """uint8 ``[num_classes, 3]`` colours of the classes: Cityscapes' own for
+    ``cityscapes*`` datasets, else class 0 black and ``tab20`` colours (cycled) for the
+    others. Fixed: the same class has the same colour in every figure.
+    """
+    import numpy as np
+    if dataset.startswith("cityscapes") and num_classes <= len(CITYSCAPES_COLOURS):
+        return np.asarray(CITYSCAPES_COLOURS[:num_classes], np.uint8)
+    from matplotlib import colormaps
+    tab = np.round(np.asarray(colormaps["tab20"].colors) * 255).astype(np.uint8)
+    colours = [np.zeros(3, np.uint8)] + [tab[(c - 1) % len(tab)]
+                                         for c in range(1, num_classes)]
+    return np.stack(colours)
+
+
+def _segmentation_figure(run, variables, draw, to_pixels, images, maps, step, out,
+                         key) -> int:
+    """The segmentation-to-image figure and metrics (``"segmentation"`` runs).
+
+    Rows: test records; columns: the label map (in :func:`palette`'s colours), samples
+    given the map at ``SR_TEMPERATURES``, the real image; all in RGB. Metrics per
+    temperature: PSNR against the real image (all channels), diversity of
+    ``--num_draws`` samples per map, ``nonfinite_samples``, and -- for the datasets of
+    ``FOREGROUND_RULES`` only -- ``foreground_agreement`` (the fraction of pixels whose
+    sample, channel mean thresholded at the rule's level, is foreground exactly where the
+    map's class is not 0; 1 for the real images; ``foreground_agreement_other_image``
+    is the chance level, each map against the next test record's map).
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    bins = float(run.info.num_bins)
+    peak = bins - 1
+    name = run.info.name
+    rule = FOREGROUND_RULES.get(name)
+    colours = palette(int(run.info.num_classes), name).astype(np.float64) * peak / 255.0
+    metrics = {"checkpoint_step": step, "num_images": len(images), "channels": "all",
+               "peak": peak, "num_classes": int(run.info.num_classes),
+               "classes_present": sorted(int(c) for c in np.unique(maps)),
+               "agreement": (f"foreground: sample channel mean >= {rule} where the class is "
+                             "not 0" if rule is not None else
+                             "not reported: the map is not a known function of the image "
+                             "(needs a segmentation network)")}
+    foreground = maps != 0
+    if rule is not None:
+        metrics["foreground_agreement_other_image"] = float(
+            np.mean(foreground == np.roll(foreground, 1, 0)))
+
+    def rgb(x):
+        return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+
+    columns = [colours[np.clip(maps, 0, len(colours) - 1)]]
+    for i, t in enumerate(SR_TEMPERATURES):
+        px = to_pixels(draw(variables, jnp.asarray(maps), t, jax.random.fold_in(key, i)))
+        ok = _finite_rows(px)
+        m = {"psnr": float(psnr(px[ok], images[ok], peak).mean()),
+             "diversity": _diversity(draw, variables, maps, t, key, i, to_pixels),
+             "nonfinite_samples": int(np.sum(~ok))}
+        if rule is not None:
+            fg = np.mean(px[ok], axis=-1) >= rule
+            m["foreground_agreement"] = float(np.mean(fg == foreground[ok]))
+        metrics[f"T={t:g}"] = m
+        columns.append(rgb(px))
+    columns.append(rgb(images))
+    k = min(FLAGS.num_images, len(images))
+    grid = np.stack([c[:k] for c in columns], axis=1).reshape((-1,) + columns[0].shape[1:])
+    return _save(out, grid, bins, ["map"] + [f"T={t:g}" for t in SR_TEMPERATURES]
                  + ["image"], metrics)
 
 

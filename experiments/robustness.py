@@ -62,6 +62,7 @@ import numpy as np
 from absl import flags
 
 from experiments import cli
+from jaxflows.data.sources import stack_labels
 from jaxflows.perf import configure_cpu
 
 # Before JAX's first computation (see experiments/evaluate.py).
@@ -151,7 +152,7 @@ class NoisySource:
         else:
             records = [self.source[int(i)] for i in indices]
             images = np.stack([np.asarray(r["image"], np.uint8) for r in records])
-            labels = np.asarray([int(r.get("label", 0)) for r in records])
+            labels = stack_labels([r.get("label", 0) for r in records])
         return {"image": self._noisy(images, indices), "label": labels.astype(np.int32)}
 
     def __repr__(self) -> str:

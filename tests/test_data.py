@@ -412,3 +412,169 @@ def test_generic_tfds_path_on_prepared_array_record(digits_dir, monkeypatch):
     assert np.max(np.abs(memory.images - expected)) <= 1.0
     assert dict(jd.get_info("digits_as_tfds", data_dir=digits_dir).split_sizes) == {
         "train": 1500, "test": 1500}
+
+
+# ------------------------------------------------------------------------------ label maps
+
+
+def test_array_source_label_maps_and_errors():
+    images = np.arange(4 * 3 * 5, dtype=np.uint8).reshape(4, 3, 5)
+    maps = (images % 3).astype(np.int64)
+    source = jd.ArraySource(images, maps)
+    assert source.label_shape == (3, 5) and source.labels.dtype == np.int32
+    assert source[2]["label"].shape == (3, 5) and source[2]["label"].dtype == np.int32
+    batch = source.get_batch([3, 0])
+    assert batch["label"].shape == (2, 3, 5)
+    np.testing.assert_array_equal(batch["label"], maps[[3, 0]])
+    assert jd.ArraySource(images, np.arange(4)).label_shape == ()   # a class per record
+    with pytest.raises(ValueError, match=r"labels: expected an integer array of shape \(4,\) "
+                                         r"\(a class per image\) or \(4, 3, 5\)"):
+        jd.ArraySource(images, np.zeros((4, 5, 3), np.int32))
+    with pytest.raises(ValueError, match="labels: expected"):
+        jd.ArraySource(images, maps.astype(np.float32))
+
+
+def test_npz_label_maps_slicing_padding_and_loader(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 4, 6), dtype=np.uint8)
+    maps = rng.integers(0, 5, (10, 4, 6)).astype(np.int16)
+    maps[0, 0, 0] = 6                                        # largest label: 7 classes
+    path = str(tmp_path / "maps.npz")
+    np.savez(path, image=images, label=maps)
+    name = f"npz:{path}?test=4"
+    info = jd.get_info(name)
+    assert (info.image_shape, info.label_shape, info.num_classes) == ((4, 6, 1), (4, 6), 7)
+    # a split across two parts (train + test) stacks maps
+    both = jd.get_source(name, "train[:2]+test")
+    got = both.get_batch(np.array([0, 1, 2, 5]))["label"]
+    assert got.dtype == np.int32 and got.shape == (4, 4, 6)
+    np.testing.assert_array_equal(got, maps[[0, 1, 6, 9]])
+    assert both[3]["label"].shape == (4, 6)
+    # padding: maps padded with class 0, like the images with zeros, per record and batch
+    padded_info = jd.get_info(name, pad=1)
+    assert padded_info.image_shape == (6, 8, 1) and padded_info.label_shape == (6, 8)
+    padded = jd.get_source(name, "test", pad=1)
+    batch = padded.get_batch(np.arange(4))
+    assert batch["image"].shape == (4, 6, 8, 1) and batch["label"].shape == (4, 6, 8)
+    np.testing.assert_array_equal(batch["label"][:, 1:5, 1:7], maps[6:])
+    assert batch["label"][:, 0].sum() == 0 and batch["label"][:, :, -1].sum() == 0
+    np.testing.assert_array_equal(padded[1]["label"], batch["label"][1])
+    np.testing.assert_array_equal(jd.pad_labels(maps[6:], 1), batch["label"])
+    # the loader's padding records get zero maps of the same shape
+    loader = jd.make_loader(padded, global_batch_size=3, seed=0, shuffle=False, num_epochs=1,
+                            drop_remainder=False, process_index=0, process_count=1)
+    batches = list(loader)
+    assert [b["label"].shape for b in batches] == [(3, 6, 8), (3, 6, 8)]
+    assert batches[1]["mask"].tolist() == [True, False, False]
+    np.testing.assert_array_equal(batches[1]["label"][0], batch["label"][3])
+    assert not batches[1]["label"][1:].any()
+
+
+def test_generic_sources_stack_label_maps():
+    """A plain random-access source without get_batch (records only): labels stacked."""
+    class Records:
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            return {"image": np.full((2, 2, 1), i, np.uint8),
+                    "label": np.full((2, 2), i + 1, np.int64)}
+    batch = sources_lib._get_batch(Records(), [2, 0])
+    assert batch["label"].dtype == np.int32 and batch["label"].tolist() == [
+        [[3, 3], [3, 3]], [[1, 1], [1, 1]]]
+    assert sources_lib.stack_labels([], (2, 2)).shape == (0, 2, 2)
+    assert sources_lib.stack_labels([np.int64(4), 5]).tolist() == [4, 5]
+    with pytest.raises(ValueError, match=r"label maps of shape \(3, 3\)"):
+        sources_lib.stack_labels([np.zeros((2, 2))], (3, 3))
+
+
+def test_tfds_label_map_path_on_prepared_digits(digits_dir, monkeypatch):
+    """The TFDS path with a label-map spec (label_key, label_transform, label_shape):
+    streamed (batched reads), padded, and in memory, on the prepared digits files.
+    """
+    info = jd.DatasetInfo("digits_maps", (8, 8, 1), 17, 2, {"train": 1500, "test": 297},
+                          label_shape=(8, 8))
+    spec = sources_lib._TfdsSpec(
+        "digits", info, label_key="image",
+        label_transform=lambda image: (np.asarray(image)[..., 0] >= 8).astype(np.int32))
+    monkeypatch.setitem(sources_lib._TFDS_SPECS, "digits_maps", spec)
+    stream = jd.get_source("digits_maps", "test[:5]", data_dir=digits_dir, in_memory=False)
+    memory = jd.get_source("digits_maps", "test[:5]", data_dir=digits_dir)
+    batch = stream.get_batch(np.arange(5))
+    assert batch["label"].shape == (5, 8, 8) and batch["label"].dtype == np.int32
+    np.testing.assert_array_equal(batch["label"], (batch["image"][..., 0] >= 8))
+    np.testing.assert_array_equal(memory.labels, batch["label"])
+    padded = jd.get_source("digits_maps", "test[:5]", data_dir=digits_dir, in_memory=False,
+                           pad=2)
+    assert padded.get_batch([0])["label"].shape == (1, 12, 12)
+    assert jd.get_info("digits_maps", data_dir=digits_dir, pad=2).label_shape == (12, 12)
+    assert stream[0]["label"].shape == (8, 8)
+    assert stream.get_batch(np.arange(0))["label"].shape == (0, 8, 8)
+
+
+def test_mnist_8k_seg_maps():
+    info = jd.get_info("mnist_8k_seg")
+    assert (info.image_shape, info.label_shape, info.num_classes) == ((28, 28, 1), (28, 28), 11)
+    source = jd.get_source("mnist_8k_seg", "test[:50]")
+    images, classes = mnist_8k_lib.load()
+    want = np.where(images[7200:7250, ..., 0] >= 128, 1 + classes[7200:7250, None, None], 0)
+    np.testing.assert_array_equal(source.labels, want)
+    np.testing.assert_array_equal(source.images, images[7200:7250])
+    loader = jd.make_loader(jd.get_source("mnist_8k_seg", "train"), global_batch_size=8,
+                            seed=0, process_index=0, process_count=1)
+    assert next(loader)["label"].shape == (8, 28, 28)
+
+
+def test_cityscapes_transforms_squash_and_nearest_labels():
+    image = np.zeros((1024, 2048, 3), np.uint8)
+    image[:, :1024] = (10, 20, 30)
+    image[:, 1024:] = 200
+    out = sources_lib._cityscapes_image(image)
+    assert out.shape == (256, 256, 3) and out.dtype == np.uint8
+    # no crop: the 2:1 scene is squashed, its left half is the left half of the output
+    assert np.all(out[:, :128] == (10, 20, 30)) and np.all(out[:, 128:] == 200)
+    rng = np.random.default_rng(1)
+    ids = np.array([7, 11, 21, 23, 26, 33])
+    raw = ids[rng.integers(0, len(ids), (1024, 2048))].astype(np.uint8)[..., None]
+    labels = sources_lib._cityscapes_labels(raw)
+    assert labels.shape == (256, 256) and labels.dtype == np.int32
+    assert set(np.unique(labels)) <= set(ids.tolist())          # no blended ids
+    # nearest neighbour: output (i, j) is input (4 i + 2, 8 j + 4), under its centre
+    np.testing.assert_array_equal(labels, raw[2::4, 4::8, 0])
+    raw[...] = 250                        # ids outside 0..33 (mock bytes) are "unlabeled"
+    assert not sources_lib._cityscapes_labels(raw).any()
+
+
+def test_cityscapes_mock_and_info():
+    info = jd.get_info("cityscapes_256")
+    assert (info.image_shape, info.label_shape, info.num_classes) == (
+        (256, 256, 3), (256, 256), 34)
+    assert dict(info.split_sizes) == {"train": 2975, "validation": 500, "test": 1525}
+    with jd.mock_datasets(num_examples=2):
+        source = jd.get_source("cityscapes_256", "validation")
+    batch = source.get_batch(np.arange(2))
+    assert batch["image"].shape == (2, 256, 256, 3) and batch["image"].dtype == np.uint8
+    assert batch["label"].shape == (2, 256, 256) and batch["label"].dtype == np.int32
+    assert 0 <= batch["label"].min() and batch["label"].max() < 34
+    assert len(np.unique(batch["label"])) > 2 and batch["image"].std() > 0
+
+
+def test_cityscapes_not_prepared_explains_the_manual_download(tmp_path, monkeypatch):
+    def no_probe(*args, **kwargs):
+        raise AssertionError("a manual-download dataset must not probe the network")
+    monkeypatch.setattr(sources_lib, "_network_reachable", no_probe)
+    manual = os.path.join(str(tmp_path), "downloads", "manual")
+    with pytest.raises(jd.DatasetNotPreparedError) as error:
+        jd.get_source("cityscapes_256", "train", data_dir=str(tmp_path))
+    message = str(error.value)
+    for part in ("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip", manual,
+                 "cityscapes-dataset.com", "tfds build cityscapes/semantic_segmentation",
+                 f"--manual_dir={manual}", "download=True"):
+        assert part in message, part
+    # download=True: prepares from the manual files, which are missing: named
+    os.makedirs(manual)
+    open(os.path.join(manual, "gtFine_trainvaltest.zip"), "w").close()
+    with pytest.raises(jd.DatasetNotPreparedError,
+                       match=r"leftImg8bit_trainvaltest.zip missing from"):
+        jd.get_source("cityscapes_256", "train", data_dir=str(tmp_path), download=True)
+    assert sorted(os.listdir(str(tmp_path))) == ["downloads"]

@@ -27,9 +27,10 @@ Variants:
 * ``digits``, ``digits_twin``: the same on scikit-learn's 8x8 digits (17 levels, mask
   threshold 8), 300 steps (a quick check).
 
-Cityscapes itself is not in this config: the trainer reads images and class labels, not
-per-pixel label maps, so a Cityscapes source (TFDS ``cityscapes`` with its
-``segmentation_label``) needs a ``jaxflows.data`` entry first.
+Cityscapes itself is ``experiments/configs/cattnflow_cityscapes.py`` (the dataset's own
+label maps through ``config.dataset.context = "segmentation"``; its ``small`` variant trains
+offline on ``mnist_8k_seg``, digits with 11-class semantic maps). This config keeps the
+two-class mask computed from each image.
 """
 import ml_collections
 

@@ -20,6 +20,7 @@ from jaxflows.data.sources import (
     get_source,
     mock_datasets,
     pad_images,
+    pad_labels,
 )
 from jaxflows.data.tabular import VECTOR_DATASETS, VectorSource
 
@@ -38,6 +39,7 @@ __all__ = [
     "make_loader",
     "mock_datasets",
     "pad_images",
+    "pad_labels",
     "tabular",
     "VECTOR_DATASETS",
     "VectorSource",

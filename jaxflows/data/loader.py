@@ -23,6 +23,10 @@ With ``drop_remainder=False`` and a finite ``num_epochs`` (evaluation over a who
 stream is padded to a multiple of ``G``; padded records are zero images with ``mask`` False, so
 every batch has the same shape (one compilation) and every process the same number of batches.
 Every batch carries ``mask`` (bool ``[B]``), True for real records.
+
+Labels are int32 ``[B]`` (a class per record) or ``[B, H, W]`` (label maps, e.g.
+``cityscapes_256``): their shape per record is taken from the source's first record, and
+padded records get zero labels of that shape.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ class _BatchFetcher:
     """Maps the index of a local batch to the batch (picklable, thread-safe permutation cache)."""
 
     def __init__(self, source, *, num_records, global_batch_size, local_batch_size, process_index,
-                 seed, shuffle, stream_length, image_shape, dtype=np.uint8):
+                 seed, shuffle, stream_length, image_shape, dtype=np.uint8, label_shape=()):
         self.source = source
         self.n = num_records
         self.global_batch_size = global_batch_size
@@ -57,6 +61,7 @@ class _BatchFetcher:
         self.shuffle = shuffle
         self.stream_length = stream_length  # None: infinite.
         self.image_shape = image_shape
+        self.label_shape = tuple(label_shape)
         self.dtype = np.dtype(dtype)
         self._cache: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -108,7 +113,7 @@ class _BatchFetcher:
             image, label = batch["image"], batch["label"]
         else:
             image = np.zeros((self.local_batch_size, *self.image_shape), self.dtype)
-            label = np.zeros((self.local_batch_size,), np.int32)
+            label = np.zeros((self.local_batch_size, *self.label_shape), np.int32)
             if mask.any():
                 batch = sources_lib._get_batch(self.source, records[mask])
                 image[mask], label[mask] = batch["image"], batch["label"]
@@ -120,8 +125,9 @@ class Loader:
     """Iterator of per-process batches with exact save/restore of its position.
 
     Batches are ``{"image": uint8 [B, H, W, C], "label": int32 [B], "mask": bool [B]}`` (see the
-    module docstring for the order; a vector source's ``"image"`` is float32 ``[B, D]``);
-    built by :func:`make_loader`, which documents the arguments.
+    module docstring for the order; a vector source's ``"image"`` is float32 ``[B, D]``, a
+    label-map source's ``"label"`` int32 ``[B, H, W]``); built by :func:`make_loader`, which
+    documents the arguments.
 
     Attributes:
       global_batch_size, local_batch_size (``B``), num_records, num_batches (``None`` if
@@ -171,8 +177,10 @@ class Loader:
                     f"{num_epochs} epoch(s) with drop_remainder=True: the loader would be empty.")
         else:
             num_batches = math.ceil(stream / global_batch_size)
-        first = np.asarray(source[0]["image"])
+        record = source[0]
+        first = np.asarray(record["image"])
         image_shape = tuple(first.shape)
+        label_shape = tuple(np.shape(record.get("label", 0)))   # () or a label map's (H, W)
         # uint8 images; float32 vectors of tabular sources (jaxflows.data.tabular)
         dtype = np.float32 if np.issubdtype(first.dtype, np.floating) else np.uint8
         self.source = source
@@ -188,7 +196,7 @@ class Loader:
             source, num_records=n, global_batch_size=self.global_batch_size,
             local_batch_size=self.local_batch_size, process_index=self.process_index,
             seed=self.seed, shuffle=self.shuffle, stream_length=stream, image_shape=image_shape,
-            dtype=dtype)
+            dtype=dtype, label_shape=label_shape)
         if num_threads is None:
             num_threads = 0 if isinstance(source, sources_lib.ArraySource) else 2
         read_options = grain.ReadOptions(num_threads=num_threads,
@@ -275,7 +283,8 @@ def make_loader(source, *, global_batch_size: int, seed: int, shuffle: bool = Tr
 
     Returns:
       A :class:`Loader`: ``next(loader)`` gives ``{"image": uint8 [B, H, W, C], "label": int32 [B],
-      "mask": bool [B]}``; ``get_state()`` / ``set_state(state)`` save and restore its position.
+      "mask": bool [B]}`` (``"label"`` int32 ``[B, H, W]`` for label maps);
+      ``get_state()`` / ``set_state(state)`` save and restore its position.
     """
     return Loader(source, global_batch_size=global_batch_size, seed=seed, shuffle=shuffle,
                   num_epochs=num_epochs, drop_remainder=drop_remainder, process_index=process_index,

@@ -5,6 +5,12 @@ Every source returned here is a random-access sequence of records
 vectorised ``source.get_batch(indices)`` used by :func:`jaxflows.data.make_loader`. Images stay
 uint8 on the host; dequantisation happens on device in the train step.
 
+Per-pixel labels. A dataset whose ``DatasetInfo.label_shape`` is ``(H, W)`` (``cityscapes_256``,
+an ``npz:`` file whose ``label`` is ``[N, H, W]``) carries a label *map* per record:
+``{"image": uint8 [H, W, C], "label": int32 [H, W]}``, a class per pixel, and batches stack
+them as int32 ``[n, H, W]``. Every other dataset has ``label_shape == ()``: one class per
+record, batches of int32 ``[n]``.
+
 Names understood by :func:`get_source` / :func:`get_info`:
 
 ==============================  ============  ======  =======  ==================================
@@ -12,12 +18,14 @@ name                            image shape   bins    classes  splits
 ==============================  ============  ======  =======  ==================================
 ``digits``                      8x8x1         17      10       train 1,500 / test 297 (offline)
 ``mnist_8k``                    28x28x1       256     10       train 7,200 / test 800 (offline)
+``mnist_8k_seg``                28x28x1       256     11/px    train 7,200 / test 800 (offline)
 ``sklearn_patches``             32x32x3       256     --       train 975 / test 975 (offline)
 ``mnist``                       28x28x1       256     10       train 60,000 / test 10,000
 ``fashion_mnist``               28x28x1       256     10       train 60,000 / test 10,000
 ``cifar10``                     32x32x3       256     10       train 50,000 / test 10,000
 ``celeb_a``                     64x64x3       256     --       train / validation / test
 ``celeb_a_160``                 160x160x3     256     --       train / validation / test
+``cityscapes_256``              256x256x3     256     34/px    train / validation / test
 ``downsampled_imagenet/32x32``  32x32x3       256     --       train / test (= TFDS validation)
 ``downsampled_imagenet/64x64``  64x64x3       256     --       train / test (= TFDS validation)
 ``npz:/path/file.npz``          from file     256     from file  train / test (see below)
@@ -43,6 +51,24 @@ their base splits are ``train`` / ``validation`` / ``test``.
   SRFlow's 8x face super-resolution (HR 160x160 from LR 20x20): the central 178x178 square
   of the 218x178 aligned image (its full width), resized to 160x160 (box filter). The
   sources do not state their crop; this one keeps the whole face and the hair line.
+* ``cityscapes_256``: TFDS ``cityscapes/semantic_segmentation`` (Cordts et al. 2016) for the
+  AttnFlow source's segmentation-to-image task (supplement Sec. 3: 256x256, 2,975 train and
+  500 validation images). The 1024x2048 ``image_left`` is resized to 256x256 (box filter,
+  i.e. area averaging) **without cropping**: the 2:1 street scene is squashed to 1:1, as
+  pix2pix's Cityscapes (Isola et al. 2017) is. The label is the per-pixel map of
+  ``segmentation_label`` (the ``gtFine_labelIds`` image: Cityscapes label ids 0..33)
+  resized to 256x256 by nearest neighbour (every output pixel takes the id of one input
+  pixel, never a blend of classes), int32 ``[256, 256]``; ``num_classes`` is 34. The
+  source says "30 different classes": the Cityscapes website's 30 classes are the ids
+  4..33; the label images also hold ids 0..3 (``unlabeled``, ``ego vehicle``,
+  ``rectification border``, ``out of roi``: the car's bonnet and the image border), so
+  this source serves all 34 ids 0..33 as they are, not remapped (ids outside 0..33 --
+  none in the real label images, random values in ``tfds.testing.mock_data`` -- become
+  0, ``unlabeled``; ``license plate``, id -1, is not drawn in the label images). The test split's
+  ground truth is withheld by Cityscapes (its label images carry no annotation): the
+  source's evaluation set is the 500-image ``validation`` split. Cityscapes needs a
+  registration and a **manual download** (see :func:`get_source`'s
+  :class:`DatasetNotPreparedError` message, or ``docs/conditional.md``).
 * ``downsampled_imagenet`` (van den Oord et al. 2016, "Pixel Recurrent Neural Networks") has no
   test split in TFDS: ``test`` reads its ``validation`` split. No label (``label`` is 0).
 * ``digits`` is scikit-learn's bundled 8x8 digits (values 0..16) as a TFDS builder
@@ -51,13 +77,19 @@ their base splits are ``train`` / ``validation`` / ``test``.
   :mod:`jaxflows.data.mnist_8k` for the provenance): no network, no TensorFlow, no preparation.
   ``train`` is the first 7,200 records, ``test`` the last 800. For the full MNIST use ``mnist``
   (TFDS, prepared once with network access).
+* ``mnist_8k_seg``: the same 8,000 digits with a **semantic label map** per image instead of a
+  class: ``1 + digit class`` on the stroke (pixels of at least 128 of 255), 0 on the
+  background (11 classes, int32 ``[28, 28]``): an offline stand-in for Cityscapes' label
+  maps (segmentation to image through the same ``"segmentation"`` context).
 * ``sklearn_patches``: 32x32 RGB patches (stride-16 grid) of the two photos bundled with
   scikit-learn, ``train`` from ``china.jpg`` and ``test`` from ``flower.jpg`` (CC BY 2.0; see
   :mod:`jaxflows.data.sklearn_images`). No label (``label`` is 0); no network.
-* ``npz:/path/file.npz``: arrays ``image`` (uint8, NHWC or NHW) and optionally ``label``. The
-  file's last 10% of records (rounded down) are its ``test`` split and the rest its ``train``
-  split; ``npz:/path/file.npz?test=N`` makes the last ``N`` records the test split and
-  ``?test=0.25`` the last quarter.
+* ``npz:/path/file.npz``: arrays ``image`` (uint8, NHWC or NHW) and optionally ``label``
+  (integer ``[N]``, a class per record, or ``[N, H, W]``, a label map per record of the
+  images' height and width: ``label_shape`` ``(H, W)``; ``num_classes`` is the largest
+  label + 1 either way). The file's last 10% of records (rounded down) are its ``test``
+  split and the rest its ``train`` split; ``npz:/path/file.npz?test=N`` makes the last
+  ``N`` records the test split and ``?test=0.25`` the last quarter.
 
 Padding: ``get_source(..., pad=p)`` surrounds every image with ``p`` rows and columns of
 zeros on each side (``[H, W, C] -> [H + 2p, W + 2p, C]``, uint8, the original image in the
@@ -66,7 +98,9 @@ levels need sides divisible by ``2^L`` runs on images that are not (MNIST 28x28 
 ``pad=2`` gives 32x32, as in AttnFlow, Sukthanker et al. 2022). A density of padded images
 is a density over ``(H + 2p)(W + 2p)C`` dimensions: the border pixels are constant zeros
 (plus dequantisation noise in training), so bits/dim with padding is not comparable to
-bits/dim without it.
+bits/dim without it. Label maps are padded alike, with class **0** (``[H, W] -> [H + 2p,
+W + 2p]``): the padding's zero pixels are labelled class 0, which is ``unlabeled`` in
+Cityscapes and background in the two-class masks.
 
 Splits accept TFDS slicing on top of the base split: ``"train[:90%]"``, ``"train[1350:]"``,
 ``"train[10%:20%]"``, ``"train+test"``. The data directory is ``data_dir``, else the environment
@@ -106,8 +140,12 @@ __all__ = [
     "default_data_dir",
     "get_info",
     "get_source",
+    "manual_dir",
     "mock_datasets",
+    "nearest_resize_labels",
     "pad_images",
+    "pad_labels",
+    "stack_labels",
 ]
 
 
@@ -132,6 +170,9 @@ class DatasetInfo:
       kind: ``"image"`` (uint8 images, dequantised in training, scored in bits/dim) or
         ``"vector"`` (float32 vectors of :mod:`jaxflows.data.tabular`, used as they are,
         scored in nats; ``image_shape`` is then ``(D,)`` and ``num_bins`` is None).
+      label_shape: the shape of one record's label: ``()`` (default) for a class per record,
+        ``(H, W)`` (the images' height and width, padded alike) for a per-pixel label map;
+        batches of labels are int32 ``(n,) + label_shape``.
     """
 
     name: str
@@ -141,6 +182,7 @@ class DatasetInfo:
     split_sizes: Mapping[str, int]
     pad: int = 0
     kind: str = "image"
+    label_shape: tuple[int, ...] = ()
 
     @property
     def event_shape(self) -> tuple[int, ...]:
@@ -160,6 +202,13 @@ class _TfdsSpec:
     split_aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
     transform: Callable[[np.ndarray], np.ndarray] | None = None
     has_label: bool = True
+    image_key: str = "image"
+    label_key: str = "label"
+    # Per-pixel labels: the map's post-processing (raw feature -> int32 label_shape).
+    label_transform: Callable[[np.ndarray], np.ndarray] | None = None
+    # Files to be placed in the TFDS manual directory (datasets behind a registration).
+    manual_files: tuple[str, ...] = ()
+    manual_url: str = ""
 
 
 def _centre_crop_resize(image: np.ndarray, crop: int | None, size: tuple[int, int]) -> np.ndarray:
@@ -202,6 +251,54 @@ def _fit_to(size: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
     return fit
 
 
+def _box_resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 ``[H, W, C]`` resized to ``size`` by a box filter (area average), no crop."""
+    from PIL import Image
+    channels = image.shape[2]
+    pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+    out = np.asarray(pil.resize((size[1], size[0]), Image.Resampling.BOX), dtype=np.uint8)
+    return out.reshape(size[0], size[1], channels)
+
+
+def nearest_resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A label map ``[H, W]`` (or ``[H, W, 1]``) resized to ``size`` by nearest neighbour.
+
+    Output pixel ``(i, j)`` is input pixel ``(floor((i + 1/2) H / h), floor((j + 1/2) W /
+    w))``, the input pixel under the output pixel's centre (Pillow's ``NEAREST``): every
+    output label is one of the input's labels, never a blend. Returns the input's dtype.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim == 3 and labels.shape[2] == 1:
+        labels = labels[..., 0]
+    if labels.ndim != 2:
+        raise ValueError(f"labels: expected a label map [H, W] or [H, W, 1], got shape "
+                         f"{labels.shape}.")
+    h, w = labels.shape
+    rows = ((np.arange(size[0]) + 0.5) * h / size[0]).astype(np.int64)
+    cols = ((np.arange(size[1]) + 0.5) * w / size[1]).astype(np.int64)
+    return np.ascontiguousarray(labels[rows[:, None], cols[None, :]])
+
+
+# Cityscapes (TFDS cityscapes/semantic_segmentation) for segmentation to image at 256x256.
+CITYSCAPES_SIZE = (256, 256)
+# Label ids 0..33 of the gtFine_labelIds images (cityscapesScripts' labels.py; license
+# plate, id -1, is not drawn in them).
+CITYSCAPES_NUM_CLASSES = 34
+
+
+def _cityscapes_image(image: np.ndarray) -> np.ndarray:
+    # 1024x2048 -> 256x256 by a box filter, no crop: the 2:1 scene is squashed to 1:1
+    # (as pix2pix's Cityscapes).
+    return _box_resize(image, CITYSCAPES_SIZE)
+
+
+def _cityscapes_labels(labels: np.ndarray) -> np.ndarray:
+    # gtFine_labelIds [1024, 2048, 1] -> int32 [256, 256] by nearest neighbour; ids outside
+    # 0..33 (none in the real data; mock data are random bytes) become 0 ("unlabeled").
+    out = nearest_resize_labels(labels, CITYSCAPES_SIZE).astype(np.int32)
+    return np.where((out >= 0) & (out < CITYSCAPES_NUM_CLASSES), out, 0).astype(np.int32)
+
+
 _DIGITS_INFO = DatasetInfo("digits", (8, 8, 1), 17, 10, {"train": 1500, "test": 297})
 _MNIST_8K_INFO = DatasetInfo(
     "mnist_8k", mnist_8k_lib.IMAGE_SHAPE, mnist_8k_lib.NUM_BINS, mnist_8k_lib.NUM_CLASSES,
@@ -209,7 +306,13 @@ _MNIST_8K_INFO = DatasetInfo(
 _SKLEARN_PATCHES_INFO = DatasetInfo(
     "sklearn_patches", sklearn_images_lib.IMAGE_SHAPE, sklearn_images_lib.NUM_BINS, None,
     {s: sklearn_images_lib.NUM_PER_IMAGE for s in sklearn_images_lib.IMAGE_FILES})
+# The stroke threshold of mnist_8k_seg's label maps (pixel levels of 255).
+MNIST_8K_SEG_THRESHOLD = 128
+_MNIST_8K_SEG_INFO = dataclasses.replace(
+    _MNIST_8K_INFO, name="mnist_8k_seg", num_classes=mnist_8k_lib.NUM_CLASSES + 1,
+    label_shape=tuple(mnist_8k_lib.IMAGE_SHAPE[:2]))
 _OFFLINE_INFOS = {"digits": _DIGITS_INFO, "mnist_8k": _MNIST_8K_INFO,
+                  "mnist_8k_seg": _MNIST_8K_SEG_INFO,
                   "sklearn_patches": _SKLEARN_PATCHES_INFO}
 
 _TFDS_SPECS: dict[str, _TfdsSpec] = {
@@ -229,6 +332,15 @@ _TFDS_SPECS: dict[str, _TfdsSpec] = {
         DatasetInfo("celeb_a_160", (160, 160, 3), 256, None,
                     {"train": 162770, "validation": 19867, "test": 19962}),
         transform=_celeb_a_160_transform, has_label=False),
+    "cityscapes_256": _TfdsSpec(
+        "cityscapes/semantic_segmentation",
+        DatasetInfo("cityscapes_256", CITYSCAPES_SIZE + (3,), 256, CITYSCAPES_NUM_CLASSES,
+                    {"train": 2975, "validation": 500, "test": 1525},
+                    label_shape=CITYSCAPES_SIZE),
+        transform=_cityscapes_image, image_key="image_left", label_key="segmentation_label",
+        label_transform=_cityscapes_labels,
+        manual_files=("leftImg8bit_trainvaltest.zip", "gtFine_trainvaltest.zip"),
+        manual_url="https://www.cityscapes-dataset.com/downloads/"),
     "downsampled_imagenet/32x32": _TfdsSpec(
         "downsampled_imagenet/32x32",
         DatasetInfo("downsampled_imagenet/32x32", (32, 32, 3), 256, None,
@@ -246,7 +358,8 @@ def _vector_names() -> tuple[str, ...]:
     return tuple(tabular.VECTOR_DATASETS)
 
 
-KNOWN_DATASETS: tuple[str, ...] = ("digits", "mnist_8k", "sklearn_patches", *_TFDS_SPECS,
+KNOWN_DATASETS: tuple[str, ...] = ("digits", "mnist_8k", "mnist_8k_seg", "sklearn_patches",
+                                   *_TFDS_SPECS,
                                    "npz:/path/file.npz", *_vector_names())
 
 _NPZ_PREFIX = "npz:"
@@ -275,10 +388,13 @@ class ArraySource:
     Args:
       images: uint8 array ``[N, H, W, C]``, or ``[N, H, W]`` (a channel axis is added). Other
         integer dtypes are accepted if every value lies in 0..255.
-      labels: optional integer array ``[N]``; without it every record's label is 0.
+      labels: optional integer array ``[N]`` (a class per record) or ``[N, H, W]`` (a
+        label map per record, of the images' height and width); without it every
+        record's label is 0.
 
-    ``source[i]`` returns ``{"image": uint8 [H, W, C], "label": int}``;
-    ``source.get_batch(indices)`` returns the stacked arrays (``label`` int32).
+    ``source[i]`` returns ``{"image": uint8 [H, W, C], "label": int}`` (``"label"``: int32
+    ``[H, W]`` with label maps); ``source.get_batch(indices)`` returns the stacked arrays
+    (``label`` int32 ``[n]`` or ``[n, H, W]``).
     """
 
     def __init__(self, images, labels=None):
@@ -300,10 +416,13 @@ class ArraySource:
             labels = np.zeros(images.shape[0], np.int32)
         else:
             labels = np.asarray(labels)
-            if labels.shape != (images.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+            n, h, w = images.shape[:3]
+            if (labels.shape not in ((n,), (n, h, w))
+                    or not np.issubdtype(labels.dtype, np.integer)):
                 raise ValueError(
-                    f"labels: expected an integer array of shape ({images.shape[0]},), got "
-                    f"{labels.dtype} {labels.shape}.")
+                    f"labels: expected an integer array of shape ({n},) (a class per image) "
+                    f"or ({n}, {h}, {w}) (a label map per image), got {labels.dtype} "
+                    f"{labels.shape}.")
             labels = labels.astype(np.int32)
         self.images = images
         self.labels = labels
@@ -312,6 +431,8 @@ class ArraySource:
         return self.images.shape[0]
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.labels.ndim > 1:
+            return {"image": self.images[index], "label": self.labels[index]}
         return {"image": self.images[index], "label": int(self.labels[index])}
 
     def get_batch(self, indices) -> dict[str, np.ndarray]:
@@ -324,8 +445,14 @@ class ArraySource:
         """``(H, W, C)`` of every image."""
         return tuple(self.images.shape[1:])
 
+    @property
+    def label_shape(self) -> tuple[int, ...]:
+        """``()`` (a class per record) or ``(H, W)`` (a label map per record)."""
+        return tuple(self.labels.shape[1:])
+
     def __repr__(self) -> str:
-        return f"ArraySource(num_records={len(self)}, image_shape={self.image_shape})"
+        extra = f", label_shape={self.label_shape}" if self.label_shape else ""
+        return f"ArraySource(num_records={len(self)}, image_shape={self.image_shape}{extra})"
 
 
 class _ConcatSource:
@@ -358,8 +485,7 @@ class _ConcatSource:
         if len(self._parts) == 1:
             source, start, _ = self._parts[0]
             return _get_batch(source, start + local)
-        labels = np.zeros(len(indices), np.int32)
-        out_image = None
+        labels = out_image = None
         for p in np.unique(part):
             source, start, _ = self._parts[int(p)]
             where = np.nonzero(part == p)[0]
@@ -367,6 +493,8 @@ class _ConcatSource:
             if out_image is None:  # uint8 images, or float32 vectors of tabular sources
                 out_image = np.zeros((len(indices), *batch["image"].shape[1:]),
                                      batch["image"].dtype)
+                # int32 [n], or [n, H, W] label maps
+                labels = np.zeros((len(indices), *np.shape(batch["label"])[1:]), np.int32)
             out_image[where] = batch["image"]
             labels[where] = batch["label"]
         return {"image": out_image, "label": labels}
@@ -378,7 +506,28 @@ def _get_batch(source, indices) -> dict[str, np.ndarray]:
         return source.get_batch(indices)
     records = [source[int(i)] for i in indices]
     return {"image": np.stack([np.asarray(r["image"], np.uint8) for r in records]),
-            "label": np.asarray([int(r.get("label", 0)) for r in records], np.int32)}
+            "label": stack_labels([r.get("label", 0) for r in records])}
+
+
+def stack_labels(labels: Sequence[Any], label_shape: tuple[int, ...] | None = None
+                 ) -> np.ndarray:
+    """Records' labels stacked as int32 ``(n,) + label_shape``.
+
+    Scalar labels (a class per record) give ``[n]``, label maps ``[H, W]`` give
+    ``[n, H, W]``; ``label_shape`` (default: the first label's shape) is the shape of an
+    empty batch's labels and is checked against every label.
+    """
+    if not len(labels):
+        return np.zeros((0, *(label_shape or ())), np.int32)
+    if label_shape is None:
+        label_shape = np.shape(labels[0])
+    if not label_shape:
+        return np.asarray([int(v) for v in labels], np.int32)
+    out = np.stack([np.asarray(v) for v in labels])
+    if out.shape[1:] != tuple(label_shape):
+        raise ValueError(f"labels: expected label maps of shape {tuple(label_shape)}, got "
+                         f"{out.shape[1:]}.")
+    return out.astype(np.int32)
 
 
 def _split_by_spec(split: str, base: Mapping[str, tuple[Any, int, int]], dataset: str):
@@ -495,7 +644,8 @@ class PaddedSource:
     """A random-access source whose images are those of ``source`` zero-padded by ``pad``.
 
     ``source[i]["image"]`` of shape ``[H, W, C]`` becomes ``[H + 2 pad, W + 2 pad, C]``
-    (:func:`pad_images`); labels are unchanged. Padding happens per record / per batch, so a
+    (:func:`pad_images`); class labels are unchanged, and label maps ``[H, W]`` are padded
+    alike with class 0 (:func:`pad_labels`). Padding happens per record / per batch, so a
     streamed source stays streamed. :func:`get_source` with ``pad > 0`` returns this wrapper
     (or an :class:`ArraySource` of padded images when the split is read into memory).
     """
@@ -510,23 +660,47 @@ class PaddedSource:
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = dict(self.source[index])
         record["image"] = pad_images(np.asarray(record["image"], np.uint8)[None], self.pad)[0]
+        if np.ndim(record.get("label", 0)) > 0:
+            record["label"] = pad_labels(np.asarray(record["label"])[None], self.pad)[0]
         return record
 
     def get_batch(self, indices) -> dict[str, np.ndarray]:
-        """Records ``indices`` of the wrapped source, stacked, with padded images."""
+        """Records ``indices`` of the wrapped source, stacked, with padded images (and
+        label maps).
+        """
         batch = dict(_get_batch(self.source, indices))
         batch["image"] = pad_images(batch["image"], self.pad)
+        if np.ndim(batch["label"]) > 1:
+            batch["label"] = pad_labels(batch["label"], self.pad)
         return batch
 
     def __repr__(self) -> str:
         return f"PaddedSource({self.source!r}, pad={self.pad})"
 
 
+def pad_labels(labels: np.ndarray, pad: int) -> np.ndarray:
+    """Pads a batch of label maps ``[N, H, W]`` by ``pad`` pixels of class **0** on each side.
+
+    Returns ``[N, H + 2 pad, W + 2 pad]`` of the same dtype, the map in the centre: the
+    labels of the zero pixels that :func:`pad_images` adds (class 0 is ``unlabeled`` in
+    Cityscapes, background in two-class masks).
+    """
+    pad = _check_pad(pad)
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"labels: expected a batch of label maps [N, H, W], got shape "
+                         f"{labels.shape}.")
+    if pad == 0:
+        return labels
+    return np.pad(labels, ((0, 0), (pad, pad), (pad, pad)))
+
+
 def _padded(source, pad: int):
     if pad == 0:
         return source
     if isinstance(source, ArraySource):  # in memory: pad once, keep the fast in-memory path
-        return ArraySource(pad_images(source.images, pad), source.labels)
+        labels = source.labels if source.labels.ndim == 1 else pad_labels(source.labels, pad)
+        return ArraySource(pad_images(source.images, pad), labels)
     return PaddedSource(source, pad)
 
 
@@ -534,18 +708,35 @@ def _padded_info(info: DatasetInfo, pad: int) -> DatasetInfo:
     if pad == 0:
         return info
     h, w, c = info.image_shape
+    label_shape = tuple(info.label_shape)
+    if label_shape:   # label maps are padded with the images (class 0)
+        label_shape = (label_shape[0] + 2 * pad, label_shape[1] + 2 * pad)
     return dataclasses.replace(info, image_shape=(h + 2 * pad, w + 2 * pad, c),
-                               pad=info.pad + pad)
+                               pad=info.pad + pad, label_shape=label_shape)
 
 
 # --------------------------------------------------------------------------- TFDS sources
 
 
 class TfdsSource:
-    """A TFDS ``data_source`` with per-dataset post-processing, as ``{"image", "label"}``."""
+    """A TFDS ``data_source`` with per-dataset post-processing, as ``{"image", "label"}``.
+
+    Args:
+      data_source: the TFDS data source (random access to decoded records).
+      transform: the image's post-processing (uint8 ``[H, W, C]`` in and out).
+      has_label: whether the records' ``label_key`` is served (else every label is 0).
+      image_shape: ``(H, W, C)`` served (the shape of an empty batch).
+      batched_reads: read batches with the data source's ``__getitems__``.
+      image_key, label_key: the record's features holding the image and the label
+        (Cityscapes: ``"image_left"``, ``"segmentation_label"``).
+      label_transform: a label map's post-processing (raw feature -> int32
+        ``label_shape``); ``None`` for class labels.
+      label_shape: ``()`` for a class per record, ``(H, W)`` for label maps.
+    """
 
     def __init__(self, data_source, *, transform=None, has_label=True, image_shape=None,
-                 batched_reads=True):
+                 batched_reads=True, image_key="image", label_key="label",
+                 label_transform=None, label_shape=()):
         self._ds = data_source
         # tfds.testing.mock_data's data sources break on __getitems__ (tfds 4.9.10): read one
         # by one.
@@ -553,17 +744,30 @@ class TfdsSource:
         self._transform = transform
         self._has_label = has_label
         self._image_shape = image_shape
+        self._image_key, self._label_key = image_key, label_key
+        self._label_transform = label_transform
+        self.label_shape = tuple(label_shape)
 
     def __len__(self) -> int:
         return len(self._ds)
 
-    def _convert(self, record) -> tuple[np.ndarray, int]:
-        image = np.asarray(record["image"], dtype=np.uint8)
+    def _convert(self, record) -> tuple[np.ndarray, Any]:
+        image = np.asarray(record[self._image_key], dtype=np.uint8)
         if image.ndim == 2:
             image = image[..., None]
         if self._transform is not None:
             image = self._transform(image)
-        label = int(record["label"]) if self._has_label and "label" in record else 0
+        if self.label_shape:    # a label map per record
+            label = np.asarray(record[self._label_key])
+            if self._label_transform is not None:
+                label = self._label_transform(label)
+            label = np.asarray(label, np.int32)
+            if label.shape != self.label_shape:
+                raise ValueError(f"label: expected a label map of shape {self.label_shape} "
+                                 f"after post-processing, got {label.shape}.")
+            return image, label
+        label = (int(record[self._label_key])
+                 if self._has_label and self._label_key in record else 0)
         return image, label
 
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -580,9 +784,9 @@ class TfdsSource:
         converted = [self._convert(r) for r in records]
         if not converted:
             return {"image": np.zeros((0, *(self._image_shape or (0, 0, 0))), np.uint8),
-                    "label": np.zeros((0,), np.int32)}
+                    "label": np.zeros((0, *self.label_shape), np.int32)}
         return {"image": np.stack([c[0] for c in converted]),
-                "label": np.asarray([c[1] for c in converted], np.int32)}
+                "label": stack_labels([c[1] for c in converted], self.label_shape)}
 
     def to_array_source(self) -> ArraySource:
         """Reads every record into memory (fast random access for small datasets)."""
@@ -619,9 +823,52 @@ def _prepare_instructions(tfds_name: str, data_dir: str) -> str:
         f"directory, or mock=True for random data of the same shape in tests.")
 
 
+def manual_dir(data_dir: str) -> str:
+    """TFDS's default manual-download directory of ``data_dir``: ``data_dir/downloads/manual``."""
+    return os.path.join(data_dir, "downloads", "manual")
+
+
+def _manual_instructions(spec: _TfdsSpec, data_dir: str) -> str:
+    manual = manual_dir(data_dir)
+    files = " and ".join(spec.manual_files)
+    return (
+        f"It cannot be downloaded automatically: register at "
+        f"{spec.manual_url} and download {files} into\n    {manual}\n"
+        f"then prepare it once (this needs TensorFlow, for tf.io.gfile, and decodes every "
+        f"image: expect hours and tens of GB)\n"
+        f"    tfds build {spec.tfds_name} --file_format=array_record --data_dir={data_dir} "
+        f"--manual_dir={manual}\n"
+        f"or call get_source(..., download=True, data_dir={data_dir!r}), which prepares it from "
+        f"those files without network access. Use data_dir=... or the environment variable "
+        f"TFDS_DATA_DIR to read from another directory, or mock=True for random data of the "
+        f"same shape in tests.")
+
+
+def _prepare_manual(spec: _TfdsSpec, data_dir: str):
+    """Prepares a manual-download dataset from the files in its manual directory."""
+    import tensorflow_datasets as tfds
+    manual = manual_dir(data_dir)
+    missing = [f for f in spec.manual_files if not os.path.isfile(os.path.join(manual, f))]
+    if missing:
+        raise DatasetNotPreparedError(
+            f"Dataset {spec.tfds_name!r} is not prepared in {data_dir} and download=True "
+            f"cannot fetch it: {', '.join(missing)} missing from {manual}. "
+            + _manual_instructions(spec, data_dir))
+    builder = tfds.builder(spec.tfds_name, data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare(file_format="array_record",
+                                 download_config=tfds.download.DownloadConfig(manual_dir=manual))
+    return builder
+
+
 def _open_tfds(spec: _TfdsSpec, data_dir: str, download: bool):
     import tensorflow_datasets as tfds
     builder = tfds.builder(spec.tfds_name, data_dir=data_dir)
+    if not builder.is_prepared() and spec.manual_files:
+        if not download:
+            raise DatasetNotPreparedError(
+                f"Dataset {spec.tfds_name!r} is not prepared in {data_dir} and download=False. "
+                + _manual_instructions(spec, data_dir))
+        builder = _prepare_manual(spec, data_dir)
     if not builder.is_prepared():
         if not download:
             raise DatasetNotPreparedError(
@@ -680,9 +927,18 @@ def _mock_tfds(spec: _TfdsSpec, base_splits: Sequence[str], num_examples: int):
         for s in base_splits:
             ds = tfds.data_source(spec.tfds_name, split=spec.split_aliases.get(s, s),
                                   download=False)
-            out[s] = TfdsSource(ds, transform=spec.transform, has_label=spec.has_label,
-                                image_shape=spec.info.image_shape, batched_reads=False)
+            out[s] = _tfds_source(spec, ds, batched_reads=False)
     return out
+
+
+def _tfds_source(spec: _TfdsSpec, data_source, **kw) -> TfdsSource:
+    """The :class:`TfdsSource` of ``spec`` (post-processing, keys, label maps) over a data
+    source.
+    """
+    return TfdsSource(data_source, transform=spec.transform, has_label=spec.has_label,
+                      image_shape=spec.info.image_shape, image_key=spec.image_key,
+                      label_key=spec.label_key, label_transform=spec.label_transform,
+                      label_shape=spec.info.label_shape, **kw)
 
 
 # --------------------------------------------------------------------------- digits
@@ -712,9 +968,20 @@ def _mnist_8k_source() -> ArraySource:
     return ArraySource(*mnist_8k_lib.load())  # read-only arrays, read once per process
 
 
-def _mnist_8k_splits() -> dict[str, tuple[ArraySource, int, int]]:
-    full, n_train = _mnist_8k_source(), mnist_8k_lib.NUM_TRAIN
+def _mnist_8k_splits(full=None) -> dict[str, tuple[ArraySource, int, int]]:
+    full = _mnist_8k_source() if full is None else full
+    n_train = mnist_8k_lib.NUM_TRAIN
     return {"train": (full, 0, n_train), "test": (full, n_train, len(full))}
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_8k_seg_source() -> ArraySource:
+    """mnist_8k with label maps: ``1 + class`` where the pixel is >= 128, else 0."""
+    images, labels = mnist_8k_lib.load()
+    maps = np.where(images[..., 0] >= MNIST_8K_SEG_THRESHOLD, 1 + labels[:, None, None], 0)
+    source = ArraySource(images, maps.astype(np.int32))
+    source.labels.setflags(write=False)
+    return source
 
 
 # --------------------------------------------------------------------------- vector datasets
@@ -779,7 +1046,8 @@ def _get_info(name, data_dir) -> DatasetInfo:
         with np.load(_parse_npz_name(name)[0]) as f:
             num_classes = int(np.max(f["label"])) + 1 if "label" in f and f["label"].size else None
         return DatasetInfo(name, full.image_shape, 256, num_classes,
-                           {k: stop - start for k, (_, start, stop) in splits.items()})
+                           {k: stop - start for k, (_, start, stop) in splits.items()},
+                           label_shape=full.label_shape)
     import tensorflow_datasets as tfds
     try:
         builder = tfds.builder(spec.tfds_name, data_dir=default_data_dir(data_dir))
@@ -797,6 +1065,10 @@ def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike |
                mock_num_examples: int | None = None, pad: int = 0):
     """A random-access source of ``{"image": uint8 [H, W, C], "label": int}`` records.
 
+    ``"label"`` is an int32 label map ``[H, W]`` instead for datasets whose
+    ``get_info(name).label_shape`` is ``(H, W)`` (``cityscapes_256``, ``npz:`` files with
+    ``[N, H, W]`` labels).
+
     Args:
       name: a dataset name (see the module docstring), e.g. ``"digits"``, ``"mnist_8k"``
         (8,000 real MNIST digits in the package), ``"mnist"`` (TFDS, the full data),
@@ -808,7 +1080,9 @@ def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike |
         do not use it.
       download: download and prepare a TFDS dataset that is not prepared (checks first, with a 3 s
         timeout, that the network is reachable). Without it a missing dataset raises
-        :class:`DatasetNotPreparedError` at once, with instructions.
+        :class:`DatasetNotPreparedError` at once, with instructions. A dataset behind a
+        registration (``cityscapes_256``) is prepared from its manually downloaded files in
+        ``data_dir/downloads/manual``; missing files raise the same error, naming them.
       in_memory: read the whole split into memory (an :class:`ArraySource`): fast random access for
         small datasets. ``None`` (default) does so when the split's images take at most 16 MiB
         (``digits``, ``mnist_8k``, sliced or mock data), and streams from the array_record files
@@ -817,8 +1091,9 @@ def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike |
       mock: random records of the dataset's spec instead of real data (see :func:`mock_datasets`).
       mock_num_examples: records per base split for mock data (default 64).
       pad: zero pixels added on each side of the height and width of every image
-        (``[H, W, C] -> [H + 2 pad, W + 2 pad, C]``, see :func:`pad_images`); 0 (default)
-        serves the images as stored. ``get_info(name, pad=pad).image_shape`` is the shape served.
+        (``[H, W, C] -> [H + 2 pad, W + 2 pad, C]``, see :func:`pad_images`; label maps
+        are padded with class 0, :func:`pad_labels`); 0 (default) serves the images as
+        stored. ``get_info(name, pad=pad).image_shape`` is the shape served.
 
     Raises:
       ValueError: unknown ``name`` (lists the known names), invalid ``split``, or a negative
@@ -847,6 +1122,8 @@ def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike |
         source = _split_by_spec(split, base, name)
     elif kind == "mnist_8k":
         source = _split_by_spec(split, _mnist_8k_splits(), name)
+    elif kind == "mnist_8k_seg":
+        source = _split_by_spec(split, _mnist_8k_splits(_mnist_8k_seg_source()), name)
     elif kind == "sklearn_patches":
         base = {s: ArraySource(sklearn_images_lib.load(s)) for s in sklearn_images_lib.IMAGE_FILES}
         source = _split_by_spec(split, {s: (a, 0, len(a)) for s, a in base.items()}, name)
@@ -862,9 +1139,7 @@ def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike |
             base = {}
             for tfds_split, n in sizes.items():
                 ds = builder.as_data_source(split=tfds_split)
-                stream = TfdsSource(ds, transform=spec.transform, has_label=spec.has_label,
-                                    image_shape=spec.info.image_shape)
-                base[tfds_split] = (stream, 0, n)
+                base[tfds_split] = (_tfds_source(spec, ds), 0, n)
             # Aliases, e.g. imagenet's "test" = "validation".
             for alias, target in spec.split_aliases.items():
                 if target in base:
@@ -873,8 +1148,10 @@ def get_source(name: str, split: str = "train", *, data_dir: str | os.PathLike |
     if len(source) == 0:
         raise ValueError(f"split: {split!r} of {name!r} selects no records.")
     if kind != "npz":
-        shape = (_OFFLINE_INFOS[kind] if kind in _OFFLINE_INFOS else spec.info).image_shape
-        image_bytes = len(source) * int(np.prod(shape))
+        info = _OFFLINE_INFOS[kind] if kind in _OFFLINE_INFOS else spec.info
+        image_bytes = len(source) * int(np.prod(info.image_shape))
+        if info.label_shape:   # int32 label maps count too
+            image_bytes += len(source) * 4 * int(np.prod(info.label_shape))
         if in_memory or (in_memory is None and image_bytes <= 16 * 2**20):
             batch = source.get_batch(np.arange(len(source)))
             return _padded(ArraySource(batch["image"], batch["label"]), pad)

@@ -43,7 +43,8 @@ MODELS = {
     "nsf": nsf,
     "realnvp_vector": realnvp_vector,
     # Conditional flows (p(x | context); Flow.context_shape declared): the context comes
-    # from config.dataset.context ("label", "lowres:F"), its shape from config.model.
+    # from config.dataset.context ("label", "lowres:F", "mask:T", "segmentation"), its
+    # shape from config.model.
     "conditional_glow": conditional_glow,
     "class_conditional_glow": class_conditional_glow,
     "cattnflow": cattnflow,

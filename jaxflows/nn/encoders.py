@@ -205,7 +205,7 @@ class SegmentationEncoder(nn.Module):
 
     Attributes:
       num_classes: number of segmentation classes (Cityscapes: 30 in the AttnFlow source;
-        35 label ids in the dataset, see ``docs/conditional.md``).
+        34 label ids 0..33 in its label images, see ``docs/conditional.md``).
       level_sizes: ``(h_l, w_l)`` of every level of the flow.
       features: channels of the convolutions.
       num_layers: number of convolutions (>= 1).

@@ -38,7 +38,9 @@ def default_config() -> ml_collections.ConfigDict:
     # Per-example context passed to the flow (conditional flows): "" none, "label" (int32
     # labels [B]), "lowres:F" (the integer image box-downsampled by F, float32
     # [B, H/F, W/F, C] in [0, num_bins)), "mask:T" (int32 [B, H, W]: 1 where the pixel is
-    # >= T, a segmentation stand-in). See docs/training.md, "Conditional training".
+    # >= T, a segmentation stand-in), "segmentation" (the dataset's own label maps, int32
+    # [B, H, W]: cityscapes_256, mnist_8k_seg, npz: with [N, H, W] labels). See
+    # docs/training.md, "Conditional training".
     c.dataset.context = ""
 
     # config.model.name is a key of jaxflows.models.MODELS; every other field is a

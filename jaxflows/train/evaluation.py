@@ -41,15 +41,26 @@ def _check_finite(images: np.ndarray, indices):
 
 
 def _read_rows(source, valid, shape):
-    """``(examples, labels)`` of records ``valid`` of ``source``."""
+    """``(examples, labels)`` of records ``valid`` of ``source`` (labels int32 ``[n]``, or
+    ``[n, H, W]`` label maps).
+    """
+    from jaxflows.data.sources import stack_labels
     if hasattr(source, "get_batch"):
         batch = source.get_batch(np.asarray(valid))
         got, labels = np.asarray(batch["image"]), np.asarray(batch["label"])
     else:
         records = [source[i] for i in valid]
         got = np.stack([np.asarray(r["image"]) for r in records])
-        labels = np.asarray([int(r.get("label", 0)) for r in records])
+        labels = stack_labels([r.get("label", 0) for r in records])
     return got.reshape((len(valid),) + shape), labels.astype(np.int32)
+
+
+def _label_buffer(run, rows: int) -> np.ndarray:
+    """Zero labels of ``rows`` records: int32 ``[rows]``, or ``[rows, H, W]`` for a dataset
+    of label maps (``run.info.label_shape``).
+    """
+    from jaxflows.train.run import label_shape
+    return np.zeros((rows,) + label_shape(run.info), np.int32)
 
 
 def evaluation_state(run, state, use_ema: bool):
@@ -72,7 +83,7 @@ def evaluation_state(run, state, use_ema: bool):
     shape = tuple(run.info.image_shape)
     dtype = np.uint8 if run.score == "bpd" else np.float32
     batch = device_batch(run, {"image": np.zeros((rows,) + shape, dtype),
-                               "label": np.zeros((rows,), np.int32)})
+                               "label": _label_buffer(run, rows)})
     return run.steps.refresh(state, batch, True)
 
 
@@ -108,8 +119,9 @@ def evaluate_split_metrics(run, state, source, split_id: int,
       state: the TrainState to evaluate (EMA parameters if the run uses them).
       source: a random-access source of ``{"image": ..., "label": ...}`` records
         (floating-point examples holding NaN or inf raise ``ValueError`` naming them:
-        under ``jit`` the flow could only return NaN for them). The labels are used
-        when the run's context needs them (``config.dataset.context``).
+        under ``jit`` the flow could only return NaN for them). The labels (a class, or
+        a label map of ``run.info.label_shape``) are used when the run's context needs
+        them (``config.dataset.context``).
       split_id: fixes the dequantisation noise of the split (1 validation, 2 test), so
         successive evaluations differ only through the parameters.
       cache: a dict kept across evaluations of the same run, holding the host batches
@@ -119,14 +131,16 @@ def evaluate_split_metrics(run, state, source, split_id: int,
     With EMA parameters, power-iteration vectors are first fitted to them
     (:func:`evaluation_state`).
     """
-    from jaxflows.train.run import device_batch
+    from jaxflows.train.run import device_batch, label_shape
     state = evaluation_state(run, state, run.settings.use_ema)
     n = len(source)
     bs = run.settings.eval_batch_size
     shape = tuple(run.info.image_shape)
     dtype = np.uint8 if run.score == "bpd" else np.float32
-    if cache is not None and n * int(np.prod(shape)) * np.dtype(dtype).itemsize > (
-            _EVAL_CACHE_BYTES):
+    record_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if label_shape(run.info):     # int32 label maps are kept too
+        record_bytes += 4 * int(np.prod(label_shape(run.info)))
+    if cache is not None and n * record_bytes > _EVAL_CACHE_BYTES:
         cache = None
     total, count, correct = 0.0, 0.0, 0.0
     sums = []
@@ -137,7 +151,7 @@ def evaluate_split_metrics(run, state, source, split_id: int,
             images, labels, mask = cache[ck]
         else:
             images = np.zeros((per,) + shape, dtype)
-            labels = np.zeros((per,), np.int32)
+            labels = _label_buffer(run, per)
             mask = np.zeros((per,), np.float32)
             valid = [i for i in rows if i < n]
             if valid:
@@ -222,8 +236,9 @@ def save_samples(run, state, workdir: str, temperatures: Sequence[float], *,
     A conditional run (``config.dataset.context``) samples with the contexts of
     ``run.sample_cond``: for ``"label"`` sample ``i`` is of class ``i mod C`` and the
     grid has ``C`` columns (column ``c`` is class ``c``, each row one sample of every
-    class); for ``"lowres:F"`` sample ``i`` is conditioned on the ``i``-th validation
-    (or test) image. Vector data are saved as ``.npy`` arrays ``[num_samples, D]``
+    class); for ``"lowres:F"``, ``"mask:T"`` and ``"segmentation"`` sample ``i`` is
+    conditioned on the ``i``-th validation (or test) record (its image, or its label map).
+    Vector data are saved as ``.npy`` arrays ``[num_samples, D]``
     (``filename`` with its extension replaced), not as images.
     """
     variables = evaluation_variables(run, state, use_ema)
@@ -418,7 +433,7 @@ def evaluate_split_iw(run, state, source, split_id: int, num_samples: int, *,
     for b, start in enumerate(range(0, n, bs)):
         rows, per = _local_rows(start, bs)
         images = np.zeros((per,) + shape, np.uint8)
-        labels = np.zeros((per,), np.int32)
+        labels = _label_buffer(run, per)
         mask = np.zeros((per,), np.float32)
         valid = [i for i in rows if i < n]
         if valid:

@@ -43,7 +43,8 @@ from jaxflows.train.step import Steps, make_steps, parse_context
 
 __all__ = ["Run", "prepare_run", "build_flow", "validate_config", "dataset_info",
            "get_split_source", "model_fingerprint", "describe_model", "abstract_state",
-           "init_state", "score_name", "context_shape", "device_batch", "needs_labels"]
+           "init_state", "score_name", "context_shape", "device_batch", "needs_labels",
+           "label_shape"]
 
 # Compiled functions shared by runs of the same model/optimiser in one process
 # (tests, notebooks re-running a cell): jax.jit caches per function object.
@@ -70,9 +71,9 @@ class Run:
         metrics are ``train_<score>``, ``val_<score>``, ``test_<score>``.
       sample_cond: the ``{"image", "label"}`` host batch of ``num_samples`` examples whose
         context the samples get (``None`` without a context): for ``"label"``,
-        labels ``arange(num_samples) % num_classes``; for ``"lowres:F"`` and
-        ``"mask:T"``, the first ``num_samples`` images of the validation split (else
-        test, else train).
+        labels ``arange(num_samples) % num_classes``; for ``"lowres:F"``, ``"mask:T"``
+        and ``"segmentation"``, the first ``num_samples`` records (images and their
+        labels or label maps) of the validation split (else test, else train).
       hybrid_lam: a hybrid model's weight of ``log p(x)`` (``config.hybrid.lam``, with
         ``"1/D"`` resolved), ``None`` for a plain flow.
     """
@@ -99,12 +100,26 @@ def score_name(info) -> str:
     return "nats_per_dim" if getattr(info, "is_vector", False) else "bpd"
 
 
-def context_shape(context: str, info):
+def label_shape(info) -> tuple:
+    """The shape of one record's label: ``()`` (a class) or ``(H, W)`` (a label map)."""
+    return tuple(getattr(info, "label_shape", ()) or ())
+
+
+_NO_NUM_CLASSES = object()
+
+
+def context_shape(context: str, info, num_classes: Any = _NO_NUM_CLASSES):
     """``(shape without the batch axis, dtype)`` of the flow's context, or None.
 
     Raises ``ValueError`` naming ``config.dataset.context`` when the dataset cannot give
-    it (no labels for ``"label"``; vectors, or ``H``/``W`` not divisible by ``F``, for
-    ``"lowres:F"``).
+    it (no labels, or label maps, for ``"label"``; vectors, or ``H``/``W`` not divisible
+    by ``F``, for ``"lowres:F"``; for ``"segmentation"``: no label maps of the images'
+    ``(H, W)`` (``info.label_shape``), no ``num_classes``, or -- when the model's
+    ``num_classes`` (``config.model.num_classes``) is passed -- a model that has fewer
+    classes than the dataset, or none).
+
+    ``num_classes``: the model's number of classes (``None``: the model has none), checked
+    for ``"segmentation"``; leave it out to check the dataset only.
     """
     kind, factor = parse_context(context)
     if kind == "":
@@ -113,13 +128,20 @@ def context_shape(context: str, info):
         if not info.num_classes:
             raise ValueError(f"config.dataset.context='label': dataset {info.name!r} has no "
                              "class labels.")
+        if label_shape(info):
+            raise ValueError(f"config.dataset.context='label': dataset {info.name!r} has a "
+                             f"label map {label_shape(info)} per record, not a class; use "
+                             "config.dataset.context='segmentation'.")
         return (), jnp.int32
     shape = tuple(info.image_shape)
     if len(shape) != 3:
-        what = "a low-resolution" if kind == "lowres" else "a segmentation-mask"
+        what = {"lowres": "a low-resolution", "mask": "a segmentation-mask",
+                "segmentation": "a segmentation"}[kind]
         raise ValueError(f"config.dataset.context={context!r}: {what} context needs "
                          f"images, but dataset {info.name!r} gives vectors of shape {shape}.")
     h, w, c = shape
+    if kind == "segmentation":
+        return _segmentation_shape(info, (h, w), num_classes), jnp.int32
     if kind == "mask":
         if factor >= info.num_bins:
             raise ValueError(f"config.dataset.context={context!r}: the threshold must lie "
@@ -130,6 +152,36 @@ def context_shape(context: str, info):
         raise ValueError(f"config.dataset.context={context!r}: the image height and width "
                          f"({h}x{w}, after config.dataset.pad) must be divisible by {factor}.")
     return (h // factor, w // factor, c), jnp.float32
+
+
+def _segmentation_shape(info, size, num_classes) -> tuple:
+    """``(H, W)`` of a ``"segmentation"`` context after checking the dataset and model."""
+    where = "config.dataset.context='segmentation'"
+    if label_shape(info) != tuple(size):
+        what = ("a class per record" if not label_shape(info)
+                else f"label maps of shape {label_shape(info)}")
+        raise ValueError(f"{where}: the context is the dataset's per-pixel label map, of the "
+                         f"images' size {tuple(size)} (after config.dataset.pad), but "
+                         f"dataset {info.name!r} (config.dataset.name) has {what}. Use a "
+                         "dataset with label maps (cityscapes_256, npz: with [N, H, W] "
+                         "labels), or config.dataset.context='mask:T' for masks computed "
+                         "from the images.")
+    if not info.num_classes:
+        raise ValueError(f"{where}: dataset {info.name!r} does not state its number of "
+                         "classes (its label maps hold no labels).")
+    if num_classes is _NO_NUM_CLASSES:
+        return tuple(size)
+    if num_classes is None:
+        raise ValueError(f"{where} needs config.model.num_classes (the classes the model's "
+                         f"segmentation encoder takes): dataset {info.name!r} has "
+                         f"{info.num_classes}.")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or (
+            num_classes < info.num_classes):
+        raise ValueError(f"{where}: config.model.num_classes={num_classes!r} does not cover "
+                         f"the {info.num_classes} classes of dataset {info.name!r} (label "
+                         f"ids 0..{info.num_classes - 1}): set config.model.num_classes >= "
+                         f"{info.num_classes}.")
+    return tuple(size)
 
 
 def needs_labels(settings: RunSettings) -> bool:
@@ -231,7 +283,9 @@ def build_flow(config, info, *, check: bool = True):
             f"{info.name!r} (config.dataset.name) gives "
             f"{'vectors' if vector_data else 'images'}: use "
             f"{'maf, iaf, naf, nsf or realnvp_vector' if vector_data else 'an image model'}.")
-    ctx = context_shape(settings.dataset.context, info)
+    ctx = context_shape(settings.dataset.context, info,
+                        model.kwargs.get("num_classes") if settings.dataset.context
+                        == "segmentation" else _NO_NUM_CLASSES)
     try:
         if vector_data:
             flow = factory(shape[0], **model.factory_kwargs())
@@ -270,6 +324,10 @@ def _hybrid_model(settings: RunSettings, info, flow, *, check: bool):
     if getattr(info, "is_vector", False) or len(tuple(info.image_shape)) != 3:
         raise ValueError(f"config.hybrid: hybrid models are built on images; dataset "
                          f"{info.name!r} gives vectors.")
+    if label_shape(info):
+        raise ValueError(f"config.hybrid: the classifier head predicts a class per image, "
+                         f"but dataset {info.name!r} has a label map {label_shape(info)} "
+                         "per image.")
     if settings.dataset.context:
         raise ValueError(f"config.hybrid with config.dataset.context="
                          f"{settings.dataset.context!r}: a hybrid model classifies "
@@ -426,8 +484,9 @@ def _sample_cond(settings: RunSettings, info, sources):
     ``"label"``: ``labels = arange(num_samples) % num_classes`` -- sample ``i`` is of
     class ``i mod C``, so in a grid of ``C`` columns (what :func:`save_samples` draws)
     column ``c`` holds class ``c`` and every row one sample of each class.
-    ``"lowres:F"`` and ``"mask:T"``: the first ``num_samples`` images of the
-    validation split, else the test split, else the train split (fixed for the whole run).
+    ``"lowres:F"``, ``"mask:T"`` and ``"segmentation"``: the first ``num_samples``
+    records (images, and labels or label maps) of the validation split, else the test
+    split, else the train split (fixed for the whole run).
     """
     kind, _ = parse_context(settings.dataset.context)
     n = settings.num_samples
@@ -440,8 +499,8 @@ def _sample_cond(settings: RunSettings, info, sources):
                 "label": (np.arange(n) % info.num_classes).astype(np.int32)}
     source = next(src for src in sources if src is not None)
     if len(source) < n:
-        raise ValueError(f"config.num_samples={n}: the image-derived contexts of the samples "
-                         f"are the first num_samples images of the validation (or test) "
+        raise ValueError(f"config.num_samples={n}: the contexts of the samples are those of "
+                         f"the first num_samples records of the validation (or test) "
                          f"split, which has only {len(source)}.")
     from jaxflows.data import sources as sources_lib
     batch = sources_lib._get_batch(source, np.arange(n))
@@ -460,7 +519,8 @@ def abstract_state(run: Run) -> TrainState:
     dtype = jnp.float32 if run.score != "bpd" else jnp.uint8
     images = jax.ShapeDtypeStruct((n,) + tuple(run.info.image_shape), dtype)
     if needs_labels(run.settings):
-        images = {"image": images, "label": jax.ShapeDtypeStruct((n,), jnp.int32)}
+        images = {"image": images,
+                  "label": jax.ShapeDtypeStruct((n,) + label_shape(run.info), jnp.int32)}
     shapes = jax.eval_shape(run.steps.init, images, jax.ShapeDtypeStruct((), jnp.int32))
     rep = replicated(run.mesh)
     return jax.tree_util.tree_map(

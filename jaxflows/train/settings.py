@@ -58,8 +58,9 @@ class DatasetSettings:
       pad: zero pixels added on each side of the images' height and width.
       context: the per-example context given to the flow: ``""`` none, ``"label"``
         (int32 labels ``[B]``), ``"lowres:F"`` (the integer image box-downsampled by
-        ``F``, float32 ``[B, H/F, W/F, C]``) or ``"mask:T"`` (int32 ``[B, H, W]``, 1 where
-        the pixel is at least ``T``); see :func:`jaxflows.train.step.make_context`.
+        ``F``, float32 ``[B, H/F, W/F, C]``), ``"mask:T"`` (int32 ``[B, H, W]``, 1 where
+        the pixel is at least ``T``) or ``"segmentation"`` (the dataset's label maps, int32
+        ``[B, H, W]``); see :func:`jaxflows.train.step.make_context`.
     """
 
     name: str

@@ -24,7 +24,8 @@ the batch (``config.dataset.context``, :func:`make_context`): ``"label"`` gives 
 int32 labels ``[B]``, ``"lowres:F"`` the integer image box-downsampled by ``F``
 (float32 in ``[0, num_bins)``, ``[B, H/F, W/F, C]``, computed before dequantisation),
 ``"mask:T"`` the image's two-class mask (int32 ``[B, H, W]``, 1 where the pixel is at
-least ``T``).
+least ``T``), ``"segmentation"`` the dataset's own per-pixel label map (int32 ``[B, H,
+W]``, e.g. Cityscapes' label ids: the batch's ``"label"``).
 Every step then takes the batch as a dict ``{"image": ..., "label": ...}`` (a bare
 image array is still accepted when there is no context) and passes ``context=`` to
 the flow's ``log_prob`` (and to :func:`dequantized_log_prob`); the sampling step takes
@@ -88,22 +89,22 @@ def dequantize(rng: jax.Array, images: jax.Array, dtype=jnp.float32) -> jax.Arra
 
 def parse_context(value) -> tuple:
     """``config.dataset.context`` as ``(kind, value)``: ``("", 0)``, ``("label", 0)``,
-    ``("lowres", F)`` or ``("mask", T)``.
+    ``("lowres", F)``, ``("mask", T)`` or ``("segmentation", 0)``.
 
     Raises ``ValueError`` naming ``config.dataset.context`` for anything else.
     """
     if value is None or value == "":
         return "", 0
-    if value == "label":
-        return "label", 0
+    if value in ("label", "segmentation"):
+        return value, 0
     for kind in ("lowres", "mask"):
         if isinstance(value, str) and value.startswith(kind + ":"):
             number = value[len(kind) + 1:]
             if number.isdigit() and int(number) >= 1:
                 return kind, int(number)
     raise ValueError(f"config.dataset.context must be '' (none), 'label', 'lowres:F' with "
-                     f"an integer factor F >= 1 or 'mask:T' with an integer threshold "
-                     f"T >= 1, got {value!r}.")
+                     f"an integer factor F >= 1, 'mask:T' with an integer threshold "
+                     f"T >= 1 or 'segmentation' (the dataset's label maps), got {value!r}.")
 
 
 def make_context(context: str) -> Callable[[jax.Array, Optional[jax.Array]], Any]:
@@ -119,10 +120,27 @@ def make_context(context: str) -> Callable[[jax.Array, Optional[jax.Array]], Any
       1 where the pixel (averaged over channels) is at least ``T``, else 0 (the
       segmentation-to-image stand-in of the offline data: foreground / background of
       each digit).
+    * ``"segmentation"``: the batch's per-pixel label maps, int32 ``[B, H, W]`` (a
+      dataset whose ``DatasetInfo.label_shape`` is the images' ``(H, W)``, e.g.
+      ``cityscapes_256``; checked by the trainer). Labels of another rank are a
+      ``ValueError``.
     """
     kind, factor = parse_context(context)
     if kind == "":
         return lambda images, labels: None
+    if kind == "segmentation":
+        def segmentation(images, labels):
+            if labels is None:
+                raise ValueError("config.dataset.context='segmentation' needs the batch's "
+                                 "label maps: pass the batch as {'image': ..., 'label': ...}.")
+            if labels.ndim != 3 or (images is not None
+                                    and tuple(labels.shape) != tuple(images.shape[:3])):
+                shape = None if images is None else tuple(images.shape[:3])
+                raise ValueError(f"config.dataset.context='segmentation': expected label "
+                                 f"maps [B, H, W] of the images' size {shape}, got labels "
+                                 f"of shape {tuple(labels.shape)}.")
+            return labels.astype(jnp.int32)
+        return segmentation
     if kind == "mask":
         def mask(images, labels):
             del labels
