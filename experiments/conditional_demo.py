@@ -119,6 +119,17 @@ def _uint8(pixels, bins: float):
     return np.round(pixels * 255.0 / (bins - 1)).astype(np.uint8)
 
 
+def _to_pixels(x, bins: float):
+    """Pixel values ``floor(x)`` clipped to ``[0, bins - 1]``; non-finite values stay NaN.
+
+    (Clipping ``+-inf`` would draw such a sample as white or black pixels and count it as
+    finite: :func:`_finite_rows` must see it.)
+    """
+    import numpy as np
+    x = np.asarray(x)
+    return np.where(np.isfinite(x), np.clip(np.floor(x), 0, bins - 1), np.nan)
+
+
 def _finite_rows(samples):
     """Which samples (``[N, ...]``; or ``[D, N, ...]`` draws: all D finite) are finite.
 
@@ -195,7 +206,7 @@ def _demo() -> int:
         return flow.apply(v, z, context=ctx, method=flow.inverse)
 
     def to_pixels(x):
-        return np.clip(np.floor(np.asarray(x)), 0, bins - 1)
+        return _to_pixels(x, bins)
 
     if kind == "label":
         classes = run.info.num_classes
@@ -229,14 +240,17 @@ def _demo() -> int:
     columns = [lr, bicubic]
     for i, t in enumerate(SR_TEMPERATURES):
         # x continuous in [0, bins): the sample's pixel value is its floor (the dequantised
-        # value's integer part); LR-PSNR on the continuous sample minus the 1/2 offset.
+        # value's integer part); LR-PSNR on the continuous sample minus the 1/2 offset,
+        # clipped to the pixel range like an output image (as SRFlow's LR-PSNR: an
+        # unclipped far-out sample would dominate the mean).
         xs = np.asarray(draw(variables, jnp.asarray(lr), t, jax.random.fold_in(key, i)))
         px = to_pixels(xs)
         ok = _finite_rows(px)
         metrics[f"T={t:g}"] = {
             "psnr": float(psnr(px[ok], hr[ok], peak).mean()),
             "ssim": float(ssim(px[ok], hr[ok], peak).mean()),
-            "lr_psnr": float(psnr(down(jnp.asarray(xs[ok] - 0.5), None), lr[ok], peak).mean()),
+            "lr_psnr": float(psnr(down(jnp.asarray(np.clip(xs[ok] - 0.5, 0, peak)), None),
+                                  lr[ok], peak).mean()),
             "diversity": _diversity(draw, variables, lr, t, key, i, to_pixels),
             "nonfinite_samples": int(np.sum(~ok))}
         columns.append(px)

@@ -139,7 +139,7 @@ def test_label_context_changes_the_density(label_runs):
     assert abs(bpd - res_a["val_bpd"]) < 1e-5
 
 
-def test_lowres_context_trains_evaluates_samples(tmp_path):
+def test_lowres_context_trains_evaluates_samples(tmp_path, capsys):
     c = config("lowres:2", num_train_steps=3)
     res = jt.train_and_evaluate(c, str(tmp_path))
     assert np.isfinite(res["test_bpd"]) and np.isfinite(res["val_bpd"])
@@ -149,6 +149,24 @@ def test_lowres_context_trains_evaluates_samples(tmp_path):
     np.testing.assert_array_equal(run.sample_cond["image"], first)
     assert os.path.exists(res["samples"]["1"])
     assert jt.describe_model(c)["context"] == "lowres:2"
+    # experiments/conditional_demo.py's super-resolution figure and metrics
+    from experiments import conditional_demo
+    png = str(tmp_path / "sr.png")
+    capsys.readouterr()
+    code = conditional_demo.main(["conditional_demo.py", f"--workdir={tmp_path}", f"--out={png}",
+                                  "--num_images=3", "--num_eval=6", "--num_draws=2"])
+    assert code == 0, capsys.readouterr().err
+    metrics = json.load(open(str(tmp_path / "sr.json")))
+    assert metrics["columns"] == ["LR (nearest)", "bicubic", "T=0", "T=0.5", "T=0.9", "T=1",
+                                  "HR"]
+    assert metrics["scale"] == 2 and metrics["num_images"] == 6
+    for key in ("bicubic", "T=0", "T=0.5", "T=0.9", "T=1"):
+        m = metrics[key]
+        # PSNR of images in the pixel range is bounded below by that of the worst image
+        assert all(-5.0 < m[k] < 200.0 for k in ("psnr", "lr_psnr")), (key, m)
+        assert -1.0 <= m["ssim"] <= 1.0, (key, m)
+    assert metrics["T=0"]["diversity"] == 0.0 and metrics["T=1"]["diversity"] > 0.0
+    assert all(0 <= metrics[f"T={t}"]["nonfinite_samples"] <= 6 for t in ("0", "0.5", "0.9", "1"))
 
 
 def test_make_context_lowres_is_the_box_mean():
@@ -231,6 +249,11 @@ def test_mask_context_trains_cattnflow_and_the_demo_draws_from_masks(tmp_path, c
     draws[1, 2, 1, 1, 0] = np.inf
     assert conditional_demo._finite_rows(draws).tolist() == [True, True, False]
     assert conditional_demo._uint8(px, 17.0)[1, 0, 0, 0] == 0
+    # +-inf must not be clipped into the pixel range (it would count as a finite sample)
+    pix = conditional_demo._to_pixels(np.array([-np.inf, 3.7, np.inf, np.nan, 99.0, -2.0]), 17.0)
+    np.testing.assert_array_equal(pix, [np.nan, 3.0, np.nan, np.nan, 16.0, 0.0])
+    assert conditional_demo._finite_rows(
+        conditional_demo._to_pixels(draws, 17.0)).tolist() == [True, True, False]
     from PIL import Image
     w, h = Image.open(png).size
     assert w > h > 0   # 3 rows of 6 columns
