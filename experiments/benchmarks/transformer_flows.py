@@ -56,8 +56,8 @@ def sampling(args):
         row = {"side": side, "tokens": tokens}
         ref = None
         jac = dict(inverse_method="jacobi", tol=args.tol)
-        for name, kw in (("scan", {}), ("jacobi", jac),
-                         ("gsj", dict(jac, chunk_size=args.chunk))):
+        methods = {"scan": {}, "jacobi": jac, "gsj": dict(jac, chunk_size=args.chunk)}
+        for name, kw in ((m, methods[m]) for m in args.methods):
             flow = tarflow(shape, **common, **kw)
             fn = jax.jit(lambda v, k, f=flow: f.apply(
                 v, args.batch, method=f.sample, rngs={"sample": k},
@@ -128,6 +128,8 @@ def main(argv=None):
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--chunk", type=int, default=16)
     p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--methods", type=lambda s: s.split(","), default=["scan", "jacobi", "gsj"],
+                   help="inverses to time, the first is the reference (scan, jacobi, gsj)")
     p.add_argument("--tol", type=float, default=None,
                    help="Jacobi tolerance (default: 4 eps, the exact inverse)")
     p.add_argument("--perturb", type=float, default=0.05)
@@ -138,6 +140,9 @@ def main(argv=None):
     p.add_argument("--skip_depth", action="store_true")
     p.add_argument("--out", default="runs/benchmarks/transformer_flows.json")
     args = p.parse_args(argv)
+    if args.methods[:1] != ["scan"] or not set(args.methods) <= {"scan", "jacobi", "gsj"}:
+        p.error(f"--methods: 'scan' (the reference) first, then any of jacobi, gsj; got "
+                f"{','.join(args.methods)}")
     import jax
     result = {"device": jax.devices()[0].device_kind, "platform": platform.platform(),
               "args": vars(args)}
