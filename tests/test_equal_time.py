@@ -39,17 +39,20 @@ def test_model_configs_validate(name):
 def test_outputs_are_read_from_the_records(tmp_path):
     records = [
         dict(model="glow", params=1234, seconds_per_step=0.2, steps=2400, run_wall_s=530.2,
-             test_bpd=1.5, best_val_bpd=1.49, sample_s_per_image=1e-3),
+             test_bpd=1.5, best_val_bpd=1.49, sample_s_per_image=1e-3, test_bpd_median=1.45,
+             test_images_over_8_bpd=0, test_bpd_max=2.5),
         dict(model="tarflow", params=56789, seconds_per_step=1.25, steps=384,
-             test_bpd=1.75, best_val_bpd=1.7, sample_s_per_image=2e-2,
+             test_bpd=1.75, best_val_bpd=1.7, sample_s_per_image=2e-2, test_bpd_median=1.7,
+             test_images_over_8_bpd=2, test_bpd_max=2925.5,
              sample_s_per_image_jacobi=3e-2, jacobi_max_abs_diff=1e-3)]
     out = tmp_path / "docs" / "eq.json"
     equal_time.write_outputs(str(out), records, str(tmp_path / "runs"), 480.0, "cmd")
     assert json.loads(out.read_text())["runs"] == records
     table = (tmp_path / "docs" / "eq.md").read_text().splitlines()
-    assert table[4] == "| glow | 1,234 | 0.200 | 2400 | 530 | 1.500 | 1.490 | 1.00 |"
-    assert table[5] == ("| tarflow | 56,789 | 1.250 | 384 | - | 1.750 | 1.700 | "
-                        "20.00 scan / 30.00 Jacobi (max diff 1.0e-03) |")
+    assert table[4] == ("| glow | 1,234 | 0.200 | 2400 | 530 | 1.500 | 1.450 | 0 (2.5) | "
+                        "1.490 | 1.00 |")
+    assert table[5] == ("| tarflow | 56,789 | 1.250 | 384 | - | 1.750 | 1.700 | 2 (2925.5) | "
+                        "1.700 | 20.00 scan / 30.00 Jacobi (max diff 1.0e-03) |")
     assert (tmp_path / "docs" / "eq.png").stat().st_size > 0
 
 
