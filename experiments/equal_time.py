@@ -287,7 +287,8 @@ def _samples_figure(path: str, records: List[dict], workdir: str) -> None:
             png = os.path.join(workdir, r["model"], f"samples_T{t}.png")
             if os.path.exists(png):
                 ax.imshow(mpimg.imread(png), cmap="gray")
-            ax.set_title(f"{r['model']}  T={t}  ({r['test_bpd']:.2f} bpd)", fontsize=9)
+            ax.set_title(f"{r['model']}  T={t}  (test bpd mean {r['test_bpd']:.2f}, median "
+                         f"{r['test_bpd_median']:.2f})", fontsize=8)
             ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
