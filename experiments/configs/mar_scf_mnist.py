@@ -45,13 +45,16 @@ Variants:
   28x28, not padded), L = 2 (28 = 7 x 2^2), K = 4, 48 hidden channels, priors of 16
   channels in 2 layers (kernel/dilation 5/2 and 3/1), logit preprocessing, 1,500 steps
   of batch 32.
+* ``small_mnist_mixlogcdf``: ``small_mnist`` with the MixLogCDF couplings of
+  ``small_mixlogcdf`` (K = 2, 8 components, a conditioner of 48 filters in 2 blocks
+  with 2 heads, dropout 0.1).
 """
 import ml_collections
 
 from experiments.configs import common
 from jaxflows.train import default_config, set_fields
 
-VARIANTS = ("", "small", "small_mnist", "mixlogcdf", "small_mixlogcdf")
+VARIANTS = ("", "small", "small_mnist", "mixlogcdf", "small_mixlogcdf", "small_mnist_mixlogcdf")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
@@ -65,7 +68,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
     if arg == "mixlogcdf":
         common.mar_scf_mixlogcdf(c, hidden_channels=96)   # K = 4, 32 components, 10 blocks
-    if arg in ("small", "small_mnist", "small_mixlogcdf"):
+    if arg in ("small", "small_mnist", "small_mixlogcdf", "small_mnist_mixlogcdf"):
         c.model = ml_collections.ConfigDict(dict(
             name="mar_scf", levels=2, steps_per_level=4, hidden_channels=32,
             lstm_features=16, lstm_layers=2, kernel_sizes=(3, 3), dilations=(1, 1),
@@ -86,4 +89,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
             common.mnist_8k_splits(c)
             set_fields(c, model=dict(hidden_channels=48, kernel_sizes=(5, 3), dilations=(2, 1)),
                        batch_size=32, eval_batch_size=400)
+            if arg == "small_mnist_mixlogcdf":
+                set_fields(c, model=dict(coupling="mixlogcdf", steps_per_level=2, components=8,
+                                         num_blocks=2, heads=2, dropout=0.1))
     return c
