@@ -139,6 +139,17 @@ def test_label_context_changes_the_density(label_runs):
     assert abs(bpd - res_a["val_bpd"]) < 1e-5
 
 
+def run_demo(work: str, png: str, capsys) -> dict:
+    """experiments/conditional_demo.py on ``work`` (small settings): its JSON's metrics."""
+    from experiments import conditional_demo
+    capsys.readouterr()
+    code = conditional_demo.main(["conditional_demo.py", f"--workdir={work}", f"--out={png}",
+                                  "--num_images=3", "--num_eval=6", "--num_draws=2"])
+    assert code == 0, capsys.readouterr().err
+    with open(os.path.splitext(png)[0] + ".json") as f:
+        return json.load(f)
+
+
 def test_lowres_context_trains_evaluates_samples(tmp_path, capsys):
     c = config("lowres:2", num_train_steps=3)
     res = jt.train_and_evaluate(c, str(tmp_path))
@@ -150,13 +161,7 @@ def test_lowres_context_trains_evaluates_samples(tmp_path, capsys):
     assert os.path.exists(res["samples"]["1"])
     assert jt.describe_model(c)["context"] == "lowres:2"
     # experiments/conditional_demo.py's super-resolution figure and metrics
-    from experiments import conditional_demo
-    png = str(tmp_path / "sr.png")
-    capsys.readouterr()
-    code = conditional_demo.main(["conditional_demo.py", f"--workdir={tmp_path}", f"--out={png}",
-                                  "--num_images=3", "--num_eval=6", "--num_draws=2"])
-    assert code == 0, capsys.readouterr().err
-    metrics = json.load(open(str(tmp_path / "sr.json")))
+    metrics = run_demo(str(tmp_path), str(tmp_path / "sr.png"), capsys)
     assert metrics["columns"] == ["LR (nearest)", "bicubic", "T=0", "T=0.5", "T=0.9", "T=1",
                                   "HR"]
     assert metrics["scale"] == 2 and metrics["num_images"] == 6
@@ -229,11 +234,7 @@ def test_mask_context_trains_cattnflow_and_the_demo_draws_from_masks(tmp_path, c
     assert np.isfinite(res["test_bpd"]) and os.path.exists(res["samples"]["0.7"])
     assert jt.describe_model(c)["context"] == "mask:8"
     png = str(tmp_path / "seg.png")
-    capsys.readouterr()
-    code = conditional_demo.main(["conditional_demo.py", f"--workdir={work}", f"--out={png}",
-                                  "--num_images=3", "--num_eval=6", "--num_draws=2"])
-    assert code == 0, capsys.readouterr().err
-    metrics = json.load(open(str(tmp_path / "seg.json")))
+    metrics = run_demo(work, png, capsys)
     assert metrics["columns"][0] == "mask" and metrics["columns"][-1] == "image"
     for t in ("0", "0.5", "0.9", "1"):
         m = metrics[f"T={t}"]
