@@ -325,11 +325,16 @@ def main(argv=None) -> int:
     configure_cpu()
     command = "python experiments/equal_time.py " + " ".join(argv)
     records = []
-    for name in args.models:
-        records.append(run_model(name, args.workdir, args.budget, args.pilot_steps,
-                                 args.sample_batch))
-        write_outputs(args.output, records, args.workdir, args.budget, command)
-    print(open(os.path.splitext(args.output)[0] + ".md").read())
+    try:
+        for name in args.models:
+            records.append(run_model(name, args.workdir, args.budget, args.pilot_steps,
+                                     args.sample_batch))
+            write_outputs(args.output, records, args.workdir, args.budget, command)
+    except ValueError as e:          # a bad config or work directory: one line, exit 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with open(os.path.splitext(args.output)[0] + ".md") as f:
+        print(f.read())
     return 0
 
 

@@ -63,3 +63,17 @@ def test_bad_arguments_are_refused(tmp_path, bad):
         equal_time.parse_args(["--workdir", str(tmp_path), "--output",
                                str(tmp_path / "o.json")] + bad)
     assert e.value.code == 2
+
+
+def test_a_run_of_another_budget_is_refused(tmp_path, capsys):
+    """A work directory trained for another budget: one error line, exit 2, nothing run."""
+    wd = tmp_path / "runs" / "glow"
+    wd.mkdir(parents=True)
+    (wd / "equal_time.json").write_text(json.dumps(
+        {"model": "glow", "budget_s": 100.0, "seconds_per_step": 0.2}))
+    code = equal_time.main(["--workdir", str(tmp_path / "runs"), "--output",
+                            str(tmp_path / "o.json"), "--budget=480", "--models=glow"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "trained for a budget of 100.0 s, not 480.0 s" in err and err.startswith("error:")
+    assert not (tmp_path / "o.json").exists()
