@@ -124,21 +124,28 @@ def num_params(params) -> int:
     return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
 
 
+def restore_best(config, workdir: str, *, check_workdir: bool = True):
+    """``(run, state, variables)``: the run of ``config`` restored from the best checkpoint of
+    ``workdir``, with its EMA evaluation variables.
+    """
+    from jaxflows.train import abstract_state, evaluation_variables, prepare_run
+    from jaxflows.train.checkpoint import restore_for_eval
+    run = prepare_run(config, workdir, check_workdir=check_workdir)
+    state, _, _ = restore_for_eval(workdir, abstract_state(run), "best")
+    return run, state, evaluation_variables(run, state, True)
+
+
 def sampling_seconds(config, workdir: str, batch: int, *, inverse_method: Optional[str] = None):
     """``(seconds per image, samples)`` of the trained run at T = 1 (median of 3 calls)."""
     import jax
     import numpy as np
 
-    from jaxflows.train import abstract_state, evaluation_variables, prepare_run
-    from jaxflows.train.checkpoint import restore_for_eval
     config = config.copy_and_resolve_references()
     config.num_samples = batch
     if inverse_method is not None:
         config.model.inverse_method = inverse_method
     # the Jacobi flow has the trained flow's parameters, not its fingerprint
-    run = prepare_run(config, workdir, check_workdir=inverse_method is None)
-    state, _, _ = restore_for_eval(workdir, abstract_state(run), "best")
-    variables = evaluation_variables(run, state, True)
+    run, _, variables = restore_best(config, workdir, check_workdir=inverse_method is None)
     ids = np.array([config.seed, 7, 0, 0], np.int32)
 
     def draw():
@@ -162,12 +169,8 @@ def per_image_test_bpd(config, workdir: str, batch: int = 200):
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxflows.train import abstract_state, evaluation_variables, prepare_run
-    from jaxflows.train.checkpoint import restore_for_eval
     from jaxflows.train.step import dequantized_log_prob
-    run = prepare_run(config, workdir)
-    state, _, _ = restore_for_eval(workdir, abstract_state(run), "best")
-    variables = evaluation_variables(run, state, True)
+    run, _, variables = restore_best(config, workdir)
     log_prob = jax.jit(lambda v, x, k: dequantized_log_prob(run.flow, v, x, k, train=False)[0])
     src = run.test_src
     out = []
@@ -224,11 +227,7 @@ def run_model(name: str, workdir: str, budget: float, pilot_steps: int,
                       test_bpd_max=float(np.max(bpd)), test_bpd_argmax=int(np.argmax(bpd)),
                       test_images=int(bpd.size))
     if "sample_s_per_image" not in record:
-        from jaxflows.train import abstract_state, prepare_run
-        from jaxflows.train.checkpoint import restore_for_eval
-        run = prepare_run(config, wd)
-        state, _, _ = restore_for_eval(wd, abstract_state(run), "best")
-        record["params"] = num_params(state.params)
+        record["params"] = num_params(restore_best(config, wd)[1].params)
         per_image, seq = sampling_seconds(config, wd, sample_batch)
         record["sample_s_per_image"] = per_image
         record["sample_finite_fraction"] = float(np.isfinite(seq).all(
