@@ -36,6 +36,8 @@ import json
 import os
 import time
 
+from experiments import cli
+
 ATTNFLOW_KEYS = ("attention", "position", "heads")
 
 
@@ -170,11 +172,7 @@ def write_table(path: str, rows, command: str, complete: bool, steps: int) -> No
                       "parameters."]
         lines.append("")
     lines.append(f"_Written {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC._")
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    cli.write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def _update_results(path: str, **fields) -> None:

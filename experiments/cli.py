@@ -25,17 +25,43 @@ absl's global ``flags.FLAGS``) in a launcher module is picked up as well.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from typing import Callable, Optional, Sequence
 
 from absl import flags
 
-__all__ = ["RefusalError", "run", "parse", "EXIT_FAILED", "EXIT_REFUSED", "EXIT_SIGINT",
-           "EXIT_SIGTERM"]
+__all__ = ["RefusalError", "run", "parse", "write_text_atomic", "parse_seeds", "EXIT_FAILED",
+           "EXIT_REFUSED", "EXIT_SIGINT", "EXIT_SIGTERM"]
 
 EXIT_FAILED, EXIT_REFUSED, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
 _HELP = ("-h", "--help", "--helpshort", "--helpfull")
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and ``os.replace``, so that a
+    reader (or a concurrent process writing the same report) never sees half a file.
+    """
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def parse_seeds(text: str, error: Callable[[str], None], *, at_least: int = 1) -> list:
+    """The distinct integer seeds of the comma-separated ``text``; ``error(message)`` (an
+    ``argparse`` parser's ``error``) on anything else or fewer than ``at_least``.
+    """
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        error(f"--seeds must be comma-separated integers, got {text!r}")
+    if len(seeds) < at_least or len(set(seeds)) != len(seeds):
+        error(f"--seeds needs at least {at_least} distinct seed{'s' if at_least > 1 else ''}, "
+              f"got {text!r}")
+    return seeds
 
 
 class RefusalError(Exception):

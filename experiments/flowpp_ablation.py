@@ -28,6 +28,8 @@ import os
 import sys
 from typing import Dict, List
 
+from experiments import cli
+
 ROWS = (("small", "full (variational, MixLogCDF, attention)"),
         ("small_uniform", "uniform dequantisation"),
         ("small_affine", "affine couplings"),
@@ -138,12 +140,7 @@ def main(argv=None) -> int:
     ap.add_argument("--report_only", action="store_true",
                     help="write the table of the finished runs, train nothing")
     args = ap.parse_args(argv)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        ap.error(f"--seeds must be comma-separated integers, got {args.seeds!r}")
-    if len(seeds) < 2 or len(set(seeds)) != len(seeds):
-        ap.error(f"--seeds needs at least 2 distinct seeds, got {args.seeds!r}")
+    seeds = cli.parse_seeds(args.seeds, ap.error, at_least=2)
     if not args.report_only:
         train_missing(args.workdir, seeds)
     results = read_results(args.workdir, seeds)

@@ -38,6 +38,10 @@ Variants (``--config=...attnflow_mnist.py:<variant>``):
   protocol of ``glow_digits.py:small`` (Glow backbone, 2 levels, K=2, 32 hidden channels,
   iTrans with 2 heads over 2x2 tokens at pos-1, 300 steps;
   :func:`experiments.configs.common.attnflow_digits_small`).
+* ``small_mnist``: the real MNIST digits (``mnist_8k``, padded to 32x32) at CPU scale,
+  the layout of the MNIST ablations (``experiments/ablations_mnist.py``): mAR-SCF backbone
+  with L=2, K=2 affine steps of 32 hidden channels, iMap at pos-4, batch 32, Adam 8e-4,
+  1,200 steps (:func:`experiments.configs.common.attnflow_small_mnist`).
 
 Full configs: TFDS ``mnist`` (prepare it once: ``tfds build mnist --file_format=array_record``).
 See glow_digits.py for the config schema.
@@ -47,11 +51,13 @@ import ml_collections
 from experiments.configs import common
 from jaxflows.train import default_config
 
-VARIANTS = ("", "imap", "itrans", "glow", "small")
+VARIANTS = ("", "imap", "itrans", "glow", "small", "small_mnist")
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
     common.check_variant("attnflow_mnist", arg, VARIANTS)
+    if arg == "small_mnist":
+        return common.attnflow_small_mnist()
     c = common.held_out_splits(default_config(), "mnist", "55000")
     c.seed = 0
     c.dataset.pad = 2             # 28x28 -> 32x32: three squeezes (L=3)
