@@ -268,7 +268,8 @@ def _use_cell(group: str, trace: List[dict]) -> str:
     first, last = trace[0], trace[-1]
     if group == "acf":
         return f"{first['mean_abs_gamma']:.2f} -> {last['mean_abs_gamma']:.2f}"
-    return f"{first['logdet_std_bpd']:.4f} -> {last['logdet_std_bpd']:.4f}"
+    return (f"{first['logdet_std_bpd']:.4f} -> {last['logdet_std_bpd']:.4f} (mean "
+            f"{first['logdet_mean_bpd']:.3f} -> {last['logdet_mean_bpd']:.3f})")
 
 
 def summarise(values: List[float]) -> str:
@@ -298,7 +299,8 @@ def write_table(path: str, workdir: str, seeds, command: str, steps: int) -> boo
         "",
         "Attention use (start -> end of training, from the raw parameters): for AttnFlow the "
         "standard deviation across 128 test digits of the attention layers' summed log-det "
-        "(bits/dim; 0 would be an attention that ignores the image), for ACF the mean "
+        "(bits/dim; 0 would be an attention that ignores the image), and in brackets its "
+        "mean (the attention's share of the log-likelihood), for ACF the mean "
         "learned `|gamma|` over the residual blocks (start 1: half attention, half identity; "
         "0 is the plain residual flow). Traces: `attention_trace.jsonl` of each run and the "
         "figure `ablations_mnist_attention_use.png`.",
@@ -336,23 +338,27 @@ def plot_traces(path: str, workdir: str, seeds) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.6))
     for name, (group, desc, _) in RUNS.items():
         run = load_run(workdir, name, seeds[0])
         if not run or not run["trace"]:
             continue
         steps = [r["step"] for r in run["trace"]]
         if group == "acf":
-            axes[1].plot(steps, [r["mean_abs_gamma"] for r in run["trace"]], marker="o",
+            axes[2].plot(steps, [r["mean_abs_gamma"] for r in run["trace"]], marker="o",
                          label=desc)
         else:
             axes[0].plot(steps, [r["logdet_std_bpd"] for r in run["trace"]], marker=".",
                          label=desc)
+            axes[1].plot(steps, [r["logdet_mean_bpd"] for r in run["trace"]], marker=".",
+                         label=desc)
     axes[0].set(title="AttnFlow: spread of the attention log-det across test digits",
                 xlabel="optimiser step", ylabel="std over images (bits/dim)")
-    axes[1].set(title="ACF: mean |gamma| over the residual blocks", xlabel="optimiser step",
+    axes[1].set(title="AttnFlow: mean attention log-det", xlabel="optimiser step",
+                ylabel="mean over images (bits/dim)")
+    axes[2].set(title="ACF: mean |gamma| over the residual blocks", xlabel="optimiser step",
                 ylabel="mean |gamma|")
-    for ax in axes:
+    for ax in axes[1:]:
         if ax.lines:
             ax.legend(fontsize=7)
         ax.grid(alpha=0.3)

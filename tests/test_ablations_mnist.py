@@ -125,10 +125,15 @@ def test_table_reports_mean_half_range_and_each_seed(tmp_path):
     _fake_run(work, "acf_l2_between", 0, 1.40, trace=[
         {"step": 1, "count": 4, "max_abs_gamma": 1.0, "mean_abs_gamma": 1.0},
         {"step": 400, "count": 4, "max_abs_gamma": 0.9, "mean_abs_gamma": 0.75}])
+    _fake_run(work, "mar_imap_p4", 0, 2.5, trace=[
+        {"step": 1, "logdet_mean_bpd": -0.5, "logdet_std_bpd": 0.01, "captured": 4},
+        {"step": 400, "logdet_mean_bpd": -0.25, "logdet_std_bpd": 0.02, "captured": 4}])
     assert not am.write_table(out, work, [0, 1], "cmd", 400)
     text = open(out).read()
     assert "| Residual Flow, no attention | 1.600 ± 0.100 | 1.500, 1.700 |" in text
     assert "| ACF L2, between the convolutions | 1.400 (1 seed) | 1.400 | 1.00 -> 0.75 |" in text
+    assert ("| mAR-SCF + iMap, pos-4 | 2.500 (1 seed) | 2.500 | 0.0100 -> 0.0200 (mean -0.500 "
+            "-> -0.250) | 100 |") in text
     assert "Partial table" in text and "| ACF LipNorm, first in the branch | not run |" in text
     am.plot_traces(str(tmp_path / "use.png"), work, [0, 1])
     assert os.path.getsize(tmp_path / "use.png") > 1000
