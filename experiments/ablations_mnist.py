@@ -130,7 +130,6 @@ def make_config(name: str, seed: int, steps: Optional[int] = None):
     ``steps`` overrides the variant's 1,200 optimiser steps (one evaluation, at the end).
     """
     from experiments.configs import acf_mnist, attnflow_mnist
-    from experiments.configs.common import mnist_ablation_schedule
     if name not in RUNS:
         raise ValueError(f"ablations_mnist: unknown run {name!r}; known: {', '.join(RUNS)}.")
     group, _, modify = RUNS[name]
@@ -139,8 +138,7 @@ def make_config(name: str, seed: int, steps: Optional[int] = None):
         modify(config)
         config.seed = int(seed)
         if steps is not None:
-            mnist_ablation_schedule(config, learning_rate=config.optim.learning_rate,
-                                    num_train_steps=steps)
+            config.num_train_steps = config.eval_every = config.checkpoint_every = int(steps)
         config.progress_bar = False
     return config
 
