@@ -180,10 +180,7 @@ def _update_results(path: str, **fields) -> None:
     with open(path) as f:
         saved = json.load(f)
     saved.update(fields)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(saved, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    cli.write_text_atomic(path, json.dumps(saved, indent=2, sort_keys=True))
 
 
 def main(argv=None):

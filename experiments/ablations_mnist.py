@@ -30,7 +30,7 @@ raw parameters of the run:
   iTrans' weights uniform) has the same log-det for every image, so the spread measures
   how much the attention acts on the data, not only as a fixed scale.
 
-The traces are stored in each run's ``attention_trace.json`` and plotted in
+The traces are stored in each run's ``attention_trace.jsonl`` and plotted in
 ``--figure``. Every figure in the tables is read from the runs' files, never typed in;
 the table is rewritten after every run (partial tables are marked) and finished runs
 are skipped when the command is rerun, so several processes with disjoint ``--only``
@@ -153,7 +153,7 @@ def _captured_log_dets(tree):
     for key, value in tree.items():
         if key == "transform":
             out.extend(output[1] for output in value)
-        elif isinstance(value, dict) or hasattr(value, "items"):
+        elif hasattr(value, "items"):          # dicts and Flax FrozenDicts
             out.extend(_captured_log_dets(value))
     return out
 

@@ -39,7 +39,8 @@ from jaxflows.train import default_config, set_fields
 
 __all__ = ["check_variant", "digits_splits", "mnist_8k_splits", "held_out_splits",
            "residual_small", "residual_flows_schedule", "residual_cifar10", "with_attention",
-           "ablation_schedule", "acf_small", "acf_small_mnist", "attnflow_digits_small",
+           "ablation_schedule", "mnist_ablation_schedule", "acf_small", "acf_small_mnist",
+           "attnflow_digits_small",
            "attnflow_small_mnist", "attnflow_paper_model",
            "attnflow_paper_schedule", "attnflow_variant", "cifar10_small_schedule",
            "mar_scf_reference_schedule", "mar_scf_mixlogcdf"]
@@ -228,9 +229,6 @@ def acf_small_mnist() -> ml_collections.ConfigDict:
     c = acf_small()
     set_fields(c, model=dict(heads=4, gamma_init=1.0, eval_estimator=dict(n_samples=2)))
     mnist_ablation_schedule(c, learning_rate=1e-3, num_train_steps=1200)
-    # The evaluation (20 series terms with 8 probes per digit, through the attention over
-    # 196 positions) cost as much as training on the CPU: 2 probes, no validation pass
-    # (the one evaluation is at the end, so best = last), no sample grids.
     return set_fields(c, dataset=dict(val_split=""), sample_temperatures=())
 
 
