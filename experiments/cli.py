@@ -28,12 +28,12 @@ import logging
 import os
 import sys
 import traceback
-from typing import Callable, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from absl import flags
 
-__all__ = ["RefusalError", "run", "parse", "write_text_atomic", "parse_seeds", "EXIT_FAILED",
-           "EXIT_REFUSED", "EXIT_SIGINT", "EXIT_SIGTERM"]
+__all__ = ["RefusalError", "run", "parse", "write_text_atomic", "parse_seeds", "run_labels",
+           "EXIT_FAILED", "EXIT_REFUSED", "EXIT_SIGINT", "EXIT_SIGTERM"]
 
 EXIT_FAILED, EXIT_REFUSED, EXIT_SIGINT, EXIT_SIGTERM = 1, 2, 130, 143
 _HELP = ("-h", "--help", "--helpshort", "--helpfull")
@@ -66,6 +66,25 @@ def parse_seeds(text: str, error: Callable[[str], None], *, at_least: int = 1) -
 
 class RefusalError(Exception):
     """Bad input to a launcher: printed as one ``error:`` line, exit code 2."""
+
+
+def run_labels(workdirs: Sequence[str], labels: Optional[Sequence[str]], *,
+               flag: str = "--workdirs") -> List[str]:
+    """One name per work directory: ``labels`` (``--labels``), or each directory's basename.
+
+    Raises :class:`RefusalError` on an empty work directory entry or a label count that
+    does not match.
+    """
+    if any(not w.strip() for w in workdirs):
+        raise RefusalError(f"{flag}: an empty entry in {','.join(workdirs)!r} "
+                           "(expected comma-separated work directories).")
+    if labels is None:
+        return [os.path.basename(os.path.normpath(w)) for w in workdirs]
+    if len(labels) != len(workdirs):
+        raise RefusalError(f"--labels: {len(labels)} labels {list(labels)} for "
+                           f"{len(workdirs)} work directories: give one label per "
+                           f"{flag} entry, in the same order.")
+    return [label.strip() for label in labels]
 
 
 def _adopt_global_flags(flag_values: flags.FlagValues, module: str):

@@ -183,19 +183,6 @@ def parse_sigmas(values: Sequence[str]) -> List[float]:
     return sorted(set(sigmas))
 
 
-def _labels(workdirs: Sequence[str], labels: Optional[Sequence[str]]) -> List[str]:
-    if any(not w.strip() for w in workdirs):
-        raise cli.RefusalError(f"--workdirs: an empty entry in {','.join(workdirs)!r} "
-                               "(expected comma-separated work directories).")
-    if labels is None:
-        return [os.path.basename(os.path.normpath(w)) for w in workdirs]
-    if len(labels) != len(workdirs):
-        raise cli.RefusalError(f"--labels: {len(labels)} labels {list(labels)} for "
-                               f"{len(workdirs)} work directories: give one label per "
-                               "--workdirs entry, in the same order.")
-    return [label.strip() for label in labels]
-
-
 def _load(workdir: str):
     """``(config, dataset settings, DatasetInfo)`` of the run in ``workdir``.
 
@@ -282,7 +269,7 @@ def _robustness() -> int:
     from jaxflows.train.evaluation import evaluate_split_metrics
 
     workdirs = list(FLAGS.workdirs)
-    labels = _labels(workdirs, FLAGS.labels)
+    labels = cli.run_labels(workdirs, FLAGS.labels)
     sigmas = parse_sigmas(FLAGS.sigmas)
     if FLAGS.noise_seed < 0:
         raise cli.RefusalError(f"--noise_seed: expected an int >= 0, got {FLAGS.noise_seed}.")

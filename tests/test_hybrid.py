@@ -46,6 +46,26 @@ def test_layout_of_the_factories():
     assert hy.multiscale_layout(res) == (2, False)
     assert hy.multiscale_layout(models.resflow((8, 8, 1), levels=2, blocks_per_level=1,
                                                fc_blocks=0)) == (1, False)
+    acf = models.acf((8, 8, 1), attention="l2", heads=1, levels=2, blocks_per_level=1,
+                     hidden_channels=4, fc_blocks=0, squeeze_first=True, factor_out=True)
+    assert hy.multiscale_layout(acf) == (2, True)
+
+
+def test_acf_hybrid_variants_of_the_robustness_study():
+    """hybrid_mnist.py:acf_<attention>_<lam>: the three models differ in the attention only."""
+    from experiments.configs import common, hybrid_mnist
+    from jaxflows import train as jt
+    base = common.acf_small_mnist().model.to_dict()
+    for attention in ("none", "l2", "lipnorm"):
+        c = hybrid_mnist.get_config(f"acf_{attention}_invd")
+        assert c.model.to_dict() == {**base, "attention": attention}
+        assert (c.hybrid.lam, c.hybrid.features) == ("1/D", "pooled")
+        assert (c.dataset.train_split, c.dataset.val_split) == ("train", "")
+        assert c.num_train_steps == c.eval_every == hybrid_mnist.ACF_STEPS
+        assert jt.read_settings(c).hybrid.lam == "1/D"     # resolved to 1/784 at run time
+    assert hybrid_mnist.get_config("acf_l2_0").hybrid.lam == 0.0
+    with pytest.raises(ValueError, match="variant"):
+        hybrid_mnist.get_config("acf_dot_invd")
 
 
 def test_level_latents_follow_the_multiscale_layout():
