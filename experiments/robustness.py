@@ -40,10 +40,12 @@ the test accuracy of the classifier head on ``x~``.
   "lowres:F"``) is conditioned on the noisy image's low-resolution version; a
   label-conditional run on the true label.
 
-Outputs: a markdown table (bits/dim per run x sigma, and accuracy for hybrid runs) on
-stdout; ``--json`` (default: ``--out`` with ``.json``) with every figure; ``--out``, a PNG
-with one line per run of bits/dim against sigma, and a second panel of accuracy against
-sigma when any run is a hybrid.
+Outputs: markdown tables on stdout: bits/dim per run x sigma, their increase over the
+clean images (when ``0`` is among the sigmas: the claim is about how much a model
+degrades, and the increase is paired, the same images for every run) and, for hybrid
+runs, accuracy; ``--json`` (default: ``--out`` with ``.json``) with every figure;
+``--out``, a PNG with one line per run of bits/dim against sigma, and a second panel of
+accuracy against sigma when any run is a hybrid.
 
 Exit codes (``experiments/cli.py``): 0 done, 1 a figure is not finite (after writing the
 outputs), 2 refused (one ``error:`` line; ``--debug`` adds the traceback): no run in a
@@ -223,6 +225,11 @@ def markdown_table(labels: Sequence[str], sigmas: Sequence[float],
     return "\n".join(lines)
 
 
+def increase(row: Sequence[Optional[float]]) -> List[Optional[float]]:
+    """``row[k] - row[0]`` for ``k >= 1`` (None where either is missing)."""
+    return [None if v is None or row[0] is None else v - row[0] for v in row[1:]]
+
+
 def plot(path: str, results: Sequence[Dict[str, Any]], sigmas: Sequence[float], title: str):
     """The PNG: bits/dim against sigma per run, and accuracy against sigma for hybrids."""
     import matplotlib
@@ -308,6 +315,8 @@ def _robustness() -> int:
             m = evaluate_split_metrics(run, state, source, split_id)
             bpd.append(float(m[run.score]))
             acc.append(float(m["accuracy"]) if "accuracy" in m else None)
+            print(f"[{label}] sigma={sigma:g}: {bpd[-1]:.4f} bits/dim"
+                  + ("" if acc[-1] is None else f", accuracy {acc[-1]:.3f}"), flush=True)
         hybrid = run.hybrid_lam is not None
         results.append({"workdir": workdir, "label": label, "checkpoint_step": int(step),
                         "use_ema": run.settings.use_ema, "hybrid_lam": run.hybrid_lam,
@@ -334,6 +343,12 @@ def _robustness() -> int:
         print(f"{split} bits/dim of {name} under additive Gaussian noise (sigma in pixel "
               f"levels 0..{num_bins - 1}, noise seed {FLAGS.noise_seed}):\n")
         print(markdown_table(labels, sigmas, [r["bits_per_dim"] for r in results]))
+        if sigmas[0] == 0 and len(sigmas) > 1:
+            print("\nincrease over the clean images (sigma = 0), the paired cost of the "
+                  "noise:\n")
+            print(markdown_table(labels, sigmas[1:],
+                                 [increase(r["bits_per_dim"]) for r in results],
+                                 fmt="{:+.4f}"))
         hybrids = [r for r in results if r["accuracy"] is not None]
         if hybrids:
             print(f"\n{split} accuracy of the hybrid runs:\n")

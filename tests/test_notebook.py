@@ -7,6 +7,9 @@ detected (the suite runs on CPU, so it must say it falls back to CPU), a Glow tr
 ``digits`` through ``jaxflows.train.train_and_evaluate``, curves and samples drawn,
 densities computed with the trained flow and with a residual block through
 ``jaxflows.as_functions``. The checks read the values the notebook prints and leaves.
+The Colab branches that this CPU machine cannot take are run with fakes: the install
+cell on a TPU, GPU and CPU runtime (its pip commands recorded, the accelerator's JAX
+build checked against the pin of ``requirements.txt``) and the accelerator's one line.
 """
 import math
 import os
@@ -96,3 +99,71 @@ def test_ipynb_is_the_paired_source():
         (c.cell_type, c.source) for c in py.cells], (
         "quickstart.ipynb is out of date: run `jupytext --sync "
         "experiments/notebooks/quickstart.py` (or --to ipynb).")
+
+
+def _pin(package):
+    """The version ``requirements.txt`` pins ``package`` to."""
+    with open(os.path.join(ROOT, "requirements.txt")) as f:
+        for line in f:
+            if line.startswith(f"{package}=="):
+                return line.strip().split("==")[1]
+    raise AssertionError(f"{package} is not pinned in requirements.txt")
+
+
+@pytest.mark.parametrize("accelerator", ["tpu", "gpu", "cpu"])
+def test_notebook_install_cell_on_each_runtime(executed, tmp_path, monkeypatch, accelerator):
+    """The Colab install cell, its commands recorded instead of run: the accelerator's JAX
+    build at the pinned version, the pinned requirements without TensorFlow, the test
+    tools or (on an accelerator) a second JAX, then jaxflows itself without dependencies.
+    """
+    import shutil
+    import subprocess
+    import sys
+    import types
+    ns, _, _ = executed
+    target = tmp_path / "jaxflows"
+    target.mkdir()
+    shutil.copy(os.path.join(ROOT, "requirements.txt"), target / "requirements.txt")
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(list(cmd))
+        found = accelerator == "gpu" and cmd[:2] == ["sh", "-c"]
+        return types.SimpleNamespace(returncode=0 if found else 1)
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    if accelerator == "tpu":
+        monkeypatch.setenv("COLAB_TPU_ADDR", "10.0.0.2:8470")
+    else:
+        monkeypatch.delenv("COLAB_TPU_ADDR", raising=False)
+    if os.path.exists("/dev/accel0"):
+        pytest.skip("this machine has a TPU device file: the branches cannot be faked")
+    ns["_install_jaxflows"]("unused://", target=str(target))
+    pips = [c for c in calls if c[1:4] == ["-m", "pip", "install"]]
+    jax = _pin("jax")
+    expected = {"tpu": [f"jax[tpu]=={jax}"], "gpu": [f"jax[cuda12]=={jax}"], "cpu": []}
+    builds = [c[5:] for c in pips if any(a.startswith("jax[") for a in c)]
+    assert builds == ([expected[accelerator]] if expected[accelerator] else [])
+    reqs = [c for c in pips if f"flax=={_pin('flax')}" in c]
+    assert len(reqs) == 1
+    assert not any(a.startswith(("tensorflow==", "pytest", "ruff")) for a in reqs[0])
+    has_jax = f"jax=={jax}" in reqs[0]
+    assert has_jax == (accelerator == "cpu")     # an accelerator keeps its own build
+    assert pips[-1][-3:] == ["--no-deps", "-e", str(target)]
+    assert not any(c[0] == "git" for c in calls)   # the target existed: no clone
+    assert sys.path[0] == os.path.abspath(str(target))
+
+
+@pytest.mark.parametrize("backend, kinds, expected", [
+    ("tpu", ["TPU v2"] * 8, "Accelerator: TPU, 8 x TPU v2."),
+    ("gpu", ["Tesla T4"], "Accelerator: GPU, 1 x Tesla T4."),
+])
+def test_notebook_names_the_accelerator(executed, monkeypatch, backend, kinds, expected):
+    import types
+    ns, _, _ = executed
+    jax = ns["jax"]
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    monkeypatch.setattr(jax, "devices", lambda: [types.SimpleNamespace(device_kind=k)
+                                                 for k in kinds])
+    assert ns["describe_accelerator"]() == expected

@@ -65,6 +65,10 @@ def test_sigma_zero_reproduces_evaluate_and_noise_costs_bits(hybrid_run, noisy_o
     text = noisy_outputs["stdout"]
     assert "| run | sigma=0 | sigma=8 |" in text and "accuracy" in text
     assert f"| A | {a['bits_per_dim'][0]:.4f} | {a['bits_per_dim'][1]:.4f} |" in text
+    # the paired increase over the clean images
+    assert "| run | sigma=8 |" in text
+    assert f"| B | {a['bits_per_dim'][1] - a['bits_per_dim'][0]:+.4f} |" in text
+    assert robustness.increase([2.0, 2.5, None]) == [0.5, None]
     from PIL import Image
     w, h = Image.open(noisy_outputs["png"]).size
     assert w > h > 0      # two panels side by side (a hybrid run)
