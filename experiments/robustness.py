@@ -3,6 +3,7 @@ r"""Bits/dim (and a hybrid's accuracy) of trained runs on test images with addit
     python experiments/robustness.py --workdirs=runs/a,runs/b,runs/c \
         --labels="ResFlow,ACF L2,ACF LipNorm" --sigmas=0,2,4,8,16 --out=robustness.png \
         [--which=best] [--split=test] [--json=robustness.json] [--noise_seed=0]
+    python experiments/robustness.py --replot --out=robustness.png   # redraw from the JSON
 
 ACF (attentive contractive flows) claims that contractive attention, "especially the
 dot-product variant", makes a flow more resilient to additive noise. This launcher
@@ -44,8 +45,10 @@ Outputs: markdown tables on stdout: bits/dim per run x sigma, their increase ove
 clean images (when ``0`` is among the sigmas: the claim is about how much a model
 degrades, and the increase is paired, the same images for every run) and, for hybrid
 runs, accuracy; ``--json`` (default: ``--out`` with ``.json``) with every figure;
-``--out``, a PNG with one line per run of bits/dim against sigma, and a second panel of
-accuracy against sigma when any run is a hybrid.
+``--out``, a PNG with one line per run of bits/dim against sigma (on a log scale when
+the largest figure is over 10 times the smallest), and a second panel of accuracy
+against sigma when any run is a hybrid. ``--replot`` redraws the PNG and reprints the
+tables from the JSON of an earlier call, evaluating nothing.
 
 Exit codes (``experiments/cli.py``): 0 done, 1 a figure is not finite (after writing the
 outputs), 2 refused (one ``error:`` line; ``--debug`` adds the traceback): no run in a
@@ -91,6 +94,9 @@ flags.DEFINE_integer("eval_batch_size", None, "Override the global evaluation ba
                      flag_values=FLAGS)
 flags.DEFINE_integer("noise_seed", 0, "Seed of the Gaussian noise (shared by all runs and "
                      "sigmas).", flag_values=FLAGS)
+flags.DEFINE_bool("replot", False, "Redraw --out and reprint the tables from the JSON of an "
+                  "earlier run of this command (--json, default --out with .json), "
+                  "evaluating nothing; --workdirs is not needed.", flag_values=FLAGS)
 flags.DEFINE_bool("debug", False, "Show the traceback of an error.", flag_values=FLAGS)
 
 
@@ -245,7 +251,12 @@ def plot(path: str, results: Sequence[Dict[str, Any]], sigmas: Sequence[float], 
         ax.plot(sigmas, [np.nan if v is None else v for v in r["bits_per_dim"]],
                 marker="o", label=r["label"])
     ax.set_xlabel("noise sigma (pixel levels)")
-    ax.set_ylabel("bits/dim")
+    finite = [v for r in results for v in r["bits_per_dim"] if v is not None and v > 0]
+    if finite and max(finite) > 10 * min(finite):     # one run far above the others
+        ax.set_yscale("log")
+        ax.set_ylabel("bits/dim (log scale)")
+    else:
+        ax.set_ylabel("bits/dim")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -264,8 +275,31 @@ def plot(path: str, results: Sequence[Dict[str, Any]], sigmas: Sequence[float], 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Evaluate the runs on noisy images, print and write the figures; returns the exit code."""
-    return cli.run(_robustness, argv, FLAGS, module=__name__, doc=__doc__,
-                   required=("workdirs",))
+    return cli.run(_robustness, argv, FLAGS, module=__name__, doc=__doc__)
+
+
+def report(out: Dict[str, Any], png: str, json_path: str) -> None:
+    """Draws ``png`` and prints the tables of ``out`` (the JSON this command writes)."""
+    name, split, num_bins = out["dataset"], out["split"], out["num_bins"]
+    sigmas, results = out["sigmas"], out["runs"]
+    labels = [r["label"] for r in results]
+    plot(png, results, sigmas,
+         f"{name} {split}: additive Gaussian noise (levels 0..{num_bins - 1})")
+    print(f"{split} bits/dim of {name} under additive Gaussian noise (sigma in pixel "
+          f"levels 0..{num_bins - 1}, noise seed {out['noise_seed']}):\n")
+    print(markdown_table(labels, sigmas, [r["bits_per_dim"] for r in results]))
+    if sigmas[0] == 0 and len(sigmas) > 1:
+        print("\nincrease over the clean images (sigma = 0), the paired cost of the "
+              "noise:\n")
+        print(markdown_table(labels, sigmas[1:],
+                             [increase(r["bits_per_dim"]) for r in results],
+                             fmt="{:+.4f}"))
+    hybrids = [r for r in results if r["accuracy"] is not None]
+    if hybrids:
+        print(f"\n{split} accuracy of the hybrid runs:\n")
+        print(markdown_table([r["label"] for r in hybrids], sigmas,
+                             [r["accuracy"] for r in hybrids], fmt="{:.3f}"))
+    print(f"\nwrote {png} and {json_path}")
 
 
 def _robustness() -> int:
@@ -275,6 +309,22 @@ def _robustness() -> int:
     from jaxflows.train import abstract_state, prepare_run, restore_for_eval
     from jaxflows.train.evaluation import evaluate_split_metrics
 
+    json_path = FLAGS.json or os.path.splitext(FLAGS.out)[0] + ".json"
+    if FLAGS.replot:
+        try:
+            with open(json_path) as f:
+                out = json.load(f)
+            keys = ("dataset", "split", "num_bins", "sigmas", "noise_seed", "runs")
+            missing = [k for k in keys if k not in out]
+        except (OSError, ValueError) as e:
+            raise cli.RefusalError(f"--replot: cannot read {json_path} ({e}).") from None
+        if missing:
+            raise cli.RefusalError(f"--replot: {json_path} is not this command's JSON "
+                                   f"(no {missing}).")
+        report(out, FLAGS.out, json_path)
+        return 0
+    if not FLAGS.workdirs:
+        raise cli.RefusalError("--workdirs is required (see --help).")
     workdirs = list(FLAGS.workdirs)
     labels = cli.run_labels(workdirs, FLAGS.labels)
     sigmas = parse_sigmas(FLAGS.sigmas)
@@ -331,30 +381,11 @@ def _robustness() -> int:
            "sigma_unit": f"pixel levels (0..{num_bins - 1})", "noise_seed": FLAGS.noise_seed,
            "which": FLAGS.which, "runs": results}
     if jax.process_index() == 0:
-        json_path = FLAGS.json or os.path.splitext(FLAGS.out)[0] + ".json"
         for path in (json_path, FLAGS.out):
             if os.path.dirname(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(json_path + ".tmp", "w") as f:
-            json.dump(out, f, indent=1, sort_keys=True)
-        os.replace(json_path + ".tmp", json_path)
-        plot(FLAGS.out, results, sigmas,
-             f"{name} {split}: additive Gaussian noise (levels 0..{num_bins - 1})")
-        print(f"{split} bits/dim of {name} under additive Gaussian noise (sigma in pixel "
-              f"levels 0..{num_bins - 1}, noise seed {FLAGS.noise_seed}):\n")
-        print(markdown_table(labels, sigmas, [r["bits_per_dim"] for r in results]))
-        if sigmas[0] == 0 and len(sigmas) > 1:
-            print("\nincrease over the clean images (sigma = 0), the paired cost of the "
-                  "noise:\n")
-            print(markdown_table(labels, sigmas[1:],
-                                 [increase(r["bits_per_dim"]) for r in results],
-                                 fmt="{:+.4f}"))
-        hybrids = [r for r in results if r["accuracy"] is not None]
-        if hybrids:
-            print(f"\n{split} accuracy of the hybrid runs:\n")
-            print(markdown_table([r["label"] for r in hybrids], sigmas,
-                                 [r["accuracy"] for r in hybrids], fmt="{:.3f}"))
-        print(f"\nwrote {FLAGS.out} and {json_path}")
+        cli.write_text_atomic(json_path, json.dumps(out, indent=1, sort_keys=True))
+        report(out, FLAGS.out, json_path)
     if bad:
         raise FloatingPointError(f"bits/dim not finite for (run, sigma) {bad}.")
     return 0

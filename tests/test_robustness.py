@@ -74,6 +74,23 @@ def test_sigma_zero_reproduces_evaluate_and_noise_costs_bits(hybrid_run, noisy_o
     assert w > h > 0      # two panels side by side (a hybrid run)
 
 
+def test_replot_redraws_from_the_json(noisy_outputs, tmp_path, capsys):
+    """--replot: the same tables from the JSON alone, a new PNG, nothing evaluated."""
+    png = str(tmp_path / "again.png")
+    capsys.readouterr()
+    code = robustness.main(["robustness.py", "--replot", f"--json={noisy_outputs['json']}",
+                            f"--out={png}"])
+    text = capsys.readouterr().out
+    assert code == 0 and os.path.getsize(png) > 0
+    tables = noisy_outputs["stdout"].split("\nwrote ")[0]   # after the progress lines
+    assert text.split("\nwrote ")[0] == tables[tables.index("test bits/dim"):]
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"runs": []}))
+    assert robustness.main(["robustness.py", "--replot", f"--json={bad}",
+                            f"--out={png}"]) == 2
+    assert "not this command's JSON" in capsys.readouterr().err
+
+
 def test_noisy_source():
     x = np.full((200, 4, 4, 1), 128, np.uint8)
     x[:, 0, 0, 0] = 0                       # clipped at black
@@ -132,6 +149,7 @@ def test_bad_input_is_refused(hybrid_run, tmp_path, capsys):
         ([f"--workdirs={vector}"], "vector data"),
         ([f"--workdirs={hybrid_run},{other}"], "same data"),
         ([], "--workdirs is required"),
+        (["--replot"], "--replot: cannot read"),
     ]
     capsys.readouterr()
     for args, match in cases:
