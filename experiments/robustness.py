@@ -283,6 +283,7 @@ def report(out: Dict[str, Any], png: str, json_path: str) -> None:
     name, split, num_bins = out["dataset"], out["split"], out["num_bins"]
     sigmas, results = out["sigmas"], out["runs"]
     labels = [r["label"] for r in results]
+    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
     plot(png, results, sigmas,
          f"{name} {split}: additive Gaussian noise (levels 0..{num_bins - 1})")
     print(f"{split} bits/dim of {name} under additive Gaussian noise (sigma in pixel "
@@ -381,9 +382,6 @@ def _robustness() -> int:
            "sigma_unit": f"pixel levels (0..{num_bins - 1})", "noise_seed": FLAGS.noise_seed,
            "which": FLAGS.which, "runs": results}
     if jax.process_index() == 0:
-        for path in (json_path, FLAGS.out):
-            if os.path.dirname(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
         cli.write_text_atomic(json_path, json.dumps(out, indent=1, sort_keys=True))
         report(out, FLAGS.out, json_path)
     if bad:

@@ -76,7 +76,7 @@ def test_sigma_zero_reproduces_evaluate_and_noise_costs_bits(hybrid_run, noisy_o
 
 def test_replot_redraws_from_the_json(noisy_outputs, tmp_path, capsys):
     """--replot: the same tables from the JSON alone, a new PNG, nothing evaluated."""
-    png = str(tmp_path / "again.png")
+    png = str(tmp_path / "new_dir" / "again.png")        # a directory that does not exist
     capsys.readouterr()
     code = robustness.main(["robustness.py", "--replot", f"--json={noisy_outputs['json']}",
                             f"--out={png}"])
